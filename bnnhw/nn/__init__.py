@@ -1,0 +1,21 @@
+"""Binary quantisation-aware training building blocks and declarative model specs."""
+
+from .binarize import binarize_activation, binarize_weight, sign
+from .layers import (
+    BinaryActivation,
+    BinaryConv2d,
+    BinaryLinear,
+    InputEncoder,
+    Scores,
+    clip_latent_weights,
+    thermometer_thresholds,
+)
+from .spec import BNN, SpecError, binary_weight_count, build_model, layer_shapes, normalize_spec
+from . import zoo
+
+__all__ = [
+    "BNN", "BinaryActivation", "BinaryConv2d", "BinaryLinear", "InputEncoder", "Scores",
+    "SpecError", "binarize_activation", "binarize_weight", "binary_weight_count",
+    "build_model", "clip_latent_weights", "layer_shapes", "normalize_spec", "sign",
+    "thermometer_thresholds", "zoo",
+]

@@ -1,0 +1,45 @@
+"""Binarizers with straight-through estimators.
+
+Convention (DESIGN.md §3): a binary value is +1 or -1 and ``sign(0) = +1``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def sign(x: torch.Tensor) -> torch.Tensor:
+    """``+1`` where ``x >= 0``, ``-1`` elsewhere (so ``sign(0) = +1``), same dtype as ``x``."""
+    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+
+
+class _SignIdentitySTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):  # noqa: D102
+        return sign(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        return grad
+
+
+class _SignClippedSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):  # noqa: D102
+        ctx.save_for_backward(x)
+        return sign(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        (x,) = ctx.saved_tensors
+        return grad * (x.abs() <= 1).to(grad.dtype)
+
+
+def binarize_weight(w: torch.Tensor) -> torch.Tensor:
+    """Sign of latent weights; the gradient passes through unchanged (identity STE)."""
+    return _SignIdentitySTE.apply(w)
+
+
+def binarize_activation(x: torch.Tensor) -> torch.Tensor:
+    """Sign of activations; the gradient is zeroed where ``|x| > 1`` (clipped STE)."""
+    return _SignClippedSTE.apply(x)

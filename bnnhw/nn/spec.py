@@ -1,0 +1,274 @@
+"""Declarative model specs: a plain JSON-able dict fully describes a model.
+
+```
+{"input": {"shape": [1, 28, 28], "encoding": "binary"},
+ "layers": [{"type": "conv", "out": 64, "kernel": 3, "stride": 1, "padding": 0},
+            {"type": "maxpool", "kernel": 2},
+            {"type": "dense", "out": 256},
+            {"type": "dense", "out": 10}]}
+```
+
+Every ``conv``/``dense`` except the last is followed by BatchNorm and a binary activation;
+the last layer must be a ``dense`` classifier, whose integer dot products are mapped to
+logits by a per-class float scale and bias (``Scores``). A ``maxpool`` follows the sign of
+the layer before it, or, with ``"before_bn": true``, pools that conv's output before its
+BatchNorm and sign.
+
+Keys and defaults:
+
+- ``input``: ``shape`` [C, H, W] (required), ``encoding`` ``binary`` | ``uint8`` |
+  ``thermometer`` (``binary``), ``threshold`` 0..255 for ``binary`` (128), ``levels`` for
+  ``thermometer`` (8);
+- ``conv``: ``out``, ``kernel`` (required), ``stride`` (1), ``padding`` (0),
+  ``pad_value`` 0 | 1 | -1 (0: zero padding), ``scale`` (false, XNOR-Net per-channel
+  scale), ``bias`` (false);
+- ``maxpool``: ``kernel`` (required), ``stride`` (= kernel), ``before_bn`` (false);
+- ``dense``: ``out`` (required), ``scale`` (false), ``bias`` (false).
+
+``normalize_spec`` validates a spec and returns it with every default filled in: that is
+what checkpoints store.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from torch import nn
+
+from .layers import (
+    ENCODINGS,
+    PAD_VALUES,
+    BinaryActivation,
+    BinaryConv2d,
+    BinaryLinear,
+    InputEncoder,
+    Scores,
+)
+
+
+class SpecError(ValueError):
+    """A model spec that cannot describe a model; the message names the layer and value."""
+
+
+_INPUT_KEYS = {"shape": None, "encoding": "binary", "threshold": 128, "levels": 8}
+_LAYER_KEYS = {
+    "conv": {"type": None, "out": None, "kernel": None, "stride": 1, "padding": 0,
+             "pad_value": 0, "scale": False, "bias": False},
+    "maxpool": {"type": None, "kernel": None, "stride": None, "before_bn": False},
+    "dense": {"type": None, "out": None, "scale": False, "bias": False},
+}
+
+
+def _int(where: str, key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise SpecError(f"{where}: {key} must be {kind}, not {value!r}")
+    return value
+
+
+def _bool(where: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(f"{where}: {key} must be true or false, not {value!r}")
+    return value
+
+
+def _fill(where: str, given: Any, keys: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(given, dict):
+        raise SpecError(f"{where} must be an object, not {type(given).__name__}")
+    unknown = sorted(set(given) - set(keys))
+    if unknown:
+        raise SpecError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(keys)})")
+    out = {}
+    for key, default in keys.items():
+        if key in given:
+            out[key] = given[key]
+        elif default is None and key != "stride":
+            raise SpecError(f"{where}: missing required key {key!r}")
+        else:
+            out[key] = default
+    return out
+
+
+def normalize_spec(spec: Any) -> dict[str, Any]:
+    """Validate ``spec`` and return a copy with every default filled in.
+
+    Raises ``SpecError`` naming the layer and the offending value, including for shapes
+    that cannot be computed (a kernel larger than its padded input, ...).
+    """
+    if not isinstance(spec, dict):
+        raise SpecError(f"a model spec must be an object, not {type(spec).__name__}")
+    unknown = sorted(set(spec) - {"input", "layers", "name"})
+    if unknown:
+        raise SpecError(f"model spec: unknown key {unknown[0]!r} (known: input, layers, name)")
+    if "input" not in spec or "layers" not in spec:
+        raise SpecError("a model spec needs both 'input' and 'layers'")
+    spec = copy.deepcopy(spec)
+    inp = _fill("input", spec["input"], _INPUT_KEYS)
+    shape = inp["shape"]
+    if (not isinstance(shape, (list, tuple)) or len(shape) != 3
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape)):
+        raise SpecError(f"input: shape must be three positive integers [C, H, W], not {shape!r}")
+    inp["shape"] = list(shape)
+    if inp["encoding"] not in ENCODINGS:
+        raise SpecError(f"input: encoding must be one of {', '.join(ENCODINGS)}, "
+                        f"not {inp['encoding']!r}")
+    thr = inp["threshold"]
+    if isinstance(thr, bool) or not isinstance(thr, int) or not 0 <= thr <= 255:
+        raise SpecError(f"input: threshold must be an integer in 0..255, not {thr!r}")
+    _int("input", "levels", inp["levels"], 1)
+
+    layers = spec["layers"]
+    if not isinstance(layers, list) or not layers:
+        raise SpecError("model spec: 'layers' must be a non-empty list")
+    c, h, w = inp["shape"]
+    if inp["encoding"] == "thermometer":
+        c *= inp["levels"]
+    flat = None  # feature count once flattened by a dense layer
+    out_layers = []
+    prev = None
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, dict):
+            raise SpecError(f"layer {i} must be an object, not {type(layer).__name__}")
+        kind = layer.get("type")
+        if kind not in _LAYER_KEYS:
+            raise SpecError(f"layer {i}: unknown layer type {kind!r} "
+                            f"(known: {', '.join(_LAYER_KEYS)})")
+        where = f"layer {i} ({kind})"
+        lay = _fill(where, layer, _LAYER_KEYS[kind])
+        if kind == "conv":
+            if flat is not None:
+                raise SpecError(f"{where}: a conv cannot follow a dense layer")
+            out = _int(where, "out", lay["out"], 1)
+            k = _int(where, "kernel", lay["kernel"], 1)
+            s = _int(where, "stride", lay["stride"], 1)
+            p = _int(where, "padding", lay["padding"], 0)
+            if lay["pad_value"] not in PAD_VALUES or isinstance(lay["pad_value"], bool):
+                raise SpecError(f"{where}: pad_value must be 0, 1 or -1, not "
+                                f"{lay['pad_value']!r}")
+            if i == 0 and inp["encoding"] == "uint8" and p and lay["pad_value"] != 0:
+                raise SpecError(f"{where}: a conv on uint8 pixels pads with zeros only, "
+                                f"not pad_value {lay['pad_value']}")
+            _bool(where, "scale", lay["scale"])
+            _bool(where, "bias", lay["bias"])
+            if k > h + 2 * p or k > w + 2 * p:
+                raise SpecError(f"{where}: kernel {k} is larger than its padded input "
+                                f"{h + 2 * p}x{w + 2 * p}")
+            c, h, w = out, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        elif kind == "maxpool":
+            if prev is None or flat is not None:
+                raise SpecError(f"{where}: a maxpool must follow a conv or another maxpool")
+            k = _int(where, "kernel", lay["kernel"], 1)
+            lay["stride"] = k if lay["stride"] is None else lay["stride"]
+            s = _int(where, "stride", lay["stride"], 1)
+            if _bool(where, "before_bn", lay["before_bn"]) and prev["type"] != "conv":
+                raise SpecError(f"{where}: before_bn pooling must directly follow a conv")
+            if prev["type"] == "maxpool" and prev["before_bn"] and lay["before_bn"]:
+                raise SpecError(f"{where}: only one maxpool can pool before BatchNorm")
+            if k > h or k > w:
+                raise SpecError(f"{where}: kernel {k} is larger than its input {h}x{w}")
+            h, w = (h - k) // s + 1, (w - k) // s + 1
+        else:
+            out = _int(where, "out", lay["out"], 1)
+            _bool(where, "scale", lay["scale"])
+            _bool(where, "bias", lay["bias"])
+            flat = out
+        out_layers.append(lay)
+        prev = lay
+    if out_layers[-1]["type"] != "dense":
+        raise SpecError(f"layer {len(out_layers) - 1}: the last layer must be a dense "
+                        f"classifier, not {out_layers[-1]['type']}")
+    result = {"input": inp, "layers": out_layers}
+    if "name" in spec:
+        result["name"] = str(spec["name"])
+    return result
+
+
+def layer_shapes(spec: dict[str, Any]) -> list[tuple[int, ...]]:
+    """Output shape of every spec layer (``(C, H, W)`` or ``(N,)``), spec normalised first."""
+    spec = normalize_spec(spec)
+    inp = spec["input"]
+    c, h, w = inp["shape"]
+    if inp["encoding"] == "thermometer":
+        c *= inp["levels"]
+    shapes: list[tuple[int, ...]] = []
+    for lay in spec["layers"]:
+        if lay["type"] == "conv":
+            k, s, p = lay["kernel"], lay["stride"], lay["padding"]
+            c, h, w = lay["out"], (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+            shapes.append((c, h, w))
+        elif lay["type"] == "maxpool":
+            k, s = lay["kernel"], lay["stride"]
+            h, w = (h - k) // s + 1, (w - k) // s + 1
+            shapes.append((c, h, w))
+        else:
+            shapes.append((lay["out"],))
+    return shapes
+
+
+class BNN(nn.Module):
+    """A binary network built from a spec: ``encoder`` then the flat ``layers`` sequence.
+
+    ``layers`` holds, in order, for each spec layer: ``BinaryConv2d`` [``MaxPool2d`` if
+    pooling before BN] ``BatchNorm2d`` ``BinaryActivation``; a ``MaxPool2d``; a
+    ``Flatten`` before the first dense after a conv; ``BinaryLinear`` ``BatchNorm1d``
+    ``BinaryActivation``; and the classifier ``BinaryLinear`` ``Scores``.
+    Input: 8-bit pixel values (0..255) as a float tensor, NCHW.
+    """
+
+    def __init__(self, spec: dict[str, Any]):
+        super().__init__()
+        self.spec = normalize_spec(spec)
+        inp = self.spec["input"]
+        self.encoder = InputEncoder(inp["encoding"], inp["threshold"], inp["levels"])
+        c, h, w = inp["shape"]
+        if inp["encoding"] == "thermometer":
+            c *= inp["levels"]
+        shapes = layer_shapes(self.spec)
+        specs = self.spec["layers"]
+        mods: list[nn.Module] = []
+        features = None
+        for i, lay in enumerate(specs):
+            last = i == len(specs) - 1
+            pool_next = (i + 1 < len(specs) and specs[i + 1]["type"] == "maxpool"
+                         and specs[i + 1]["before_bn"])
+            if lay["type"] == "conv":
+                mods.append(BinaryConv2d(c, lay["out"], lay["kernel"], lay["stride"],
+                                         lay["padding"], lay["pad_value"], lay["scale"],
+                                         lay["bias"]))
+                if not pool_next:
+                    mods += [nn.BatchNorm2d(lay["out"]), BinaryActivation()]
+            elif lay["type"] == "maxpool":
+                mods.append(nn.MaxPool2d(lay["kernel"], lay["stride"]))
+                if lay["before_bn"]:
+                    mods += [nn.BatchNorm2d(c), BinaryActivation()]
+            else:
+                if features is None:
+                    mods.append(nn.Flatten())
+                    features = c * h * w
+                mods.append(BinaryLinear(features, lay["out"], lay["scale"], lay["bias"]))
+                if last:
+                    mods.append(Scores(lay["out"], features))
+                else:
+                    mods += [nn.BatchNorm1d(lay["out"]), BinaryActivation()]
+                features = lay["out"]
+            shape = shapes[i]
+            if len(shape) == 3:
+                c, h, w = shape
+        self.layers = nn.Sequential(*mods)
+
+    def forward(self, x):  # noqa: D102
+        return self.layers(self.encoder(x))
+
+
+def build_model(spec: dict[str, Any]) -> BNN:
+    """Build the ``nn.Module`` a spec describes (raises ``SpecError`` for a bad spec)."""
+    return BNN(spec)
+
+
+def binary_weight_count(model: nn.Module) -> int:
+    """Number of binary weights across the conv and dense layers (BN excluded)."""
+    return sum(m.weight.numel() for m in model.modules()
+               if isinstance(m, (BinaryConv2d, BinaryLinear)))
+
+
