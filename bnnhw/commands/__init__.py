@@ -1,0 +1,1 @@
+"""Subcommands of the bnnhw CLI, one module each."""
