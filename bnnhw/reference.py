@@ -1,0 +1,189 @@
+"""Bit-exact reference functions, one per hardware operation.
+
+These are the integer models the golden model (``bnnhw.golden``) is assembled from and the
+RTL block tests compare against. Every function accepts numpy arrays or torch tensors,
+allows leading batch dimensions, uses integer torch operations only and returns a torch
+``int64`` tensor. Conventions (DESIGN.md §3):
+
+- a binary value is a bit ``b`` standing for ``2b - 1`` (bit 1 is +1, bit 0 is -1);
+- feature maps are HWC: ``x[..., H, W, C]``, channel innermost;
+- a window of a sliding-window generator lists its ``K * K * C`` elements in
+  ``(ky, kx, c)`` order (``c`` fastest), which is also the column order of conv weights;
+- comparisons are ``acc >= T`` with signed integer thresholds ``T``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .nn.layers import ENCODINGS, thermometer_thresholds
+
+__all__ = [
+    "encode", "maxpool", "popcount_matvec", "signed_matvec", "sliding_window", "threshold",
+]
+
+# Above this magnitude an int32 matmul could overflow; int64 is used instead (slower).
+_INT32_SAFE = 2**31 - 1
+
+
+def _int(x: Any) -> torch.Tensor:
+    """``x`` as an int64 tensor (no copy when it already is one)."""
+    if isinstance(x, torch.Tensor):
+        if x.is_floating_point() or x.is_complex():
+            raise ValueError(f"expected an integer tensor, not dtype {x.dtype}")
+        return x.to(torch.int64)
+    a = np.asarray(x)
+    if a.dtype.kind not in "biu":
+        raise ValueError(f"expected an integer array, not dtype {a.dtype}")
+    return torch.from_numpy(a.astype(np.int64, copy=False))
+
+
+def _check_bits(name: str, x: torch.Tensor) -> None:
+    if x.numel() and (int(x.min()) < 0 or int(x.max()) > 1):
+        raise ValueError(f"{name} must hold bits 0/1, found values in "
+                         f"{int(x.min())}..{int(x.max())}")
+
+
+def _matmul(x: torch.Tensor, w: torch.Tensor, bound: int) -> torch.Tensor:
+    """Exact ``x @ w.T`` for int64 operands; ``bound`` bounds every partial sum's magnitude.
+
+    int32 matmul is an order of magnitude faster than int64 on CPU, and exact while no
+    partial sum leaves the int32 range, which ``bound`` guarantees.
+    """
+    if bound <= _INT32_SAFE:
+        return torch.matmul(x.to(torch.int32), w.to(torch.int32).T).to(torch.int64)
+    return torch.matmul(x, w.T)
+
+
+def encode(pixels: Any, encoding: str, threshold: int = 128, levels: int = 8) -> torch.Tensor:
+    """Encode 8-bit pixels ``[..., H, W, C]`` for the first layer.
+
+    - ``binary``: ``[..., H, W, C]`` bits, 1 where ``pixel >= threshold``;
+    - ``thermometer``: ``[..., H, W, C * levels]`` bits, channel ``c * levels + k`` is 1
+      where ``pixel >= thermometer_thresholds(levels)[k]``;
+    - ``uint8``: the pixel values unchanged.
+    """
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, not {encoding!r}")
+    p = _int(pixels)
+    if p.numel() and (int(p.min()) < 0 or int(p.max()) > 255):
+        raise ValueError(f"pixels must lie in 0..255, found {int(p.min())}..{int(p.max())}")
+    if encoding == "uint8":
+        return p.clone()
+    if encoding == "binary":
+        return (p >= int(threshold)).to(torch.int64)
+    t = torch.tensor(thermometer_thresholds(int(levels)), dtype=torch.int64)
+    bits = (p.unsqueeze(-1) >= t).to(torch.int64)  # [..., H, W, C, L]
+    return bits.reshape(*p.shape[:-1], p.shape[-1] * int(levels))
+
+
+def sliding_window(x: Any, kernel: int, stride: int = 1, padding: int = 0,
+                   pad_value: int = 0) -> torch.Tensor:
+    """Windows of ``x[..., H, W, C]`` as ``[..., OH, OW, K * K * C]``, ``(ky, kx, c)`` order.
+
+    The input is surrounded by ``padding`` rows/columns of ``pad_value`` first;
+    ``OH = (H + 2 * padding - K) // stride + 1`` (same for ``OW``).
+    """
+    x = _int(x)
+    if x.dim() < 3:
+        raise ValueError(f"sliding_window needs an [..., H, W, C] map, not shape "
+                         f"{tuple(x.shape)}")
+    k, s, p = int(kernel), int(stride), int(padding)
+    if k < 1 or s < 1 or p < 0:
+        raise ValueError(f"sliding_window needs kernel >= 1, stride >= 1, padding >= 0, "
+                         f"not {k}, {s}, {p}")
+    *lead, h, w, c = x.shape
+    if k > h + 2 * p or k > w + 2 * p:
+        raise ValueError(f"kernel {k} is larger than the padded input {h + 2 * p}x{w + 2 * p}")
+    if p:
+        padded = torch.full((*lead, h + 2 * p, w + 2 * p, c), int(pad_value), dtype=torch.int64)
+        padded[..., p:p + h, p:p + w, :] = x
+        x = padded
+    win = x.unfold(-3, k, s).unfold(-3, k, s)  # [..., OH, OW, C, ky, kx]
+    oh, ow = win.shape[-5], win.shape[-4]
+    return win.permute(*range(len(lead)), -5, -4, -2, -1, -3).reshape(*lead, oh, ow, k * k * c)
+
+
+def popcount_matvec(x: Any, w: Any) -> torch.Tensor:
+    """``popcount(xnor(x, w[r]))`` for every row: bits ``x[..., C]``, ``w[R, C]`` -> ``[..., R]``."""
+    x, w = _int(x), _int(w)
+    if w.dim() != 2 or x.shape[-1] != w.shape[1]:
+        raise ValueError(f"popcount_matvec needs x[..., C] and w[R, C], not shapes "
+                         f"{tuple(x.shape)} and {tuple(w.shape)}")
+    _check_bits("x", x)
+    _check_bits("w", w)
+    c = w.shape[1]
+    dot = _matmul(2 * x - 1, 2 * w - 1, c)  # signed +-1 dot product
+    return (dot + c) // 2
+
+
+def signed_matvec(x: Any, w: Any) -> torch.Tensor:
+    """``sum_c x[..., c] * (2 * w[r, c] - 1)``: integers ``x[..., C]``, bits ``w[R, C]``."""
+    x, w = _int(x), _int(w)
+    if w.dim() != 2 or x.shape[-1] != w.shape[1]:
+        raise ValueError(f"signed_matvec needs x[..., C] and w[R, C], not shapes "
+                         f"{tuple(x.shape)} and {tuple(w.shape)}")
+    _check_bits("w", w)
+    bound = int(x.abs().max()) * w.shape[1] if x.numel() else 0
+    return _matmul(x, 2 * w - 1, bound)
+
+
+def threshold(acc: Any, t: Any, row_class: Any = None, col_class: Any = None) -> torch.Tensor:
+    """Threshold bits ``acc >= T`` with per-border-class thresholds.
+
+    Conv form: ``acc[..., OH, OW, R]``, ``t[NY, NX, R]``, ``row_class[OH]`` and
+    ``col_class[OW]`` (ints in ``0..NY-1`` / ``0..NX-1``); output bit ``[oy, ox, r]`` is
+    ``acc >= t[row_class[oy], col_class[ox], r]``. Dense form (both classes ``None``):
+    ``acc[..., R]`` and ``t`` of shape ``[R]`` or ``[1, 1, R]``.
+    """
+    acc, t = _int(acc), _int(t)
+    if (row_class is None) != (col_class is None):
+        raise ValueError("threshold needs both row_class and col_class, or neither")
+    if row_class is None:
+        if t.dim() == 3 and t.shape[:2] == (1, 1):
+            t = t[0, 0]
+        if t.dim() != 1 or acc.shape[-1:] != t.shape:
+            raise ValueError(f"threshold needs acc[..., R] and t[R] (or [1, 1, R]), not "
+                             f"shapes {tuple(acc.shape)} and {tuple(t.shape)}")
+        return (acc >= t).to(torch.int64)
+    rc, cc = _int(row_class), _int(col_class)
+    if (t.dim() != 3 or acc.dim() < 3 or rc.shape != acc.shape[-3:-2]
+            or cc.shape != acc.shape[-2:-1] or acc.shape[-1] != t.shape[2]):
+        raise ValueError(f"threshold needs acc[..., OH, OW, R], t[NY, NX, R], row_class[OH], "
+                         f"col_class[OW], not shapes {tuple(acc.shape)}, {tuple(t.shape)}, "
+                         f"{tuple(rc.shape)}, {tuple(cc.shape)}")
+    if rc.numel() and (int(rc.min()) < 0 or int(rc.max()) >= t.shape[0]):
+        raise ValueError(f"row_class values must lie in 0..{t.shape[0] - 1}")
+    if cc.numel() and (int(cc.min()) < 0 or int(cc.max()) >= t.shape[1]):
+        raise ValueError(f"col_class values must lie in 0..{t.shape[1] - 1}")
+    full = t[rc][:, cc]  # [OH, OW, R]
+    return (acc >= full).to(torch.int64)
+
+
+def maxpool(x: Any, kernel: int, stride: int | None = None, and_mask: Any = None) -> torch.Tensor:
+    """Max-pool of bits ``x[..., H, W, C]``: OR over each window, AND where ``and_mask[c]``.
+
+    No padding; ``OH = (H - K) // stride + 1`` (``stride`` defaults to ``kernel``).
+    ``and_mask`` (``[C]`` bits, default all 0) marks channels pooled with AND (the max
+    of a decreasing function's input, see ``bnnhw.frontend``).
+    """
+    x = _int(x)
+    _check_bits("x", x)
+    k = int(kernel)
+    s = k if stride is None else int(stride)
+    if x.dim() < 3 or k < 1 or s < 1 or k > x.shape[-3] or k > x.shape[-2]:
+        raise ValueError(f"maxpool needs an [..., H, W, C] map at least {k}x{k} and "
+                         f"stride >= 1, not shape {tuple(x.shape)} and stride {s}")
+    win = x.unfold(-3, k, s).unfold(-3, k, s)  # [..., OH, OW, C, ky, kx]
+    ored = win.amax(dim=(-2, -1))
+    if and_mask is None:
+        return ored
+    mask = _int(and_mask)
+    if mask.shape != (x.shape[-1],):
+        raise ValueError(f"and_mask must have one bit per channel ({x.shape[-1]}), not shape "
+                         f"{tuple(mask.shape)}")
+    _check_bits("and_mask", mask)
+    return torch.where(mask.bool(), win.amin(dim=(-2, -1)), ored)
