@@ -1,0 +1,53 @@
+"""Cycle measurements for stream blocks in the Amaranth simulator, without stalls.
+
+``output_cycles`` drives ``dut.i_stream`` at full rate (valid whenever there is a beat
+left) and holds ``dut.o_stream.ready`` high until every input beat is accepted, and returns the cycle at which each output
+beat was taken (cycle 0 is the first clock edge), together with the payloads.
+``steady_cycles`` turns those stamps into cycles per image: the distance between the
+last beats of two consecutive images once the pipeline is full.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+from amaranth.sim import Simulator
+
+
+def output_cycles(dut, inputs, n_outputs: int, max_cycles: int = 100_000):
+    """``(cycles, payloads)`` of the first ``n_outputs`` output beats (see module doc)."""
+    inputs = list(inputs)
+    stamps: list[int] = []
+    payloads: list[int] = []
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+
+    async def source(ctx):
+        for item in inputs:
+            ctx.set(dut.i_stream.payload, item)
+            ctx.set(dut.i_stream.valid, 1)
+            await ctx.tick().until(dut.i_stream.ready)
+        ctx.set(dut.i_stream.valid, 0)
+
+    async def sink(ctx):
+        ctx.set(dut.o_stream.ready, 1)
+        for cycle in range(max_cycles):
+            _, _, valid, payload = await ctx.tick().sample(dut.o_stream.valid,
+                                                            dut.o_stream.payload)
+            if valid:
+                stamps.append(cycle)
+                payloads.append(payload)
+                if len(stamps) == n_outputs:
+                    return
+        raise TimeoutError(f"{len(stamps)} of {n_outputs} outputs after {max_cycles} cycles")
+
+    sim.add_testbench(source)   # every block here accepts all of its input eventually
+    sim.add_testbench(sink)
+    sim.run()
+    return stamps, payloads
+
+
+def steady_cycles(stamps: list[int], beats_per_image: int) -> list[int]:
+    """Cycles between the last beats of consecutive images."""
+    ends = [stamps[i - 1] for i in range(beats_per_image, len(stamps) + 1, beats_per_image)]
+    return [b - a for a, b in pairwise(ends)]
