@@ -1,0 +1,276 @@
+"""Pipelined popcount and multi-operand adder built as a compressor tree.
+
+A popcount of ``n`` bits is reduced with LUT6-sized counters (a 6:3 counter turns six bits
+of one weight into a 3-bit count, one LUT6 per output bit), carry-save style: every level
+compresses each bit column independently, so no carry ripples until the very end. When
+every column holds at most two bits, one carry-propagate adder (a carry chain on FPGAs)
+gives the binary result. The same tree sums ``count`` unsigned operands of ``width`` bits
+(:class:`OperandSum`): column ``k`` then starts with bit ``k`` of every operand.
+
+Pipeline interface (no backpressure of its own; the user stalls it):
+
+- ``en`` is a clock enable: while it is 0 every pipeline register holds its value;
+- ``i_data`` is sampled on each enabled cycle; ``o_data`` is its sum ``latency`` enabled
+  cycles later; ``i_valid`` rides along and comes out as ``o_valid`` at the same time.
+
+``i_data`` is *not* registered on entry: logic that drives it combinationally (the XNOR of
+an MVTU lane, the weight gating of a uint8 lane) folds into the first compressor level. With
+``fanin=3`` the first level uses 3:2 counters, so a counter output depends on three such
+2-input functions (six inputs) and still fits one LUT6.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Signal, Value
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["OperandSum", "Popcount", "counter_groups", "final_heights", "tree_plan"]
+
+
+def counter_groups(height: int, fanin: int) -> list[int]:
+    """How a greedy compressor level splits a column of ``height`` bits.
+
+    Returns group sizes in order; groups of 1 or 2 bits pass through unchanged, groups of
+    3..6 bits become counters. Columns of at most two bits are left alone. A remainder of 4
+    becomes a 3:2 counter plus a pass-through bit (two LUTs remove one bit, where a 4:3
+    counter would spend three).
+    """
+    if height <= 2:
+        return [1] * height
+    groups = [fanin] * (height // fanin)
+    rest = height % fanin
+    if rest == 4:
+        groups += [3, 1]
+    elif rest == 5 and fanin == 6:
+        groups += [5]
+    elif rest >= 3:
+        groups += [3] * (rest // 3) + [1] * (rest % 3)
+    else:
+        groups += [1] * rest
+    return groups
+
+
+def _last_level_groups(heights: list[int]) -> list[list[int]]:
+    """Groups that bring columns of at most three bits down to two in one level.
+
+    Works from the LSB up, like Dadda's scheme: a column is compressed only as far as the
+    carry it receives from the column below requires (3:2 counters on three bits, 2:2 on
+    two), so no carry can push the next column back above two bits.
+    """
+    groups, carry = [], 0
+    for h in heights:
+        if h + carry <= 2:
+            groups.append([1] * h)
+            carry = 0
+        else:
+            groups.append([h])  # h is 2 or 3: one counter keeps a single sum bit here
+            carry = 1
+    if carry:
+        groups.append([])
+    return groups
+
+
+def _apply(heights: list[int], groups: list[list[int]]) -> list[int]:
+    nxt = [0] * (len(groups) + 3)
+    for k, gs in enumerate(groups):
+        for g in gs:
+            if g == 1:
+                nxt[k] += 1
+            else:
+                for j in range(g.bit_length()):
+                    nxt[k + j] += 1
+    while nxt and nxt[-1] == 0:
+        nxt.pop()
+    return nxt
+
+
+def tree_plan(heights: list[int], fanin: int = 6) -> list[list[list[int]]]:
+    """Counter groups of every compressor level, for bit columns of ``heights``.
+
+    Level ``l`` is a list with, per column (LSB first), the sizes of the groups its bits
+    are split into, in order: 1 is a pass-through bit, 2..6 a counter emitting
+    ``size.bit_length()`` bits into this and the next columns. The first level uses
+    counters of at most ``fanin`` inputs, later ones at most 6. Levels compress greedily
+    while some column holds more than three bits, then one last level brings every column
+    down to at most two bits for the final carry-propagate adder.
+    """
+    plan: list[list[list[int]]] = []
+    cur, cap = list(heights), fanin
+    while max(cur, default=0) > 2:
+        if max(cur) > 3:
+            groups = [counter_groups(h, cap) for h in cur]
+        else:
+            groups = _last_level_groups(cur)
+        plan.append(groups)
+        cur, cap = _apply(cur, groups), 6
+    return plan
+
+
+def final_heights(heights: list[int], plan: list[list[list[int]]]) -> list[int]:
+    """Column heights after all levels of ``plan``."""
+    for groups in plan:
+        heights = _apply(heights, groups)
+    return heights
+
+
+def _counter(bits: list[Value]) -> list[Value]:
+    """Count of ``bits`` (2..6 of them) as a truth-table lookup per output bit.
+
+    Written as pure logic (not ``+``) so synthesis maps each output to one LUT instead of
+    inferring a carry chain.
+    """
+    n = len(bits)
+    index = Cat(*bits)
+    outs = []
+    for j in range(n.bit_length()):
+        table = sum(((v.bit_count() >> j) & 1) << v for v in range(1 << n))
+        outs.append(Const(table, 1 << n).bit_select(index, 1))
+    return outs
+
+
+class _CompressorTree(wiring.Component):
+    """Sum of ``count`` unsigned ``width``-bit operands packed in ``i_data`` (operand ``j``
+    at bits ``[j * width, (j + 1) * width)``), pipelined; see the module docstring."""
+
+    def __init__(self, count: int, width: int, *, levels_per_stage: int = 2, fanin: int = 6,
+                 kind: str = "operand sum"):
+        for what, v, lo in (("count", count, 1), ("width", width, 1),
+                            ("levels_per_stage", levels_per_stage, 1)):
+            if not isinstance(v, int) or v < lo:
+                self._MustUse__used = True  # no "created but never used" warning on top
+                raise ValueError(f"{kind} {what} must be an integer >= {lo}, not {v!r}")
+        if fanin not in (3, 6):
+            self._MustUse__used = True
+            raise ValueError(f"{kind} fanin must be 3 or 6, not {fanin!r}")
+        self._count = count
+        self._width = width
+        self._levels_per_stage = levels_per_stage
+        self._fanin = fanin
+        self._plan = tree_plan([count] * width, fanin)
+        self._final = final_heights([count] * width, self._plan)
+        super().__init__({
+            "en": In(1, init=1),
+            "i_data": In(count * width),
+            "i_valid": In(1),
+            "o_data": Out(self.out_width),
+            "o_valid": Out(1),
+        })
+
+    @property
+    def out_width(self) -> int:
+        """Width of ``o_data``: enough for ``count * (2**width - 1)``."""
+        return (self._count * ((1 << self._width) - 1)).bit_length()
+
+    @property
+    def compressor_levels(self) -> int:
+        """Counter levels before the final carry-propagate adder."""
+        return len(self._plan)
+
+    @property
+    def has_final_adder(self) -> bool:
+        """Whether some column still holds two bits after the counters (needs an adder)."""
+        return max(self._final, default=0) == 2
+
+    @property
+    def levels(self) -> int:
+        """Logic levels: compressor levels plus the final adder, if any."""
+        return self.compressor_levels + int(self.has_final_adder)
+
+    @property
+    def latency(self) -> int:
+        """Enabled cycles from ``i_data`` to ``o_data`` (the output is always registered)."""
+        return max(1, -(-self.levels // self._levels_per_stage))
+
+    def elaborate(self, platform):
+        m = Module()
+        cols: list[list[Value]] = [
+            [self.i_data[j * self._width + k] for j in range(self._count)]
+            for k in range(self._width)
+        ]
+        valid: Value = self.i_valid
+        since_reg = 0
+        stage = 0
+
+        def register() -> None:
+            nonlocal cols, valid, since_reg, stage
+            new_cols = []
+            for k, col in enumerate(cols):
+                if not col:
+                    new_cols.append([])
+                    continue
+                r = Signal(len(col), name=f"s{stage}_c{k}")
+                with m.If(self.en):
+                    m.d.sync += r.eq(Cat(*col))
+                new_cols.append([r[i] for i in range(len(col))])
+            v = Signal(name=f"s{stage}_valid")
+            with m.If(self.en):
+                m.d.sync += v.eq(valid)
+            cols, valid, since_reg = new_cols, v, 0
+            stage += 1
+
+        for level, groups in enumerate(self._plan):
+            nxt: list[list[Value]] = [[] for _ in range(len(groups) + 3)]
+            for k, gs in enumerate(groups):
+                col = cols[k] if k < len(cols) else []
+                pos = 0
+                for g in gs:
+                    group = col[pos:pos + g]
+                    pos += g
+                    if g == 1:
+                        nxt[k].extend(group)
+                    else:
+                        for j, bit in enumerate(_counter(group)):
+                            nxt[k + j].append(bit)
+                assert pos == len(col)
+            while nxt and not nxt[-1]:
+                nxt.pop()
+            cols = nxt
+            since_reg += 1
+            if since_reg == self._levels_per_stage and level + 1 < self.levels:
+                register()
+        assert [len(c) for c in cols] == self._final
+
+        rows = [Cat(*(col[i] if i < len(col) else Const(0, 1) for col in cols))
+                for i in range(2)]
+        total = Signal(self.out_width, name="total")
+        if self.has_final_adder:
+            m.d.comb += total.eq(rows[0] + rows[1])
+        else:
+            m.d.comb += total.eq(rows[0])
+        out = Signal(self.out_width, name="sum")
+        out_valid = Signal(name="sum_valid")
+        with m.If(self.en):
+            m.d.sync += [out.eq(total), out_valid.eq(valid)]
+        m.d.comb += [self.o_data.eq(out), self.o_valid.eq(out_valid)]
+        assert stage + 1 == self.latency
+        return m
+
+
+class Popcount(_CompressorTree):
+    """Pipelined popcount of ``n`` bits: ``o_data = sum(i_data[i])``, ``latency`` enabled
+    cycles after ``i_data``.
+
+    ``levels_per_stage`` compressor levels (the final adder counts as one) sit between two
+    pipeline registers; ``fanin`` is 6 for plain bits and 3 when each input bit is a 2-input
+    function computed in the same LUT (see the module docstring).
+
+    Ports: ``en`` (clock enable, default 1), ``i_data`` (``n`` bits), ``i_valid``,
+    ``o_data`` (``out_width`` bits), ``o_valid``.
+    """
+
+    def __init__(self, n: int, *, levels_per_stage: int = 2, fanin: int = 6):
+        super().__init__(n, 1, levels_per_stage=levels_per_stage, fanin=fanin,
+                         kind="popcount")
+
+
+class OperandSum(_CompressorTree):
+    """Pipelined sum of ``count`` unsigned ``width``-bit operands (operand ``j`` at bits
+    ``[j * width, (j + 1) * width)`` of ``i_data``), built on the popcount's compressor tree.
+
+    Same ports, pipeline and parameters as :class:`Popcount`.
+    """
+
+    def __init__(self, count: int, width: int, *, levels_per_stage: int = 2, fanin: int = 6):
+        super().__init__(count, width, levels_per_stage=levels_per_stage, fanin=fanin,
+                         kind="operand sum")
