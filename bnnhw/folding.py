@@ -1,0 +1,120 @@
+"""Folding: how many PE rows and SIMD columns each matrix layer gets, and what it costs.
+
+A matrix layer (conv as a sliding-window matrix product, or dense) has ``rows`` output
+channels, ``cols`` inputs per output pixel and ``pixels`` output pixels per image. Folded
+onto ``pe`` rows and ``simd`` columns it takes ``pixels * (rows / pe) * (cols / simd)``
+cycles per image (DESIGN.md §6). ``simd`` must divide ``simd_base`` (the input channel
+count for a conv, whose window streams channel-innermost; ``cols`` for a dense layer) and
+``pe`` must divide ``rows``.
+
+``fold_for_target`` gives each layer the cheapest folding (fewest ``pe * simd`` lanes)
+that meets a target initiation interval; the network's II is then its slowest layer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import BnnhwError
+
+
+@dataclass(frozen=True)
+class MatrixLayer:
+    """Shape of one matrix layer as the folding sees it."""
+
+    name: str
+    rows: int
+    cols: int
+    pixels: int
+    simd_base: int
+
+    def cycles(self, fold: Fold) -> int:
+        return self.pixels * (self.rows // fold.pe) * (self.cols // fold.simd)
+
+    def check(self, fold: Fold) -> None:
+        """Raise ``BnnhwError`` if ``fold`` does not divide this layer evenly."""
+        if fold.pe < 1 or self.rows % fold.pe:
+            raise BnnhwError(f"layer {self.name}: pe must divide its {self.rows} output "
+                             f"channels, not {fold.pe}")
+        if fold.simd < 1 or self.simd_base % fold.simd:
+            raise BnnhwError(f"layer {self.name}: simd must divide {self.simd_base} (its "
+                             f"input channels), not {fold.simd}")
+
+
+@dataclass(frozen=True)
+class Fold:
+    pe: int
+    simd: int
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def fold_for_target(layers: Sequence[MatrixLayer], target_ii: int,
+                    max_simd: int = 64, max_pe: int = 64) -> dict[str, Fold]:
+    """Cheapest folding of each layer whose cycles per image are at most ``target_ii``.
+
+    A layer that cannot reach the target within ``max_pe x max_simd`` gets its fastest
+    folding (it then sets the II). Ties in lanes prefer the larger ``simd`` (wider
+    popcounts are cheaper per lane than more PEs).
+    """
+    folds = {}
+    for layer in layers:
+        options = [Fold(pe, simd)
+                   for pe in _divisors(layer.rows) if pe <= max_pe
+                   for simd in _divisors(layer.simd_base) if simd <= max_simd]
+        meeting = [f for f in options if layer.cycles(f) <= target_ii]
+        if meeting:
+            best = min(meeting, key=lambda f: (f.pe * f.simd, -f.simd))
+        else:
+            best = min(options, key=lambda f: (layer.cycles(f), f.pe * f.simd))
+        folds[layer.name] = best
+    return folds
+
+
+def initiation_interval(layers: Sequence[MatrixLayer], folds: dict[str, Fold]) -> int:
+    """Cycles per image of the slowest matrix layer."""
+    return max(layer.cycles(folds[layer.name]) for layer in layers)
+
+
+def save_folding(path: str | Path, folds: dict[str, Fold]) -> None:
+    """Write a folding as JSON: ``{"layers": {name: {"pe": .., "simd": ..}}}``."""
+    Path(path).write_text(json.dumps(
+        {"layers": {name: asdict(f) for name, f in folds.items()}}, indent=2) + "\n")
+
+
+def load_folding(path: str | Path, layers: Sequence[MatrixLayer]) -> dict[str, Fold]:
+    """Read a folding file and check it against ``layers`` (one sentence on any error)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BnnhwError(f"folding file {path} does not exist") from None
+    except (OSError, ValueError) as e:
+        raise BnnhwError(f"folding file {path} is not valid JSON ({e})") from None
+    entries = data.get("layers") if isinstance(data, dict) else None
+    if not isinstance(entries, dict):
+        raise BnnhwError(f"folding file {path} must hold an object "
+                         f'{{"layers": {{name: {{"pe": N, "simd": N}}}}}}')
+    names = [layer.name for layer in layers]
+    unknown = sorted(set(entries) - set(names))
+    if unknown:
+        raise BnnhwError(f"folding file {path} names unknown layer {unknown[0]!r} "
+                         f"(layers: {', '.join(names)})")
+    folds = {}
+    for layer in layers:
+        entry = entries.get(layer.name)
+        if entry is None:
+            raise BnnhwError(f"folding file {path} has no entry for layer {layer.name}")
+        pe, simd = (entry.get("pe"), entry.get("simd")) if isinstance(entry, dict) else (0, 0)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (pe, simd)):
+            raise BnnhwError(f"folding file {path}: layer {layer.name} needs integer "
+                             f"'pe' and 'simd'")
+        fold = Fold(pe, simd)
+        layer.check(fold)
+        folds[layer.name] = fold
+    return folds
