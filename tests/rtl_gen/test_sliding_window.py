@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from stream_timing import output_cycles, steady_cycles
+from stream_helpers import output_cycles, steady_cycles
 
 from bnnhw import reference
 from bnnhw.packing import beats

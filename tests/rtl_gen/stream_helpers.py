@@ -1,8 +1,12 @@
-"""Cycle measurements for stream blocks in the Amaranth simulator, without stalls.
+"""Helpers for stream block tests in the Amaranth simulator.
+
+``clocked(dut)`` wraps a purely combinational block so the simulator has a ``sync``
+domain to clock (the stream harness ticks it); it adds no logic on the streams.
 
 ``output_cycles`` drives ``dut.i_stream`` at full rate (valid whenever there is a beat
-left) and holds ``dut.o_stream.ready`` high until every input beat is accepted, and returns the cycle at which each output
-beat was taken (cycle 0 is the first clock edge), together with the payloads.
+left) and holds ``dut.o_stream.ready`` high, and returns the cycle at which each output
+beat was taken (cycle 0 is the first clock edge), together with the payloads; it runs
+until every input beat has been accepted too.
 ``steady_cycles`` turns those stamps into cycles per image: the distance between the
 last beats of two consecutive images once the pipeline is full.
 """
@@ -11,12 +15,36 @@ from __future__ import annotations
 
 from itertools import pairwise
 
+from amaranth import Module, Signal
+from amaranth.lib import wiring
 from amaranth.sim import Simulator
+
+
+class _Clocked(wiring.Component):
+    def __init__(self, dut):
+        self._dut = dut
+        super().__init__({"i_stream": dut.signature.members["i_stream"],
+                          "o_stream": dut.signature.members["o_stream"]})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = self._dut
+        wiring.connect(m, wiring.flipped(self.i_stream), self._dut.i_stream)
+        wiring.connect(m, self._dut.o_stream, wiring.flipped(self.o_stream))
+        tick = Signal()
+        m.d.sync += tick.eq(~tick)   # gives the design a clock domain
+        return m
+
+
+def clocked(dut):
+    """``dut`` behind the same stream ports, in a design that has a ``sync`` domain."""
+    return _Clocked(dut)
 
 
 def output_cycles(dut, inputs, n_outputs: int, max_cycles: int = 100_000):
     """``(cycles, payloads)`` of the first ``n_outputs`` output beats (see module doc)."""
     inputs = list(inputs)
+    dut = clocked(dut)
     stamps: list[int] = []
     payloads: list[int] = []
     sim = Simulator(dut)

@@ -1,0 +1,86 @@
+"""Input encoders against ``bnnhw.reference.encode``: binary, thermometer and uint8, pixels
+on and around every threshold, images back to back, random stalls."""
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+from stream_helpers import clocked, output_cycles
+
+from bnnhw import reference
+from bnnhw.nn import thermometer_thresholds
+from bnnhw.packing import beats
+from rtl_gen.input_encoder import InputEncoder, InputEncoderParams
+from sim.stream_sim import run_stream
+
+
+def pixels(params, images, rng):
+    """Random pixels, half of them on or next to a threshold of ``params``."""
+    edges = {"binary": [params.threshold], "uint8": [],
+             "thermometer": thermometer_thresholds(params.levels)}[params.encoding] + [0, 255]
+    near = np.clip(np.array(edges)[:, None] + np.array([-1, 0, 1]), 0, 255).reshape(-1)
+    shape = (images, params.height, params.width, params.channels)
+    return np.where(rng.random(shape) < 0.5, rng.choice(near, shape),
+                    rng.integers(0, 256, shape))
+
+
+def check(params, images=2, seed=0, dut=None, stall=0.3):
+    """``(hardware beats, reference beats)`` for ``images`` random images."""
+    rng = np.random.default_rng(seed)
+    x = pixels(params, images, rng)
+    enc = reference.encode(x, params.encoding, params.threshold, params.levels)
+    width = 8 if params.encoding == "uint8" else 1
+    expected = beats(enc.reshape(-1).tolist(), params.out_width // width, width)
+    got = run_stream(clocked(dut or InputEncoder(params)), beats(x.reshape(-1), params.simd, 8),
+                     len(expected), seed=seed, stall_in=stall, stall_out=stall)
+    return got, expected
+
+
+@pytest.mark.parametrize("p", [
+    InputEncoderParams(3, 4, 3, "binary", simd=3, threshold=128),
+    InputEncoderParams(4, 3, 1, "binary", threshold=0),
+    InputEncoderParams(3, 3, 3, "thermometer", simd=1, levels=8),
+    InputEncoderParams(2, 5, 3, "thermometer", simd=3, levels=3),
+    InputEncoderParams(3, 2, 5, "thermometer", simd=5, levels=1),
+    InputEncoderParams(3, 3, 3, "uint8", simd=3),
+], ids=["bin3", "bin-t0", "therm8", "therm3", "therm1", "uint8"])
+def test_matches_reference(p):
+    got, expected = check(p, images=3, seed=p.levels + p.simd)
+    assert got == expected
+
+
+def test_one_beat_per_cycle_no_latency():
+    p = InputEncoderParams(2, 2, 3, "thermometer", simd=3, levels=4)
+    stamps, _ = output_cycles(InputEncoder(p), list(range(8)), 8)
+    assert stamps == list(range(8))
+    assert p.cycles_per_image == 4
+
+
+def test_strict_comparison_is_caught():
+    """Planted fault: ``pixel > threshold`` instead of ``>=`` (the DUT is built with the
+    threshold one higher), on pixels that include the threshold itself."""
+    p = InputEncoderParams(3, 3, 3, "binary", simd=3, threshold=100)
+    faulty = InputEncoderParams(3, 3, 3, "binary", simd=3, threshold=101)
+    got, expected = check(p, seed=1, dut=InputEncoder(faulty))
+    assert got != expected
+
+
+def test_params_are_validated():
+    with pytest.raises(ValueError, match="enc: encoding must be one of binary, uint8, "
+                                         "thermometer, not 'gray'"):
+        InputEncoderParams(4, 4, 3, "gray", name="enc")
+    with pytest.raises(ValueError, match="threshold must lie in 0..255, not 256"):
+        InputEncoderParams(4, 4, 3, threshold=256)
+    with pytest.raises(ValueError, match="simd must divide the 3 channels, not 2"):
+        InputEncoderParams(4, 4, 3, simd=2)
+
+
+def test_derived_figures():
+    p = InputEncoderParams(32, 32, 3, "thermometer", simd=3, levels=8)
+    assert (p.in_width, p.out_width, p.out_channels) == (24, 24, 24)
+    assert p.cycles_per_image == 32 * 32
+
+
+@pytest.mark.parametrize("encoding", ["binary", "thermometer", "uint8"])
+def test_converts_to_verilog(encoding):
+    p = InputEncoderParams(4, 4, 3, encoding, simd=3, levels=4)
+    assert "module enc" in verilog.convert(InputEncoder(p), name="enc")
