@@ -22,14 +22,15 @@ import torch
 from .nn.layers import ENCODINGS, thermometer_thresholds
 
 __all__ = [
-    "encode", "maxpool", "popcount_matvec", "signed_matvec", "sliding_window", "threshold",
+    "as_int64", "encode", "maxpool", "popcount_matvec", "signed_matvec", "sliding_window",
+    "threshold",
 ]
 
 # Above this magnitude an int32 matmul could overflow; int64 is used instead (slower).
 _INT32_SAFE = 2**31 - 1
 
 
-def _int(x: Any) -> torch.Tensor:
+def as_int64(x: Any) -> torch.Tensor:
     """``x`` as an int64 tensor (no copy when it already is one)."""
     if isinstance(x, torch.Tensor):
         if x.is_floating_point() or x.is_complex():
@@ -38,24 +39,29 @@ def _int(x: Any) -> torch.Tensor:
     a = np.asarray(x)
     if a.dtype.kind not in "biu":
         raise ValueError(f"expected an integer array, not dtype {a.dtype}")
-    return torch.from_numpy(a.astype(np.int64, copy=False))
+    if a.dtype != np.int64 or not a.flags.writeable:
+        a = a.astype(np.int64)  # a copy: torch must not alias read-only or narrower arrays
+    return torch.from_numpy(a)
 
 
 def _check_bits(name: str, x: torch.Tensor) -> None:
-    if x.numel() and (int(x.min()) < 0 or int(x.max()) > 1):
-        raise ValueError(f"{name} must hold bits 0/1, found values in "
-                         f"{int(x.min())}..{int(x.max())}")
+    if x.numel():
+        lo, hi = (int(v) for v in torch.aminmax(x))
+        if lo < 0 or hi > 1:
+            raise ValueError(f"{name} must hold bits 0/1, found values in {lo}..{hi}")
 
 
 def _matmul(x: torch.Tensor, w: torch.Tensor, bound: int) -> torch.Tensor:
-    """Exact ``x @ w.T`` for int64 operands; ``bound`` bounds every partial sum's magnitude.
+    """Exact ``x @ w.T`` for integer operands; ``bound`` bounds every partial sum's magnitude.
 
     int32 matmul is an order of magnitude faster than int64 on CPU, and exact while no
     partial sum leaves the int32 range, which ``bound`` guarantees.
     """
-    if bound <= _INT32_SAFE:
-        return torch.matmul(x.to(torch.int32), w.to(torch.int32).T).to(torch.int64)
-    return torch.matmul(x, w.T)
+    dtype = torch.int32 if bound <= _INT32_SAFE else torch.int64
+    lead = x.shape[:-1]
+    flat = x.reshape(-1, x.shape[-1]).to(dtype)
+    out = torch.matmul(flat, w.to(dtype).T.contiguous())
+    return out.to(torch.int64).reshape(*lead, w.shape[0])
 
 
 def encode(pixels: Any, encoding: str, threshold: int = 128, levels: int = 8) -> torch.Tensor:
@@ -68,7 +74,7 @@ def encode(pixels: Any, encoding: str, threshold: int = 128, levels: int = 8) ->
     """
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, not {encoding!r}")
-    p = _int(pixels)
+    p = as_int64(pixels)
     if p.numel() and (int(p.min()) < 0 or int(p.max()) > 255):
         raise ValueError(f"pixels must lie in 0..255, found {int(p.min())}..{int(p.max())}")
     if encoding == "uint8":
@@ -87,7 +93,7 @@ def sliding_window(x: Any, kernel: int, stride: int = 1, padding: int = 0,
     The input is surrounded by ``padding`` rows/columns of ``pad_value`` first;
     ``OH = (H + 2 * padding - K) // stride + 1`` (same for ``OW``).
     """
-    x = _int(x)
+    x = as_int64(x)
     if x.dim() < 3:
         raise ValueError(f"sliding_window needs an [..., H, W, C] map, not shape "
                          f"{tuple(x.shape)}")
@@ -109,20 +115,22 @@ def sliding_window(x: Any, kernel: int, stride: int = 1, padding: int = 0,
 
 def popcount_matvec(x: Any, w: Any) -> torch.Tensor:
     """``popcount(xnor(x, w[r]))`` for every row: bits ``x[..., C]``, ``w[R, C]`` -> ``[..., R]``."""
-    x, w = _int(x), _int(w)
+    x, w = as_int64(x), as_int64(w)
     if w.dim() != 2 or x.shape[-1] != w.shape[1]:
         raise ValueError(f"popcount_matvec needs x[..., C] and w[R, C], not shapes "
                          f"{tuple(x.shape)} and {tuple(w.shape)}")
     _check_bits("x", x)
     _check_bits("w", w)
     c = w.shape[1]
+    if c <= _INT32_SAFE:
+        x, w = x.to(torch.int32), w.to(torch.int32)
     dot = _matmul(2 * x - 1, 2 * w - 1, c)  # signed +-1 dot product
     return (dot + c) // 2
 
 
 def signed_matvec(x: Any, w: Any) -> torch.Tensor:
     """``sum_c x[..., c] * (2 * w[r, c] - 1)``: integers ``x[..., C]``, bits ``w[R, C]``."""
-    x, w = _int(x), _int(w)
+    x, w = as_int64(x), as_int64(w)
     if w.dim() != 2 or x.shape[-1] != w.shape[1]:
         raise ValueError(f"signed_matvec needs x[..., C] and w[R, C], not shapes "
                          f"{tuple(x.shape)} and {tuple(w.shape)}")
@@ -139,7 +147,7 @@ def threshold(acc: Any, t: Any, row_class: Any = None, col_class: Any = None) ->
     ``acc >= t[row_class[oy], col_class[ox], r]``. Dense form (both classes ``None``):
     ``acc[..., R]`` and ``t`` of shape ``[R]`` or ``[1, 1, R]``.
     """
-    acc, t = _int(acc), _int(t)
+    acc, t = as_int64(acc), as_int64(t)
     if (row_class is None) != (col_class is None):
         raise ValueError("threshold needs both row_class and col_class, or neither")
     if row_class is None:
@@ -149,7 +157,7 @@ def threshold(acc: Any, t: Any, row_class: Any = None, col_class: Any = None) ->
             raise ValueError(f"threshold needs acc[..., R] and t[R] (or [1, 1, R]), not "
                              f"shapes {tuple(acc.shape)} and {tuple(t.shape)}")
         return (acc >= t).to(torch.int64)
-    rc, cc = _int(row_class), _int(col_class)
+    rc, cc = as_int64(row_class), as_int64(col_class)
     if (t.dim() != 3 or acc.dim() < 3 or rc.shape != acc.shape[-3:-2]
             or cc.shape != acc.shape[-2:-1] or acc.shape[-1] != t.shape[2]):
         raise ValueError(f"threshold needs acc[..., OH, OW, R], t[NY, NX, R], row_class[OH], "
@@ -170,20 +178,26 @@ def maxpool(x: Any, kernel: int, stride: int | None = None, and_mask: Any = None
     ``and_mask`` (``[C]`` bits, default all 0) marks channels pooled with AND (the max
     of a decreasing function's input, see ``bnnhw.frontend``).
     """
-    x = _int(x)
+    x = as_int64(x)
     _check_bits("x", x)
     k = int(kernel)
     s = k if stride is None else int(stride)
     if x.dim() < 3 or k < 1 or s < 1 or k > x.shape[-3] or k > x.shape[-2]:
         raise ValueError(f"maxpool needs an [..., H, W, C] map at least {k}x{k} and "
                          f"stride >= 1, not shape {tuple(x.shape)} and stride {s}")
-    win = x.unfold(-3, k, s).unfold(-3, k, s)  # [..., OH, OW, C, ky, kx]
-    ored = win.amax(dim=(-2, -1))
+    oh, ow = (x.shape[-3] - k) // s + 1, (x.shape[-2] - k) // s + 1
+    ored = anded = None
+    for ky in range(k):  # k * k strided views of the output size: cheaper than unfold
+        for kx in range(k):
+            tap = x[..., ky:ky + (oh - 1) * s + 1:s, kx:kx + (ow - 1) * s + 1:s, :]
+            ored = tap if ored is None else torch.maximum(ored, tap)
+            anded = tap if anded is None else torch.minimum(anded, tap)
+    assert ored is not None and anded is not None
     if and_mask is None:
-        return ored
-    mask = _int(and_mask)
+        return ored.clone()
+    mask = as_int64(and_mask)
     if mask.shape != (x.shape[-1],):
         raise ValueError(f"and_mask must have one bit per channel ({x.shape[-1]}), not shape "
                          f"{tuple(mask.shape)}")
     _check_bits("and_mask", mask)
-    return torch.where(mask.bool(), win.amin(dim=(-2, -1)), ored)
+    return torch.where(mask.bool(), anded, ored)
