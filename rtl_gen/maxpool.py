@@ -31,6 +31,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from bnnhw.packing import pack
+
 from .sliding_window import SlidingWindow, SlidingWindowParams, _check_int
 
 __all__ = ["MaxPool", "MaxPoolParams"]
@@ -129,8 +131,7 @@ class MaxPoolParams:
     def mask_words(self) -> list[int]:
         """The AND mask as one ``simd``-bit word per channel fold."""
         mask = self.and_mask or (0,) * self.channels
-        return [sum(int(b) << i for i, b in enumerate(mask[f * self.simd:(f + 1) * self.simd]))
-                for f in range(self.fold)]
+        return [pack(mask[f * self.simd:(f + 1) * self.simd]) for f in range(self.fold)]
 
 
 class MaxPool(wiring.Component):

@@ -34,6 +34,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from bnnhw.packing import pack
+
 __all__ = ["SlidingWindow", "SlidingWindowParams"]
 
 
@@ -226,9 +228,7 @@ class SlidingWindow(wiring.Component):
         iy = iy0 + ky
         ix = ix0 + kx
         is_pad = (iy < 0) | (iy >= h) | (ix < 0) | (ix >= w)
-        pad_word = 0
-        for i in range(p.simd):
-            pad_word |= p.pad_value << (i * p.elem_width)
+        pad_word = pack([p.pad_value] * p.simd, p.elem_width)
 
         o_valid = Signal()
         pad_q = Signal()
