@@ -1,0 +1,325 @@
+"""QAT model (eval mode) against the golden model on its IR: classes and every activation bit.
+
+Two comparisons (DESIGN.md §5, step 1):
+
+- end to end: the golden model's predicted class (``bnnhw.golden.run``) against the QAT
+  model's argmax, per image;
+- layer by layer, teacher-forced: the graph's nodes are grouped into units, each the
+  smallest run of consecutive nodes that implements a contiguous run of model modules
+  (``node.source``), e.g. a conv with its BatchNorm and activation, or a conv and the
+  max-pool that pooled it before BatchNorm. Each unit is fed the QAT model's own input to
+  those modules and its output compared with the QAT model's output of the last one:
+  binary maps bit by bit, the input encoder's pixels or bits value by value, and the
+  classifier's integer dot products with the exact dot products of the model's binarised
+  weights (computed in float64, which is exact for these integers).
+
+A disagreeing bit is a *tie* when the exact pre-activation ``y = BN(alpha * dot + b)``,
+evaluated in float64 on the exact integer ``dot``, is within ``eps`` of zero relative to
+the magnitude of the terms that cancel in it (``|s| * (|alpha * dot| + |b| + |mean|) +
+|beta|``): the float32 QAT model can round such a value to either side of zero. Every
+other disagreement is a bug and is reported as one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import golden, ir
+from .errors import BnnhwError
+from .frontend import compile_model
+from .nn.layers import BinaryActivation, BinaryConv2d, BinaryLinear, Scores, _xnor_scale
+
+TIE_EPS = 1e-5  # float32 rounding is ~1e-7 relative per operation
+
+
+@dataclass
+class UnitAgreement:
+    """Agreement of one unit (see the module docstring) over all checked images."""
+
+    name: str
+    nodes: tuple[str, ...]
+    modules: tuple[str, ...]
+    kind: str  # "bits", "values" (uint8 pixels) or "scores" (classifier dot products)
+    compared: int = 0
+    disagreements: int = 0
+    ties: int = 0
+
+    @property
+    def bugs(self) -> int:
+        """Disagreements that are not float ties."""
+        return self.disagreements - self.ties
+
+    @property
+    def agreement(self) -> float:
+        return 1.0 - self.disagreements / self.compared if self.compared else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "nodes": list(self.nodes), "modules": list(self.modules),
+                "kind": self.kind, "compared": self.compared,
+                "disagreements": self.disagreements, "ties": self.ties, "bugs": self.bugs,
+                "agreement": self.agreement}
+
+
+@dataclass
+class CheckReport:
+    """Outcome of ``check_model``; ``ok`` iff every class agrees and every bit disagreement
+    is a counted tie."""
+
+    images: int
+    class_matches: int
+    layers: list[UnitAgreement]
+    eps: float = TIE_EPS
+    mismatched_images: list[int] = field(default_factory=list)
+
+    @property
+    def class_agreement(self) -> float:
+        return self.class_matches / self.images if self.images else 1.0
+
+    @property
+    def bits(self) -> int:
+        return sum(u.compared for u in self.layers if u.kind == "bits")
+
+    @property
+    def bit_agreement(self) -> float:
+        bits = self.bits
+        bad = sum(u.disagreements for u in self.layers if u.kind == "bits")
+        return 1.0 - bad / bits if bits else 1.0
+
+    @property
+    def ties(self) -> int:
+        return sum(u.ties for u in self.layers)
+
+    @property
+    def bugs(self) -> int:
+        return sum(u.bugs for u in self.layers)
+
+    @property
+    def ok(self) -> bool:
+        return self.class_matches == self.images and self.bugs == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "images": self.images, "class_agreement": self.class_agreement,
+                "class_mismatches": self.images - self.class_matches,
+                "mismatched_images": self.mismatched_images[:100],
+                "bit_agreement": self.bit_agreement, "bits": self.bits, "ties": self.ties,
+                "bugs": self.bugs, "tie_eps": self.eps,
+                "layers": [u.to_dict() for u in self.layers]}
+
+    def format(self) -> str:
+        """A human-readable table."""
+        lines = [(f"classes: {self.class_matches}/{self.images} agree "
+                 f"({100 * self.class_agreement:.2f}%)"),
+                 (f"{'layer':<24} {'kind':<7} {'compared':>11} {'agree':>9} {'ties':>6} "
+                 f"{'bugs':>6}")]
+        for u in self.layers:
+            lines.append(f"{u.name:<24} {u.kind:<7} {u.compared:>11} "
+                         f"{100 * u.agreement:>8.3f}% {u.ties:>6} {u.bugs:>6}")
+        lines.append(f"activation bits: {100 * self.bit_agreement:.4f}% of {self.bits} agree; "
+                     f"{self.ties} float ties (|y| <= {self.eps:g} relative), {self.bugs} "
+                     f"unexplained disagreements")
+        lines.append("OK: the golden model matches the QAT model" if self.ok else
+                     "FAIL: the golden model disagrees with the QAT model beyond float ties")
+        return "\n".join(lines)
+
+
+# --- grouping the graph into units ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Unit:
+    nodes: tuple[ir.Node, ...]
+    first: int  # module index range (-1 = the encoder)
+    last: int
+
+
+def _module_index(name: str) -> int:
+    if name == "encoder":
+        return -1
+    m = re.fullmatch(r"layers\.(\d+)", name)
+    if not m:
+        raise BnnhwError(f"the graph names a module {name!r} the model does not have; "
+                         f"compile the graph from this model")
+    return int(m.group(1))
+
+
+def units(graph: ir.Graph) -> list[_Unit]:
+    """The graph's nodes grouped into units (module docstring)."""
+    out: list[_Unit] = []
+    pending: list[ir.Node] = []
+    covered: set[int] = set()
+    start = -1
+    for node in graph.nodes:
+        pending.append(node)
+        covered |= {_module_index(s) for s in node.source}
+        if covered and covered == set(range(start, max(covered) + 1)):
+            out.append(_Unit(tuple(pending), start, max(covered)))
+            start, pending, covered = max(covered) + 1, [], set()
+    if pending:
+        raise BnnhwError(f"nodes {', '.join(n.name for n in pending)} do not cover a "
+                         f"contiguous run of model modules; compile the graph from this model")
+    return out
+
+
+# --- the float64 shadow: exact dots and pre-activation margins --------------------------------
+
+def _shadow(mods: list[nn.Module], x: torch.Tensor
+            ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Run ``mods`` in float64 on ``x``: ``(y, mag, dot)`` with ``y`` the pre-activation of
+    the last BinaryActivation (``mag`` its cancelling-term magnitude) and ``dot`` the
+    exact integer dot product of the last conv/linear (``None`` when absent)."""
+    z = x.to(torch.float64)
+    mag = torch.zeros_like(z)
+    pre = pre_mag = dot = None
+    for m in mods:
+        t = type(m)
+        if t in (BinaryConv2d, BinaryLinear):
+            wb = torch.where(m.weight >= 0, 1.0, -1.0).to(torch.float64).detach()
+            if t is BinaryConv2d:
+                if m.pad:
+                    z = F.pad(z, (m.pad,) * 4, value=float(m.pad_value))
+                dot = F.conv2d(z, wb, stride=m.stride).round()
+                view = (1, -1, 1, 1)
+            else:
+                dot = F.linear(z, wb).round()
+                view = (1, -1)
+            alpha = (_xnor_scale(m.weight).detach().to(torch.float64).view(view) if m.scale
+                     else torch.ones((), dtype=torch.float64))
+            b = (m.bias.detach().to(torch.float64).view(view) if m.bias is not None
+                 else torch.zeros((), dtype=torch.float64))
+            z = alpha * dot + b
+            mag = (alpha * dot).abs() + b.abs()
+        elif t is nn.MaxPool2d:
+            z, idx = F.max_pool2d(z, m.kernel_size, m.stride, return_indices=True)
+            mag = mag.flatten(2).gather(2, idx.flatten(2)).view_as(z)
+        elif t in (nn.BatchNorm1d, nn.BatchNorm2d):
+            view = (1, -1, 1, 1) if t is nn.BatchNorm2d else (1, -1)
+            n = m.num_features
+            gamma = m.weight if m.weight is not None else torch.ones(n)
+            beta = m.bias if m.bias is not None else torch.zeros(n)
+            mu = m.running_mean.to(torch.float64).view(view)
+            s = (gamma.detach().to(torch.float64)
+                 / torch.sqrt(m.running_var.to(torch.float64) + m.eps)).view(view)
+            beta = beta.detach().to(torch.float64).view(view)
+            z = s * (z - mu) + beta
+            mag = s.abs() * (mag + mu.abs()) + beta.abs()
+        elif t is BinaryActivation:
+            pre, pre_mag = z, mag
+            z = torch.where(z >= 0, 1.0, -1.0).to(torch.float64)
+            mag = torch.zeros_like(z)
+        elif t is nn.Flatten:
+            z, mag = z.flatten(1), mag.flatten(1)
+        elif t is Scores:
+            z = z * m.scale.detach().to(torch.float64) + m.bias.detach().to(torch.float64)
+        else:
+            raise BnnhwError(f"the check does not know the module type {t.__name__}")
+    return pre, pre_mag, dot
+
+
+def _hwc(t: torch.Tensor) -> torch.Tensor:
+    return t.permute(0, 2, 3, 1) if t.dim() == 4 else t
+
+
+def _to_ir(t: torch.Tensor, kind: str) -> torch.Tensor:
+    """A QAT tensor (NCHW or NF floats) as IR values: bits for +-1 maps, else integers."""
+    t = _hwc(t)
+    if kind == "binary":
+        return (t > 0).to(torch.int64)
+    return t.round().to(torch.int64)
+
+
+def _input_kind(node: ir.Node) -> str:
+    if isinstance(node, (ir.Conv, ir.Dense)):
+        return node.input_kind
+    return "binary"  # max-pools take bits
+
+
+# --- the check ----------------------------------------------------------------------------
+
+def check_model(model: nn.Module, images: Any, graph: ir.Graph | None = None,
+                eps: float = TIE_EPS, batch_size: int = 32) -> CheckReport:
+    """Compare ``model`` (put in eval mode) with the golden model of ``graph`` (compiled
+    from the model when None) on ``images`` (8-bit pixels ``[N, C, H, W]``)."""
+    model.eval()
+    if graph is None:
+        graph = compile_model(model)
+    graph.check_lowered()
+    pixels = golden.check_images(graph, images)
+    groups = units(graph)
+    mods = list(model.layers)
+    if groups[-1].last != len(mods) - 1:
+        raise BnnhwError(f"the graph covers {groups[-1].last + 1} model modules but the model "
+                         f"has {len(mods)}; compile the graph from this model")
+    stats = []
+    for g in groups:
+        names = tuple(n.name for n in g.nodes)
+        modules = tuple(s for n in g.nodes for s in n.source)
+        last = g.nodes[-1]
+        if isinstance(last, ir.Dense) and not last.thresholded:
+            kind = "scores"
+        elif isinstance(last, ir.InputEncoder) and last.out_kind == "uint8":
+            kind = "values"
+        else:
+            kind = "bits"
+        stats.append(UnitAgreement("+".join(names), names, modules, kind))
+    matches, mismatched = 0, []
+    with torch.no_grad():
+        for start in range(0, pixels.shape[0], batch_size):
+            px = pixels[start:start + batch_size]
+            outs = {-1: model.encoder(px.to(torch.float32))}
+            x = outs[-1]
+            for j, m in enumerate(mods):
+                x = m(x)
+                outs[j] = x
+            qat_classes = x.argmax(dim=1)
+            gold = golden.run(graph, px, batch_size=batch_size)
+            same = gold.classes == qat_classes
+            matches += int(same.sum())
+            mismatched += [start + int(i) for i in torch.nonzero(~same).flatten()]
+            for g, st in zip(groups, stats):
+                _compare_unit(g, st, px, outs, mods, eps)
+    return CheckReport(int(pixels.shape[0]), matches, stats, eps, mismatched)
+
+
+def _compare_unit(g: _Unit, st: UnitAgreement, px: torch.Tensor,
+                  outs: dict[int, torch.Tensor], mods: list[nn.Module], eps: float) -> None:
+    first = g.nodes[0]
+    if isinstance(first, ir.InputEncoder):
+        x = px.permute(0, 2, 3, 1)
+    else:
+        x = _to_ir(outs[g.first - 1], _input_kind(first))
+    for node in g.nodes:
+        x = golden.run_node(node, x)
+    qat_in = px.to(torch.float32) if g.first == -1 else outs[g.first - 1]
+    unit_mods = mods[max(g.first, 0):g.last + 1] if g.first >= 0 else []
+    if st.kind == "scores":
+        _, _, dot = _shadow(unit_mods, qat_in)
+        assert dot is not None
+        want = dot.to(torch.int64)
+        st.compared += want.numel()
+        st.disagreements += int((x != want).sum())
+        return
+    want = _to_ir(outs[g.last], "binary" if st.kind == "bits" else "uint8")
+    assert want.shape == x.shape, (st.name, want.shape, x.shape)
+    wrong = x != want
+    st.compared += want.numel()
+    n_wrong = int(wrong.sum())
+    st.disagreements += n_wrong
+    if n_wrong and unit_mods:
+        y, mag, _ = _shadow(unit_mods, qat_in)
+        if y is not None and y.shape[0] == want.shape[0]:
+            y, mag = _hwc(y), _hwc(mag)
+            if y.shape == want.shape:
+                tie = y.abs() <= eps * mag
+                st.ties += int((wrong & tie).sum())
+
+
+def random_images(shape: tuple[int, int, int] | list[int], count: int,
+                  seed: int = 0) -> torch.Tensor:
+    """``count`` uniformly random 8-bit images ``[count, C, H, W]`` (seeded)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (count, *shape), generator=gen, dtype=torch.uint8)

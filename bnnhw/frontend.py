@@ -1,0 +1,484 @@
+"""Frontend: a trained bnnhw model -> the integer IR (``bnnhw.ir``).
+
+``compile_model(model)`` is ``import_model`` followed by the passes of ``PASSES``, in
+order, each a pure function ``Graph -> Graph`` with one job:
+
+1. ``commute_affine_through_pool``: ``MaxPool -> Affine`` becomes ``Affine -> MaxPool``.
+   A per-channel affine map with a negative scale is decreasing, and
+   ``f(max z) = min f(z)`` for decreasing ``f``: those channels become min-pooled
+   (``and_mask``). This is how pooling before BatchNorm is handled.
+2. ``fold_affine``: ``Conv/Dense -> Affine`` becomes one ``Conv/Dense`` whose real
+   pre-activation is ``y = a * dot + c``: ``a = s * scale``, ``c = s * bias + t`` for the
+   affine ``s * x + t`` (BatchNorm ``s = gamma / sqrt(var + eps)``,
+   ``t = beta - s * mean``; or the classifier's ``Scores``).
+3. ``commute_sign_through_pool``: ``MaxPool -> Sign`` becomes ``Sign -> MaxPool``
+   (``sign`` is non-decreasing, so ``sign(max y) = max sign(y)``, same for min): the
+   hardware pools bits, OR for max and AND for min.
+4. ``flip_negative_rows``: in a ``Conv/Dense -> Sign`` pair, every row with ``a < 0`` gets
+   its weight bits inverted and ``a`` negated (``dot' = -dot``, so ``y`` is unchanged),
+   leaving ``a >= 0`` everywhere: one comparison convention (``>=``) for all channels.
+5. ``fold_thresholds``: ``Conv/Dense -> Sign`` becomes a thresholded ``Conv/Dense``.
+
+Threshold maths (pass 5). ``a``, ``c`` are float64, computed from the model's float32
+parameters (the XNOR-Net scale ``alpha = mean |W|`` is computed in float32 exactly like
+the model does). The output bit is ``y >= 0`` (``sign(0) = +1``). For ``a > 0`` that is
+``dot >= D`` with ``D = ceil(-c / a)``, computed in exact rational arithmetic from the
+float64 values (no float rounding at all); for ``a == 0`` the channel is constant (``D``
+below or above every reachable dot). ``D`` is clamped to ``[dot_min, dot_max + 1]``.
+For binary inputs the hardware accumulates ``acc = popcount(xnor) = (dot_hw + N) / 2``,
+so ``T = ceil((D - corr + N) / 2)`` (integer arithmetic), clamped to ``[0, N + 1]``; for
+uint8 inputs ``acc = dot`` and ``T = D``.
+
+Padding. A pad value of +1 or -1 is a bit (1 or 0) the hardware inserts itself: exact.
+uint8 maps pad with pixel 0: exact. Zero padding of a binary map pads with the value 0,
+which is not a bit. The hardware pads with bit 0 (= -1) and the thresholds absorb the
+difference: at an output pixel whose window covers the padded taps ``P``,
+``dot_true = dot_hw + corr`` with ``corr = sum_{taps in P} sum_c (2w - 1)`` (the stored,
+possibly flipped weights). ``P`` depends only on which kernel rows are padded at that
+output row and which kernel columns at that output column. The distinct sets of padded
+kernel rows, in order of first appearance over the output rows, number the row classes
+(``row_class[oy]``); the same for columns; ``thresholds[row_class, col_class, r]`` then
+holds each class's corrected threshold (``NY * NX`` classes, typically 3 x 3 for
+padding 1). Without zero padding ``NY = NX = 1``.
+
+Dense layers after a conv: torch flattens CHW, the hardware streams HWC; ``import_model``
+permutes the weight columns. The classifier keeps its weights unflipped; its ``scale`` and
+``bias`` (the host's logit map) are ``Scores.scale * alpha`` and
+``Scores.scale * b + Scores.bias``.
+
+Refused, with one sentence naming the module (``BnnhwError``): unknown module types,
+weight scales that vary along the reduction axis, NaN/inf parameters or BatchNorm
+statistics, shape mismatches and layer orders that do not lower to the IR.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import ir
+from .errors import BnnhwError
+from .nn.layers import (
+    BinaryActivation,
+    BinaryConv2d,
+    BinaryLinear,
+    InputEncoder,
+    Scores,
+    _xnor_scale,
+)
+
+Pass = Callable[[ir.Graph], ir.Graph]
+
+
+# --- import: torch modules -> frontend IR, one node per module ---------------------------------
+
+def _floats(where: str, what: str, t: torch.Tensor | None, default: float,
+            count: int) -> np.ndarray:
+    """A float64 copy of ``t`` (``default`` if None), refusing NaN/inf."""
+    if t is None:
+        return np.full(count, default, dtype=np.float64)
+    a = t.detach().cpu().to(torch.float64).numpy().copy()
+    if not np.all(np.isfinite(a)):
+        raise BnnhwError(f"{where}: its {what} holds NaN or infinite values")
+    return a
+
+
+def _row_scale(where: str, m: BinaryConv2d | BinaryLinear) -> np.ndarray:
+    """Per-output-row weight scale of ``m`` as float64 (computed like the model, float32)."""
+    rows = m.weight.shape[0]
+    scale = m.scale
+    if isinstance(scale, bool):
+        if not scale:
+            return np.ones(rows, dtype=np.float64)
+        with torch.no_grad():
+            return _floats(where, "XNOR scale", _xnor_scale(m.weight), 1.0, rows)
+    if isinstance(scale, torch.Tensor):
+        # an explicit scale tensor, broadcast against the weights: it folds into the
+        # thresholds only if it is constant along the reduction (input) axes
+        if scale.dim() != m.weight.dim():
+            raise BnnhwError(f"{where}: its weight scale must have one axis per weight axis "
+                             f"({m.weight.dim()}), not shape {list(scale.shape)}")
+        try:
+            full = scale.detach().to(torch.float64).expand(m.weight.shape)
+        except RuntimeError:
+            raise BnnhwError(f"{where}: its weight scale of shape {list(scale.shape)} does not "
+                             f"broadcast to its weights {list(m.weight.shape)}") from None
+        flat = full.reshape(rows, -1)
+        if not torch.equal(flat, flat[:, :1].expand_as(flat)):
+            raise BnnhwError(f"{where}: its weight scale varies along the reduction axis "
+                             f"(input channels or kernel taps), which cannot be folded into "
+                             f"thresholds; use one scale per output channel")
+        return _floats(where, "weight scale", flat[:, 0], 1.0, rows)
+    raise BnnhwError(f"{where}: its scale must be true, false or a tensor, not "
+                     f"{type(scale).__name__}")
+
+
+def _weight_bits(where: str, weight: torch.Tensor) -> np.ndarray:
+    """Binarised weights as bits (``sign(0) = +1``, so latent 0 is bit 1)."""
+    w = weight.detach().cpu()
+    if not torch.isfinite(w).all():
+        raise BnnhwError(f"{where}: its weights hold NaN or infinite values")
+    return (w >= 0).to(torch.uint8).numpy()
+
+
+def chw_columns_to_hwc(weights: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Reorder ``weights[R, C*H*W]`` (torch's CHW flatten) to HWC flatten for map ``shape``."""
+    h, w, c = shape
+    r = weights.shape[0]
+    return weights.reshape(r, c, h, w).transpose(0, 2, 3, 1).reshape(r, h * w * c)
+
+
+def _pair(where: str, key: str, value: Any) -> int:
+    v = (value, value) if isinstance(value, int) else tuple(value)
+    if len(v) != 2 or v[0] != v[1]:
+        raise BnnhwError(f"{where}: only square {key}s are supported, not {value!r}")
+    return int(v[0])
+
+
+def _import_module(j: int, m: nn.Module, shape: tuple[int, ...], kind: str,
+                   flatten: tuple[str, ...]) -> ir.Node:
+    """The frontend node of module ``layers.j`` given its input ``shape`` and ``kind``."""
+    path = f"layers.{j}"
+    where = f"{path} ({type(m).__name__})"
+    t = type(m)
+    if t in (BinaryConv2d, BinaryLinear) and kind == "real":
+        raise BnnhwError(f"{where}: its input is not binary; the layer before it must end "
+                         f"with a BinaryActivation")
+    if t is BinaryConv2d:
+        if len(shape) != 3:
+            raise BnnhwError(f"{where}: a convolution needs a feature map, but its input "
+                             f"is a flat vector of {shape[0]}")
+        if m.in_channels != shape[2]:
+            raise BnnhwError(f"{where}: expects {m.in_channels} input channels but the "
+                             f"layer before it gives {shape[2]}")
+        k = _pair(where, "kernel", m.kernel_size)
+        s = _pair(where, "stride", m.stride)
+        if m.groups != 1 or tuple(m.dilation) != (1, 1) or tuple(m.padding) != (0, 0):
+            raise BnnhwError(f"{where}: grouped, dilated or torch-padded convolutions are "
+                             f"not supported")
+        bits = _weight_bits(where, m.weight)  # [R, C, K, K]
+        weights = bits.transpose(0, 2, 3, 1).reshape(bits.shape[0], -1)  # (ky, kx, c)
+        alpha = _row_scale(where, m)
+        bias = _floats(where, "bias", m.bias, 0.0, bits.shape[0])
+        pad, zero = 0, False
+        if m.pad:
+            if kind == "uint8" and m.pad_value != 0:
+                raise BnnhwError(f"{where}: a convolution on uint8 pixels pads with zeros "
+                                 f"only, not {m.pad_value}")
+            pad = 1 if m.pad_value == 1 else 0
+            zero = kind == "binary" and m.pad_value == 0
+        return ir.Conv(f"conv{j}", shape, k, weights, alpha, bias, stride=s, padding=m.pad,
+                       pad=pad, zero_padding=zero, input_kind=kind, source=(path,))
+    if t is BinaryLinear:
+        features = int(np.prod(shape))
+        if len(shape) == 3 and not flatten:
+            raise BnnhwError(f"{where}: needs a Flatten before it (its input is a "
+                             f"{shape[0]}x{shape[1]}x{shape[2]} map)")
+        if m.in_features != features:
+            raise BnnhwError(f"{where}: expects {m.in_features} inputs but the layer "
+                             f"before it gives {features}")
+        weights = _weight_bits(where, m.weight)
+        if len(shape) == 3:
+            weights = chw_columns_to_hwc(weights, shape)  # type: ignore[arg-type]
+        alpha = _row_scale(where, m)
+        bias = _floats(where, "bias", m.bias, 0.0, weights.shape[0])
+        return ir.Dense(f"dense{j}", shape, weights, alpha, bias, input_kind=kind,
+                        source=flatten + (path,))
+    if t in (nn.BatchNorm1d, nn.BatchNorm2d):
+        want = 3 if t is nn.BatchNorm2d else 1
+        if len(shape) != want or m.num_features != shape[-1]:
+            raise BnnhwError(f"{where}: normalises {m.num_features} channels of a "
+                             f"{'map' if want == 3 else 'vector'} but its input has shape "
+                             f"{list(shape)}")
+        if m.running_mean is None or m.running_var is None:
+            raise BnnhwError(f"{where}: has no running statistics (track_running_stats is "
+                             f"off), so its inference behaviour is undefined")
+        n = m.num_features
+        mean = _floats(where, "running_mean", m.running_mean, 0.0, n)
+        var = _floats(where, "running_var", m.running_var, 1.0, n)
+        gamma = _floats(where, "weight (gamma)", m.weight, 1.0, n)
+        beta = _floats(where, "bias (beta)", m.bias, 0.0, n)
+        if not math.isfinite(m.eps) or np.any(var + m.eps <= 0):
+            raise BnnhwError(f"{where}: running_var + eps must be positive, found "
+                             f"{float(np.min(var + m.eps))}")
+        s = gamma / np.sqrt(var + float(m.eps))
+        return ir.Affine(f"bn{j}", shape, s, beta - s * mean, (path,))
+    if t is Scores:
+        scale = _floats(where, "scale", m.scale, 1.0, m.scale.numel())
+        sbias = _floats(where, "bias", m.bias, 0.0, m.bias.numel())
+        if len(shape) != 1 or scale.shape != (shape[0],) or sbias.shape != (shape[0],):
+            raise BnnhwError(f"{where}: scales {scale.size} classes but its input has "
+                             f"shape {list(shape)}")
+        return ir.Affine(f"scores{j}", shape, scale, sbias, (path,))
+    if t is BinaryActivation:
+        return ir.Sign(f"sign{j}", shape, (path,))
+    if t is nn.MaxPool2d:
+        if len(shape) != 3:
+            raise BnnhwError(f"{where}: max-pooling needs a feature map, not a flat vector")
+        k = _pair(where, "kernel", m.kernel_size)
+        s = _pair(where, "stride", m.stride if m.stride is not None else k)
+        if _pair(where, "padding", m.padding) or _pair(where, "dilation", m.dilation) != 1 \
+                or m.ceil_mode or m.return_indices:
+            raise BnnhwError(f"{where}: only plain max-pooling is supported (no padding, "
+                             f"dilation, ceil_mode or return_indices)")
+        return ir.MaxPool(f"pool{j}", shape, k, s, np.zeros(shape[2], np.uint8), (path,))
+    raise BnnhwError(f"{where}: the frontend does not know this layer type (it knows "
+                     f"BinaryConv2d, BinaryLinear, BatchNorm1d/2d, BinaryActivation, "
+                     f"MaxPool2d, Flatten and Scores)")
+
+
+def import_model(model: nn.Module) -> ir.Graph:
+    """Translate a bnnhw ``BNN`` module by module into a frontend graph (not yet lowered).
+
+    Conv/Dense nodes get bit weights in IR column order and ``scale = alpha``,
+    ``bias = b``; BatchNorm and ``Scores`` become ``Affine`` nodes, ``BinaryActivation``
+    ``Sign`` nodes. Raises ``BnnhwError`` for anything the IR cannot express.
+    """
+    encoder, layers = getattr(model, "encoder", None), getattr(model, "layers", None)
+    spec = getattr(model, "spec", None)
+    if type(encoder) is not InputEncoder or not isinstance(layers, nn.Sequential) \
+            or not isinstance(spec, dict):
+        raise BnnhwError(f"the frontend takes a bnnhw BNN model (with spec, encoder and layers),"
+                         f" not a {type(model).__name__}")
+    c, h, w = spec["input"]["shape"]
+    try:
+        node: ir.Node = ir.InputEncoder("input", (h, w, c), encoder.encoding,
+                                        encoder.threshold, encoder.levels, ("encoder",))
+    except ValueError as e:
+        raise BnnhwError(f"encoder: {e}") from None
+    nodes: list[ir.Node] = [node]
+    shape, kind = node.out_shape, node.out_kind
+    flatten: tuple[str, ...] = ()  # the source of a pending Flatten
+    for j, m in enumerate(layers):
+        if flatten and type(m) is not BinaryLinear:
+            raise BnnhwError(f"{flatten[0]} (Flatten): must be followed by a BinaryLinear")
+        if type(m) is nn.Flatten:
+            if m.start_dim != 1 or m.end_dim != -1:
+                raise BnnhwError(f"layers.{j} (Flatten): only Flatten(start_dim=1) is "
+                                 f"supported")
+            flatten = (f"layers.{j}",)
+            continue
+        try:
+            node = _import_module(j, m, shape, kind, flatten)
+        except ValueError as e:
+            raise BnnhwError(f"layers.{j} ({type(m).__name__}): {e}") from None
+        flatten = ()
+        nodes.append(node)
+        shape, kind = node.out_shape, ir.out_kind(node, kind)
+    if flatten:
+        raise BnnhwError(f"{flatten[0]} (Flatten): must be followed by a BinaryLinear")
+    try:
+        return ir.Graph(tuple(nodes), {"spec": spec})
+    except ValueError as e:
+        raise BnnhwError(str(e)) from None
+
+
+# --- passes ----------------------------------------------------------------------------------
+
+def _rewrite_pairs(graph: ir.Graph,
+                   rule: Callable[[ir.Node, ir.Node], list[ir.Node] | None]) -> ir.Graph:
+    """Apply ``rule`` to adjacent node pairs until none matches; ``rule`` returns the
+    replacement of the pair, or None to leave it."""
+    nodes = list(graph.nodes)
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(nodes) - 1):
+            new = rule(nodes[i], nodes[i + 1])
+            if new is not None:
+                nodes[i:i + 2] = new
+                changed = True
+                break
+    return graph.replace(nodes)
+
+
+def commute_affine_through_pool(graph: ir.Graph) -> ir.Graph:
+    """``MaxPool -> Affine`` to ``Affine -> MaxPool``, min-pooling negative-scale channels."""
+    def rule(a: ir.Node, b: ir.Node) -> list[ir.Node] | None:
+        if not (isinstance(a, ir.MaxPool) and isinstance(b, ir.Affine)):
+            return None
+        mask = a.and_mask ^ (b.scale < 0).astype(np.uint8)
+        return [b.replace(shape=a.in_shape), a.replace(and_mask=mask)]
+    return _rewrite_pairs(graph, rule)
+
+
+def fold_affine(graph: ir.Graph) -> ir.Graph:
+    """``Conv/Dense -> Affine`` to one ``Conv/Dense`` with ``y = (s*a) dot + (s*c + t)``."""
+    def rule(a: ir.Node, b: ir.Node) -> list[ir.Node] | None:
+        if not (isinstance(a, (ir.Conv, ir.Dense)) and not a.thresholded
+                and isinstance(b, ir.Affine)):
+            return None
+        return [a.replace(scale=b.scale * a.scale, bias=b.scale * a.bias + b.bias,
+                          source=a.source + b.source)]
+    return _rewrite_pairs(graph, rule)
+
+
+def commute_sign_through_pool(graph: ir.Graph) -> ir.Graph:
+    """``MaxPool -> Sign`` to ``Sign -> MaxPool`` (the pool then works on bits)."""
+    def rule(a: ir.Node, b: ir.Node) -> list[ir.Node] | None:
+        if not (isinstance(a, ir.MaxPool) and isinstance(b, ir.Sign)):
+            return None
+        return [b.replace(shape=a.in_shape), a]
+    return _rewrite_pairs(graph, rule)
+
+
+def flip_negative_rows(graph: ir.Graph) -> ir.Graph:
+    """In ``Conv/Dense -> Sign``, invert the weights of rows with ``scale < 0``."""
+    def rule(a: ir.Node, b: ir.Node) -> list[ir.Node] | None:
+        if not (isinstance(a, (ir.Conv, ir.Dense)) and not a.thresholded
+                and isinstance(b, ir.Sign)):
+            return None
+        neg = a.scale < 0
+        if not neg.any():
+            return None
+        weights = np.where(neg[:, None], 1 - a.weights, a.weights)
+        return [a.replace(weights=weights, scale=np.where(neg, -a.scale, a.scale)), b]
+    return _rewrite_pairs(graph, rule)
+
+
+def border_classes(size: int, kernel: int, stride: int, padding: int
+                   ) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+    """Border classes along one axis: ``(cls[out], padded_taps[class])``.
+
+    ``padded_taps`` lists, per class, the kernel offsets that fall into the padding;
+    classes are numbered in order of first appearance over the output positions.
+    """
+    out = (size + 2 * padding - kernel) // stride + 1
+    sets: list[tuple[int, ...]] = []
+    cls = np.empty(out, dtype=np.int64)
+    for o in range(out):
+        taps = tuple(k for k in range(kernel) if not 0 <= o * stride + k - padding < size)
+        if taps not in sets:
+            sets.append(taps)
+        cls[o] = sets.index(taps)
+    return cls, sets
+
+
+def dot_thresholds(scale: np.ndarray, bias: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Per row, the least integer ``D`` with ``scale * D + bias >= 0``, clamped to
+    ``[lo, hi + 1]`` (exact rational arithmetic on the float64 values; ``scale >= 0``).
+
+    A row with ``scale == 0`` is constant: ``lo`` (always on) if ``bias >= 0``, else
+    ``hi + 1`` (always off).
+    """
+    out = np.empty(len(scale), dtype=np.int64)
+    for r, (a, c) in enumerate(zip(scale.tolist(), bias.tolist())):
+        if a < 0:
+            raise ValueError(f"row {r} has a negative scale {a}; flip it first")
+        if a == 0:
+            d = lo if c >= 0 else hi + 1
+        else:
+            d = math.ceil(Fraction(-c) / Fraction(a))
+        out[r] = min(max(d, lo), hi + 1)
+    return out
+
+
+def _conv_thresholds(node: ir.Conv) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(thresholds[NY, NX, R], row_class, col_class)`` of a conv with ``scale >= 0``."""
+    n = node.cols
+    d = dot_thresholds(node.scale, node.bias, node.dot_min, node.dot_max)
+    oh, ow, r = node.out_shape
+    if node.input_kind == "uint8":
+        t = d.reshape(1, 1, r)
+        return t, np.zeros(oh, np.int64), np.zeros(ow, np.int64)
+    h, w, c = node.in_shape
+    k = node.kernel
+    if node.zero_padding:
+        rc, rsets = border_classes(h, k, node.stride, node.padding)
+        cc, csets = border_classes(w, k, node.stride, node.padding)
+    else:
+        rc, rsets = np.zeros(oh, np.int64), [()]
+        cc, csets = np.zeros(ow, np.int64), [()]
+    # sum of the +-1 weights of each kernel tap, per row: [R, K, K]
+    tap_sum = (2 * node.weights.astype(np.int64) - 1).reshape(r, k, k, c).sum(axis=3)
+    corr = np.zeros((len(rsets), len(csets), r), dtype=np.int64)
+    for i, rows in enumerate(rsets):
+        for j, cols in enumerate(csets):
+            padded = np.zeros((k, k), dtype=bool)
+            padded[list(rows), :] = True
+            padded[:, list(cols)] = True
+            corr[i, j] = tap_sum[:, padded].sum(axis=1)
+    x = d[None, None, :] - corr + n
+    t = -((-x) // 2)  # ceil(x / 2) for integers of either sign
+    return np.clip(t, 0, n + 1), rc, cc
+
+
+def fold_thresholds(graph: ir.Graph) -> ir.Graph:
+    """``Conv/Dense -> Sign`` (every ``scale >= 0``) to a thresholded ``Conv/Dense``."""
+    def rule(a: ir.Node, b: ir.Node) -> list[ir.Node] | None:
+        if not (isinstance(a, (ir.Conv, ir.Dense)) and not a.thresholded
+                and isinstance(b, ir.Sign)):
+            return None
+        source = a.source + b.source
+        if isinstance(a, ir.Conv):
+            t, rc, cc = _conv_thresholds(a)
+            return [a.replace(thresholds=t, row_class=rc, col_class=cc, source=source)]
+        d = dot_thresholds(a.scale, a.bias, a.dot_min, a.dot_max)
+        t = d if a.input_kind == "uint8" else np.clip(-((-(d + a.cols)) // 2), 0, a.cols + 1)
+        return [a.replace(thresholds=t.reshape(1, 1, -1), source=source)]
+    return _rewrite_pairs(graph, rule)
+
+
+PASSES: tuple[Pass, ...] = (
+    commute_affine_through_pool,
+    fold_affine,
+    commute_sign_through_pool,
+    flip_negative_rows,
+    fold_thresholds,
+)
+
+
+def _explain_unlowered(graph: ir.Graph) -> None:
+    """Raise ``BnnhwError`` naming the first module that did not lower, and why."""
+    nodes = graph.nodes
+    for i, node in enumerate(nodes):
+        src = ", ".join(node.source) or node.name
+        if isinstance(node, ir.Affine):
+            raise BnnhwError(f"{src}: this BatchNorm or Scores does not follow a conv or dense "
+                             f"layer (directly or through max-pooling), so it cannot be "
+                             f"folded into thresholds")
+        if isinstance(node, ir.Sign):
+            raise BnnhwError(f"{src}: this BinaryActivation does not follow a conv or dense "
+                             f"layer (with its BatchNorm), so it cannot become a threshold")
+        if isinstance(node, (ir.Conv, ir.Dense)) and not node.thresholded and i < len(nodes) - 1:
+            raise BnnhwError(f"{src}: a conv or dense layer must be followed by BatchNorm and "
+                             f"BinaryActivation; only the final classifier may lack them")
+    last = nodes[-1]
+    if not isinstance(last, ir.Dense) or last.thresholded:
+        src = ", ".join(last.source) or last.name
+        raise BnnhwError(f"{src}: the network must end with a BinaryLinear classifier and its "
+                         f"Scores, not this layer")
+
+
+def lower(graph: ir.Graph, passes: tuple[Pass, ...] = PASSES) -> ir.Graph:
+    """Run ``passes`` in order and check that the result is a hardware graph."""
+    for p in passes:
+        graph = p(graph)
+    try:
+        graph.check_lowered()
+    except ValueError:
+        _explain_unlowered(graph)
+        raise
+    return graph
+
+
+def compile_model(model: nn.Module, meta: dict[str, Any] | None = None) -> ir.Graph:
+    """Lower a bnnhw ``BNN`` (its eval-mode behaviour) to a hardware graph."""
+    graph = lower(import_model(model))
+    return ir.Graph(graph.nodes, {**graph.meta, **(meta or {})})
+
+
+def compile_checkpoint(path: str | os.PathLike[str]) -> ir.Graph:
+    """Load a checkpoint (``bnnhw.checkpoint.load_model``) and lower it."""
+    from .checkpoint import load_model
+
+    model, ckpt = load_model(path)
+    return compile_model(model, {"arch": ckpt.arch, "checkpoint": str(path),
+                                 "checkpoint_meta": ckpt.meta})

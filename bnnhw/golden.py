@@ -1,0 +1,127 @@
+"""The golden model: a lowered IR graph run bit-exactly on integers.
+
+Built only from ``bnnhw.reference`` (integer torch ops after the input encoder). It is
+the reference every hardware stage is compared with: per node, the values a hardware
+block must stream out (HWC, bits for binary maps), and per image the classifier's signed
+dot products plus the host's prediction (argmax of ``scale * dot + bias`` in float64,
+first index on ties).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import ir
+from . import reference as ref
+from .errors import BnnhwError
+
+# Images per chunk are chosen so no sliding-window tensor exceeds this many elements.
+_CHUNK_ELEMENTS = 1 << 23
+
+
+@dataclass(frozen=True)
+class GoldenResult:
+    """``scores``: int64 ``[N, classes]`` dot products; ``logits``: float64 host scores;
+    ``classes``: int64 ``[N]`` predictions; ``activations``: per node name, its int64
+    output ``[N, ...]`` (HWC maps, bits for binary maps), or None if not requested."""
+
+    scores: torch.Tensor
+    logits: torch.Tensor
+    classes: torch.Tensor
+    activations: dict[str, torch.Tensor] | None = None
+
+
+def run_node(node: ir.Node, x: Any) -> torch.Tensor:
+    """One lowered node on its input ``x[N, ...]`` (pixels HWC for the input node)."""
+    if isinstance(node, ir.InputEncoder):
+        return ref.encode(x, node.encoding, node.threshold, node.levels)
+    if isinstance(node, ir.MaxPool):
+        return ref.maxpool(x, node.kernel, node.stride, node.and_mask)
+    if isinstance(node, ir.Conv):
+        return _conv(node, ref.as_int64(x))
+    if isinstance(node, ir.Dense):
+        x = ref.as_int64(x)
+        flat = x.reshape(x.shape[0], -1)
+        if node.input_kind == "uint8":
+            acc = ref.signed_matvec(flat, node.weights)
+            dot = acc
+        else:
+            acc = ref.popcount_matvec(flat, node.weights)
+            dot = 2 * acc - node.cols
+        if node.thresholds is None:
+            return dot
+        return ref.threshold(acc, node.thresholds)
+    raise ValueError(f"{node.where} is not a hardware node; lower the graph first")
+
+
+def _conv(node: ir.Conv, x: torch.Tensor) -> torch.Tensor:
+    if node.thresholds is None:
+        raise ValueError(f"{node.where}: the golden model runs thresholded convolutions only")
+    oh, ow, _ = node.out_shape
+    per_image = max(1, oh * ow * node.cols)
+    step = max(1, _CHUNK_ELEMENTS // per_image)
+    outs = []
+    for i in range(0, x.shape[0], step):
+        win = ref.sliding_window(x[i:i + step], node.kernel, node.stride, node.padding,
+                                 node.pad)
+        if node.input_kind == "uint8":
+            acc = ref.signed_matvec(win, node.weights)
+        else:
+            acc = ref.popcount_matvec(win, node.weights)
+        outs.append(ref.threshold(acc, node.thresholds, node.row_class, node.col_class))
+    return torch.cat(outs) if outs else torch.empty((0, oh, ow, node.rows), dtype=torch.int64)
+
+
+def check_images(graph: ir.Graph, images: Any) -> torch.Tensor:
+    """``images`` as an int64 tensor ``[N, C, H, W]`` of 0..255 (BnnhwError otherwise)."""
+    h, w, c = graph.input.shape
+    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    if x.dim() != 4 or tuple(x.shape[1:]) != (c, h, w):
+        raise BnnhwError(f"images must have shape [N, {c}, {h}, {w}] for this model, not "
+                         f"{list(x.shape)}")
+    if x.is_floating_point():
+        if not torch.equal(x, x.round()):
+            raise BnnhwError("images must hold integer pixel values 0..255")
+        x = x.to(torch.int64)
+    x = x.to(torch.int64)
+    if x.numel() and (int(x.min()) < 0 or int(x.max()) > 255):
+        raise BnnhwError(f"images must hold pixel values 0..255, found "
+                         f"{int(x.min())}..{int(x.max())}")
+    return x
+
+
+def host_logits(node: ir.Dense, scores: torch.Tensor) -> torch.Tensor:
+    """The host's float64 logits ``scale * dot + bias`` of the classifier ``node``."""
+    scale = torch.tensor(node.scale, dtype=torch.float64)
+    return scores.to(torch.float64) * scale + torch.tensor(node.bias, dtype=torch.float64)
+
+
+def run(graph: ir.Graph, images: Any, activations: bool = False,
+        batch_size: int = 64) -> GoldenResult:
+    """Run ``graph`` (lowered) on ``images`` ``[N, C, H, W]`` (8-bit pixels, NCHW)."""
+    graph.check_lowered()
+    x_all = check_images(graph, images).permute(0, 2, 3, 1)  # NHWC
+    scores, acts = [], {n.name: [] for n in graph.nodes} if activations else None
+    for i in range(0, x_all.shape[0], batch_size):
+        x = x_all[i:i + batch_size]
+        for node in graph.nodes:
+            x = run_node(node, x)
+            if acts is not None:
+                acts[node.name].append(x)
+        scores.append(x)
+    classifier: ir.Dense = graph.nodes[-1]  # type: ignore[assignment]
+    if scores:
+        score = torch.cat(scores)
+    else:
+        score = torch.empty((0, graph.classes), dtype=torch.int64)
+    logits = host_logits(classifier, score)
+    classes = logits.argmax(dim=1) if len(score) else torch.empty(0, dtype=torch.int64)
+    out = None
+    if acts is not None:
+        out = {k: torch.cat(v) if v else torch.empty(0, dtype=torch.int64)
+               for k, v in acts.items()}
+    return GoldenResult(score, logits, classes, out)

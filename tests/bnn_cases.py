@@ -1,0 +1,98 @@
+"""Models for the frontend / golden / check tests: zoo models with far-from-trivial
+BatchNorm statistics, and random specs covering every feature the frontend lowers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bnnhw.check import random_images
+from bnnhw.nn import BNN, SpecError, build_model, normalize_spec, zoo
+
+
+def randomize_batchnorm(model: BNN, seed: int, calibration: int = 8) -> BNN:
+    """Give every BatchNorm statistics that make its thresholds land inside the data.
+
+    The running statistics are first measured on random images (so each channel's
+    threshold sits where its pre-activations actually are), then perturbed: mean moved by
+    up to a standard deviation, variance scaled 0.25..4x, gamma normal with about one
+    channel in eight exactly zero (constant channels) and half negative (flipped
+    channels), beta normal. Returns the model in eval mode.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    bns = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average: one batch sets the statistics
+    model.train()
+    with torch.no_grad():
+        model(random_images(model.spec["input"]["shape"], calibration, seed).float())
+        for bn in bns:
+            n = bn.num_features
+            std = bn.running_var.sqrt()
+            bn.running_mean += torch.randn(n, generator=gen) * 0.5 * std
+            bn.running_var *= torch.empty(n).uniform_(0.25, 4.0, generator=gen)
+            gamma = torch.randn(n, generator=gen)
+            gamma[torch.rand(n, generator=gen) < 0.125] = 0.0
+            bn.weight.copy_(gamma)
+            bn.bias.copy_(torch.randn(n, generator=gen) * 0.5)
+    model.eval()
+    return model
+
+
+def zoo_model(name: str, seed: int = 0, **kwargs: Any) -> BNN:
+    torch.manual_seed(seed)
+    model = build_model(zoo.get_spec(name, **kwargs))
+    for m in model.modules():  # nonzero biases / scores so every term of the maths is used
+        if hasattr(m, "bias") and isinstance(m.bias, torch.Tensor) and m.bias.requires_grad \
+                and not isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            with torch.no_grad():
+                m.bias.normal_(0, 0.3)
+    return randomize_batchnorm(model, seed)
+
+
+def random_spec(rng: np.random.Generator) -> dict[str, Any]:
+    """A random valid spec: every encoding, odd channel counts, kernels 1-5, strides 1-2,
+    paddings 0-2 with pad values 0/+1/-1, pools before and after BN, scale/bias on/off."""
+    while True:
+        enc = str(rng.choice(["binary", "uint8", "thermometer"]))
+        spec: dict[str, Any] = {"input": {
+            "shape": [int(rng.integers(1, 4)), int(rng.integers(5, 13)),
+                      int(rng.integers(5, 13))],
+            "encoding": enc, "threshold": int(rng.integers(1, 255)),
+            "levels": int(rng.integers(1, 4))}, "layers": []}
+        layers = spec["layers"]
+        for i in range(int(rng.integers(0, 3))):
+            pad_value = 0 if (i == 0 and enc == "uint8") else int(rng.choice([0, 1, -1]))
+            layers.append({"type": "conv", "out": int(rng.choice([1, 3, 5, 7, 9])),
+                           "kernel": int(rng.integers(1, 6)), "stride": int(rng.integers(1, 3)),
+                           "padding": int(rng.integers(0, 3)), "pad_value": pad_value,
+                           "scale": bool(rng.random() < 0.5), "bias": bool(rng.random() < 0.5)})
+            if rng.random() < 0.6:
+                layers.append({"type": "maxpool", "kernel": int(rng.integers(1, 4)),
+                               "stride": int(rng.integers(1, 3)),
+                               "before_bn": bool(rng.random() < 0.5)})
+        for _ in range(int(rng.integers(0 if layers else 1, 3))):
+            layers.append({"type": "dense", "out": int(rng.choice([1, 3, 5, 7, 11])),
+                           "scale": bool(rng.random() < 0.5), "bias": bool(rng.random() < 0.5)})
+        layers.append({"type": "dense", "out": int(rng.integers(2, 6)),
+                       "scale": bool(rng.random() < 0.5), "bias": bool(rng.random() < 0.5)})
+        try:
+            return normalize_spec(spec)
+        except SpecError:
+            continue
+
+
+def random_model(seed: int) -> BNN:
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    model = build_model(random_spec(rng))
+    with torch.no_grad():
+        for m in model.modules():
+            if hasattr(m, "bias") and isinstance(m.bias, torch.Tensor) \
+                    and not isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.bias.normal_(0, 0.5)
+    return randomize_batchnorm(model, seed)
