@@ -25,7 +25,8 @@ from amaranth import Cat, Const, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["OperandSum", "Popcount", "counter_groups", "final_heights", "tree_plan"]
+__all__ = ["OperandSum", "Popcount", "counter_groups", "final_heights", "tree_latency",
+           "tree_plan"]
 
 
 def counter_groups(height: int, fanin: int) -> list[int]:
@@ -114,6 +115,15 @@ def final_heights(heights: list[int], plan: list[list[list[int]]]) -> list[int]:
     return heights
 
 
+def tree_latency(count: int, width: int = 1, levels_per_stage: int = 2,
+                 fanin: int = 6) -> int:
+    """Pipeline latency of the tree summing ``count`` ``width``-bit operands (see
+    :class:`Popcount`), without building it."""
+    plan = tree_plan([count] * width, fanin)
+    levels = len(plan) + int(max(final_heights([count] * width, plan), default=0) == 2)
+    return max(1, -(-levels // levels_per_stage))
+
+
 def _counter(bits: list[Value]) -> list[Value]:
     """Count of ``bits`` (2..6 of them) as a truth-table lookup per output bit.
 
@@ -180,7 +190,7 @@ class _CompressorTree(wiring.Component):
     @property
     def latency(self) -> int:
         """Enabled cycles from ``i_data`` to ``o_data`` (the output is always registered)."""
-        return max(1, -(-self.levels // self._levels_per_stage))
+        return tree_latency(self._count, self._width, self._levels_per_stage, self._fanin)
 
     def elaborate(self, platform):
         m = Module()

@@ -1,0 +1,339 @@
+"""Matrix-vector-threshold unit (MVTU): ``R x C`` binary weights folded on ``pe x simd``.
+
+Stream contract (``NF = R / pe`` neuron folds, ``SF = C / simd`` synapse folds):
+
+- input, per output pixel: ``SF`` beats of ``simd`` elements (the sliding window's output,
+  or the flat feature vector of a dense layer), element ``i`` at bits ``[i * E, (i + 1) *
+  E)``; ``E`` is 1 for binary inputs, 8 for uint8 pixels;
+- output, per pixel: ``NF`` beats of ``pe`` results, lane ``i`` of beat ``nf`` is channel
+  ``nf * pe + i``: one bit ``acc >= T[cls][channel]`` for a threshold layer, or the signed
+  score (``score_shape``, two's complement) for the last layer;
+- accumulator: binary inputs ``acc = popcount(xnor(x, w))`` over all ``C`` columns (score
+  ``2 * acc - C``); uint8 inputs ``acc = sum x * (2w - 1)`` (the score is ``acc``);
+- border class ``cls = row_class[oy] * NX + col_class[ox]`` over the ``OH x OW = P``
+  output pixels (row-major), one class by default. Images follow each other back to back.
+
+Datapath (FINN's MVAU): the input vector of a pixel is used ``NF`` times. During the first
+neuron fold its beats come from ``i_stream`` and are kept in an input buffer (``SF`` words);
+the other folds read them back, so the unit does one ``(nf, sf)`` step per cycle and an
+image takes ``cycles_per_image = P * NF * SF`` cycles at steady state. Each step, every PE
+XNORs ``simd`` inputs with its weights (``rtl_gen.weight_memory``, word ``nf * SF + sf``)
+and counts them with a compressor-tree popcount (``rtl_gen.popcount``). uint8 inputs use no
+multiplier: ``sum x * (2w - 1) = 2 * sum(w ? x : 0) - sum(x)``, two operand-sum trees of
+gated pixels (the ``sum(x)`` tree is shared by all PEs). Accumulation runs across the
+``SF`` steps; the threshold unit (``rtl_gen.threshold``) compares.
+
+Backpressure: every pipeline register has one clock enable, ``~acc_valid | acc_ready``,
+so the whole pipeline stalls while its last stage holds a result nobody takes; no beat is
+lost or duplicated. ``i_stream.ready`` follows ``o_stream.ready`` combinationally (through
+that enable). Latency (no stalls): a pixel's first output beat can be taken ``latency``
+cycles after its last input beat is accepted (``MVTUParams.latency``).
+
+Run-time weights (``runtime_writable``): a ``cfg`` stream writes the weight memory
+(``sel`` 0, words of ``fold_matrix``) and the threshold memory (``sel`` 1, words of
+:meth:`MVTUParams.threshold_words`); format in ``rtl_gen.weight_memory``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth import Cat, Const, Module, Mux, Shape, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from bnnhw.packing import fold_matrix, fold_shape
+
+from .popcount import OperandSum, Popcount, tree_latency
+from .threshold import Threshold, ThresholdParams, check_classes, check_int, frozen_array
+from .weight_memory import FoldedMemory, FoldedMemoryParams, MemSel, cfg_signature
+
+__all__ = ["INPUT_KINDS", "MVTU", "MVTUParams"]
+
+INPUT_KINDS = {"binary": 1, "uint8": 8}  # input kind -> bits per element
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class MVTUParams:
+    """One matrix-vector-threshold unit (see the module docstring).
+
+    ``weights`` is ``[rows, cols]`` bits; ``thresholds`` ``int[NY, NX, rows]``, or ``None``
+    for the last (scores) layer; ``pixels`` output pixels per image with border classes
+    ``row_class[OH]``/``col_class[OW]`` (``OH * OW == pixels``; default one class);
+    ``levels_per_stage`` compressor levels between pipeline registers of the popcount.
+    """
+
+    name: str
+    rows: int
+    cols: int
+    pe: int
+    simd: int
+    weights: np.ndarray
+    input_kind: str = "binary"
+    pixels: int = 1
+    thresholds: np.ndarray | None = None
+    row_class: np.ndarray | None = None
+    col_class: np.ndarray | None = None
+    runtime_writable: bool = False
+    levels_per_stage: int = 2
+
+    def __post_init__(self):
+        n = self.name
+        if not isinstance(n, str) or not n:
+            raise ValueError(f"MVTU name must be a non-empty string, not {n!r}")
+        for what in ("rows", "cols", "pe", "simd", "pixels", "levels_per_stage"):
+            check_int(n, what, getattr(self, what), 1)
+        fold_shape(self.rows, self.cols, self.pe, self.simd, n)
+        if self.input_kind not in INPUT_KINDS:
+            raise ValueError(f"{n}: input_kind must be one of {', '.join(INPUT_KINDS)}, "
+                             f"not {self.input_kind!r}")
+        w = frozen_array(n, "weights", self.weights, 2)
+        if w.shape != (self.rows, self.cols):
+            raise ValueError(f"{n}: weights must have shape ({self.rows}, {self.cols}), "
+                             f"not {w.shape}")
+        if w.size and (w.min() < 0 or w.max() > 1):
+            raise ValueError(f"{n}: weights must hold bits 0/1, found {w.min()}..{w.max()}")
+        object.__setattr__(self, "weights", w)
+        if self.thresholds is None:
+            rc, cc = check_classes(n, self.pixels, self.row_class, self.col_class, 1, 1)
+            object.__setattr__(self, "row_class", rc)
+            object.__setattr__(self, "col_class", cc)
+        else:
+            tp = self.threshold_params  # validates thresholds and classes
+            for what in ("thresholds", "row_class", "col_class"):
+                object.__setattr__(self, what, getattr(tp, what))
+        _ = self.weight_memory  # validates the memory size of a writable unit
+
+    @property
+    def nf(self) -> int:
+        """Neuron folds: output beats per pixel, ``rows / pe``."""
+        return self.rows // self.pe
+
+    @property
+    def sf(self) -> int:
+        """Synapse folds: input beats per pixel, ``cols / simd``."""
+        return self.cols // self.simd
+
+    @property
+    def elem_width(self) -> int:
+        """Bits per input element."""
+        return INPUT_KINDS[self.input_kind]
+
+    @property
+    def is_scores(self) -> bool:
+        """Whether this is a last layer (signed scores, no thresholds)."""
+        return self.thresholds is None
+
+    @property
+    def acc_range(self) -> tuple[int, int]:
+        """Smallest and largest accumulator value."""
+        if self.input_kind == "binary":
+            return 0, self.cols
+        return -255 * self.cols, 255 * self.cols
+
+    @property
+    def acc_shape(self) -> Shape:
+        lo, hi = self.acc_range
+        return Shape.cast(range(lo, hi + 1))
+
+    @property
+    def score_shape(self) -> Shape:
+        """Shape of one score lane of the last layer: ``2 * acc - C`` for binary inputs."""
+        if self.input_kind == "binary":
+            return Shape.cast(range(-self.cols, self.cols + 1))
+        return self.acc_shape
+
+    @property
+    def i_width(self) -> int:
+        """Input beat width: ``simd`` elements."""
+        return self.simd * self.elem_width
+
+    @property
+    def o_width(self) -> int:
+        """Output beat width: ``pe`` bits, or ``pe`` scores for the last layer."""
+        return self.pe * (self.score_shape.width if self.is_scores else 1)
+
+    @property
+    def tree_latency(self) -> int:
+        """Pipeline stages of the popcount (or operand-sum) trees."""
+        width = self.elem_width
+        return tree_latency(self.simd, width, self.levels_per_stage, 3)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the edge that accepts a pixel's last input beat to the first edge at
+        which its first output beat can be taken (no stalls): the input register, the
+        trees, the accumulator, and the threshold unit's register."""
+        return 1 + self.tree_latency + 1 + (0 if self.is_scores else 1)
+
+    @property
+    def cycles_per_image(self) -> int:
+        """``P * NF * SF``: one ``(nf, sf)`` step per cycle (DESIGN.md §6)."""
+        return self.pixels * self.nf * self.sf
+
+    @property
+    def weight_memory(self) -> FoldedMemoryParams:
+        return FoldedMemoryParams(width=self.pe * self.simd,
+                                  init=tuple(fold_matrix(self.weights, self.pe, self.simd)),
+                                  sel=MemSel.WEIGHTS, writable=self.runtime_writable,
+                                  name=f"{self.name}.weights")
+
+    @property
+    def threshold_params(self) -> ThresholdParams | None:
+        """The threshold unit's parameters (``None`` for the last layer)."""
+        if self.thresholds is None:
+            return None
+        lo, hi = self.acc_range
+        return ThresholdParams(name=self.name, channels=self.rows, pe=self.pe, acc_min=lo,
+                               acc_max=hi, thresholds=self.thresholds, pixels=self.pixels,
+                               row_class=self.row_class, col_class=self.col_class,
+                               runtime_writable=self.runtime_writable)
+
+    def weight_words(self, weights=None) -> list[int]:
+        """Weight memory words of ``weights`` (default: this unit's), for ``cfg_beats``."""
+        w = self.weights if weights is None else np.asarray(weights)
+        if w.shape != self.weights.shape:
+            raise ValueError(f"{self.name}: weights must have shape {self.weights.shape}, "
+                             f"not {w.shape}")
+        return fold_matrix(w, self.pe, self.simd)
+
+    def threshold_words(self, thresholds=None) -> list[int]:
+        """Threshold memory words (clamped, folded), for ``cfg_beats``."""
+        if self.thresholds is None:
+            raise ValueError(f"{self.name}: the last layer has no thresholds")
+        return self.threshold_params.threshold_words(thresholds)
+
+
+class MVTU(wiring.Component):
+    """Matrix-vector-threshold unit (see the module docstring).
+
+    Ports: ``i_stream`` (``simd * E`` bits), ``o_stream`` (``pe`` bits, or ``pe *
+    score_shape.width`` for the last layer) and, when ``runtime_writable``, ``cfg``
+    (64-bit configuration beats, always ready).
+    """
+
+    def __init__(self, params: MVTUParams):
+        self.params = params
+        members = {"i_stream": In(stream.Signature(params.i_width)),
+                   "o_stream": Out(stream.Signature(params.o_width))}
+        if params.runtime_writable:
+            members["cfg"] = In(cfg_signature())
+        super().__init__(members)
+
+    @property
+    def cycles_per_image(self) -> int:
+        return self.params.cycles_per_image
+
+    @property
+    def latency(self) -> int:
+        return self.params.latency
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        pe, simd, nf_count, sf_count = p.pe, p.simd, p.nf, p.sf
+        ew = p.elem_width
+
+        m.submodules.weights = wmem = FoldedMemory(p.weight_memory)
+        acc_out = stream.Signature(pe * p.acc_shape.width).create(path=("acc",))
+        en = Signal()  # clock enable of the whole pipeline
+        m.d.comb += en.eq(~acc_out.valid | acc_out.ready)
+
+        # Stage 0: step counters; nf == 0 takes the pixel's beats from the stream.
+        sf = Signal(range(sf_count))
+        nf = Signal(range(nf_count))
+        step = Signal(range(nf_count * sf_count))
+        from_stream = nf == 0
+        fire = en & (~from_stream | self.i_stream.valid)
+        m.d.comb += [self.i_stream.ready.eq(en & from_stream),
+                     wmem.rd.addr.eq(step), wmem.rd.en.eq(en)]
+        with m.If(fire):
+            m.d.sync += [sf.eq(sf + 1), step.eq(step + 1)]
+            with m.If(sf == sf_count - 1):
+                m.d.sync += [sf.eq(0), nf.eq(nf + 1)]
+                with m.If(nf == nf_count - 1):
+                    m.d.sync += [nf.eq(0), step.eq(0)]
+
+        # Stage 1: input vector and weight word of the step.
+        valid1, first1, last1, from_stream1 = (Signal(name=n) for n in
+                                               ("valid1", "first1", "last1", "from_stream1"))
+        x_in = Signal(p.i_width)
+        with m.If(en):
+            m.d.sync += [valid1.eq(fire), first1.eq(sf == 0), last1.eq(sf == sf_count - 1),
+                         from_stream1.eq(from_stream), x_in.eq(self.i_stream.payload)]
+        if nf_count > 1:
+            m.submodules.input_buffer = buf = Memory(shape=p.i_width, depth=sf_count, init=[])
+            wr, rd = buf.write_port(), buf.read_port()
+            m.d.comb += [wr.addr.eq(sf), wr.data.eq(self.i_stream.payload),
+                         wr.en.eq(fire & from_stream), rd.addr.eq(sf), rd.en.eq(en)]
+            x = Mux(from_stream1, x_in, rd.data)
+        else:
+            x = x_in
+        xs = Signal(p.i_width)
+        m.d.comb += xs.eq(x)
+        w = wmem.rd.data
+
+        # Stage 1 .. 1 + L: one tree per PE (plus the shared sum(x) tree for uint8).
+        sums = []
+        for i in range(pe):
+            wi = w[i * simd:(i + 1) * simd]
+            if p.input_kind == "binary":
+                tree = Popcount(simd, levels_per_stage=p.levels_per_stage, fanin=3)
+                m.d.comb += tree.i_data.eq(~(xs ^ wi))
+            else:
+                tree = OperandSum(simd, ew, levels_per_stage=p.levels_per_stage, fanin=3)
+                gated = [xs[j * ew:(j + 1) * ew] & wi[j].replicate(ew) for j in range(simd)]
+                m.d.comb += tree.i_data.eq(Cat(*gated))
+            assert tree.latency == p.tree_latency
+            m.submodules[f"pe{i}"] = tree
+            m.d.comb += tree.en.eq(en)
+            sums.append(tree.o_data)
+        if p.input_kind == "uint8":
+            m.submodules.xsum = xsum = OperandSum(simd, ew, levels_per_stage=p.levels_per_stage,
+                                                  fanin=3)
+            assert xsum.latency == p.tree_latency
+            m.d.comb += [xsum.en.eq(en), xsum.i_data.eq(xs)]
+            sums = [(s << 1) - xsum.o_data for s in sums]
+
+        flags = Cat(valid1, first1, last1)
+        for k in range(p.tree_latency):
+            delayed = Signal(3, name=f"flags{k + 2}")
+            with m.If(en):
+                m.d.sync += delayed.eq(flags)
+            flags = delayed
+        valid_l, first_l, last_l = flags[0], flags[1], flags[2]
+
+        # Accumulate across the SF steps; the accumulators are the output register.
+        accs = [Signal(p.acc_shape, name=f"acc{i}") for i in range(pe)]
+        with m.If(en):
+            m.d.sync += acc_out.valid.eq(valid_l & last_l)
+            with m.If(valid_l):
+                for acc, s in zip(accs, sums):
+                    m.d.sync += acc.eq(Mux(first_l, 0, acc) + s)
+        m.d.comb += acc_out.payload.eq(Cat(*accs))
+
+        if p.is_scores:
+            scores = []
+            for acc in accs:
+                score = Signal(p.score_shape)
+                if p.input_kind == "binary":
+                    m.d.comb += score.eq((acc << 1) - Const(p.cols))
+                else:
+                    m.d.comb += score.eq(acc)
+                scores.append(score)
+            m.d.comb += [self.o_stream.payload.eq(Cat(*scores)),
+                         self.o_stream.valid.eq(acc_out.valid),
+                         acc_out.ready.eq(self.o_stream.ready)]
+        else:
+            m.submodules.threshold = th = Threshold(p.threshold_params)
+            wiring.connect(m, acc_out, th.i_stream)
+            wiring.connect(m, th.o_stream, wiring.flipped(self.o_stream))
+
+        if p.runtime_writable:
+            targets = [wmem.cfg] + ([] if p.is_scores else [th.cfg])
+            for t in targets:  # every memory is always ready: plain fan-out
+                m.d.comb += [t.payload.eq(self.cfg.payload), t.valid.eq(self.cfg.valid)]
+            m.d.comb += self.cfg.ready.eq(1)
+        return m

@@ -1,0 +1,251 @@
+"""Threshold unit: one output bit per accumulator, ``acc >= T[cls][channel]``.
+
+Input: per output pixel (row-major over ``OH x OW``), ``NF = R / pe`` beats of ``pe``
+accumulators (lane ``i`` of beat ``nf`` is channel ``nf * pe + i``), each ``acc_width``
+bits, two's complement when ``acc_min < 0``. Output: the same beats with one bit per lane,
+``acc >= T[row_class[oy], col_class[ox], channel]``. Images follow each other back to back;
+the unit counts beats itself.
+
+Thresholds are signed integers and may lie outside the accumulator range (a constant
+channel). The memory stores them clamped to ``[acc_min, acc_max + 1]``, which keeps every
+comparison's result and bounds the word width; it holds one word per ``(cls, nf)`` at
+address ``cls * NF + nf`` (``bnnhw.packing.fold_table``), ``cls = row_class[oy] * NX +
+col_class[ox]``. Rewriting them at run time goes through ``cfg`` (see
+``rtl_gen.weight_memory``) with words from :meth:`ThresholdParams.threshold_words`.
+
+Timing: a result can be taken one cycle after its accumulators are accepted; one beat per cycle
+(``cycles_per_image = P * NF``). ``i_stream.ready`` is ``~o_stream.valid | o_stream.ready``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth import Array, Cat, Const, Module, Shape, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from bnnhw.packing import fold_table
+
+from .weight_memory import FoldedMemory, FoldedMemoryParams, cfg_signature
+
+__all__ = ["Threshold", "ThresholdParams", "check_classes", "check_int", "frozen_array"]
+
+
+def check_int(name: str, what: str, value, low: int | None = None) -> None:
+    """ValueError unless ``value`` is an integer (bool excluded), ``>= low`` if given."""
+    if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+            or (low is not None and value < low)):
+        bound = "" if low is None else f" >= {low}"
+        raise ValueError(f"{name}: {what} must be an integer{bound}, not {value!r}")
+
+
+def frozen_array(name: str, what: str, value, ndim: int) -> np.ndarray:
+    """``value`` as a read-only int64 array of ``ndim`` dimensions, or ValueError."""
+    a = np.asarray(value)
+    if a.dtype.kind not in "biu":
+        raise ValueError(f"{name}: {what} must hold integers, not dtype {a.dtype}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name}: {what} must have {ndim} dimension(s), not shape {a.shape}")
+    a = a.astype(np.int64, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+def check_classes(name: str, pixels: int, row_class, col_class, ny: int, nx: int,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Validated border-class tables ``(row_class[OH], col_class[OW])``, ``OH * OW ==
+    pixels``; both ``None`` means one class for every pixel."""
+    if (row_class is None) != (col_class is None):
+        raise ValueError(f"{name}: give both row_class and col_class, or neither")
+    if row_class is None:
+        row_class, col_class = np.zeros(pixels, np.int64), np.zeros(1, np.int64)
+    rc = frozen_array(name, "row_class", row_class, 1)
+    cc = frozen_array(name, "col_class", col_class, 1)
+    if rc.size * cc.size != pixels:
+        raise ValueError(f"{name}: row_class ({rc.size}) x col_class ({cc.size}) must cover "
+                         f"the {pixels} output pixels")
+    for what, table, axis, n in (("row_class", rc, "NY", ny), ("col_class", cc, "NX", nx)):
+        if table.size and (table.min() < 0 or table.max() >= n):
+            raise ValueError(f"{name}: {what} values must lie in 0..{n - 1} (the thresholds "
+                             f"have {axis} = {n}), found {table.min()}..{table.max()}")
+    return rc, cc
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class ThresholdParams:
+    """One threshold unit (see the module docstring).
+
+    ``thresholds`` is ``int[NY, NX, R]``; ``acc_min..acc_max`` is the range the
+    accumulators can take (it sets their width and signedness); ``pixels`` output pixels per
+    image, ``row_class[OH]``/``col_class[OW]`` their border classes (default: one class).
+    """
+
+    name: str
+    channels: int
+    pe: int
+    acc_min: int
+    acc_max: int
+    thresholds: np.ndarray
+    pixels: int = 1
+    row_class: np.ndarray | None = None
+    col_class: np.ndarray | None = None
+    runtime_writable: bool = False
+
+    def __post_init__(self):
+        n = self.name
+        check_int(n, "channels", self.channels, 1)
+        check_int(n, "pe", self.pe, 1)
+        check_int(n, "pixels", self.pixels, 1)
+        if self.channels % self.pe:
+            raise ValueError(f"{n}: pe must divide the {self.channels} output channels, "
+                             f"not {self.pe}")
+        check_int(n, "acc_min", self.acc_min)
+        check_int(n, "acc_max", self.acc_max)
+        if self.acc_min > self.acc_max:
+            raise ValueError(f"{n}: acc_min {self.acc_min} is larger than acc_max "
+                             f"{self.acc_max}")
+        t = frozen_array(n, "thresholds", self.thresholds, 3)
+        if t.shape[2] != self.channels or 0 in t.shape:
+            raise ValueError(f"{n}: thresholds must have shape [NY, NX, {self.channels}], "
+                             f"not {t.shape}")
+        object.__setattr__(self, "thresholds", t)
+        rc, cc = check_classes(n, self.pixels, self.row_class, self.col_class, *t.shape[:2])
+        object.__setattr__(self, "row_class", rc)
+        object.__setattr__(self, "col_class", cc)
+        _ = self.memory  # validates the memory size of a writable unit
+
+    @property
+    def nf(self) -> int:
+        """Neuron folds: beats per pixel."""
+        return self.channels // self.pe
+
+    @property
+    def classes(self) -> tuple[int, int]:
+        """``(NY, NX)``."""
+        return self.thresholds.shape[0], self.thresholds.shape[1]
+
+    @property
+    def acc_shape(self) -> Shape:
+        """Shape of one accumulator lane."""
+        return Shape.cast(range(self.acc_min, self.acc_max + 1))
+
+    @property
+    def threshold_shape(self) -> Shape:
+        """Shape of one stored (clamped) threshold."""
+        return Shape.cast(range(self.acc_min, self.acc_max + 2))
+
+    @property
+    def i_width(self) -> int:
+        return self.pe * self.acc_shape.width
+
+    @property
+    def o_width(self) -> int:
+        return self.pe
+
+    @property
+    def cycles_per_image(self) -> int:
+        return self.pixels * self.nf
+
+    def threshold_words(self, thresholds=None) -> list[int]:
+        """Memory words of ``thresholds`` (default: this unit's), clamped and folded; for
+        ``cfg_beats(MemSel.THRESHOLDS, words, memory.width)``."""
+        t = self.thresholds if thresholds is None else np.asarray(thresholds)
+        if t.shape != self.thresholds.shape:
+            raise ValueError(f"{self.name}: thresholds must have shape "
+                             f"{self.thresholds.shape}, not {t.shape}")
+        t = np.clip(t.astype(np.int64), self.acc_min, self.acc_max + 1)
+        return fold_table(t, self.pe, self.threshold_shape.width)
+
+    @property
+    def memory(self) -> FoldedMemoryParams:
+        """Parameters of the threshold memory."""
+        return FoldedMemoryParams(width=self.pe * self.threshold_shape.width,
+                                  init=tuple(self.threshold_words()), sel=1,
+                                  writable=self.runtime_writable,
+                                  name=f"{self.name}.thresholds")
+
+
+class Threshold(wiring.Component):
+    """Threshold unit (see the module docstring).
+
+    Ports: ``i_stream`` (``pe * acc_width`` bits), ``o_stream`` (``pe`` bits) and, when
+    ``runtime_writable``, ``cfg`` (64-bit configuration beats, ``sel`` 1).
+    """
+
+    def __init__(self, params: ThresholdParams):
+        self.params = params
+        members = {"i_stream": In(stream.Signature(params.i_width)),
+                   "o_stream": Out(stream.Signature(params.o_width))}
+        if params.runtime_writable:
+            members["cfg"] = In(cfg_signature())
+        super().__init__(members)
+
+    @property
+    def cycles_per_image(self) -> int:
+        return self.params.cycles_per_image
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the edge accepting an input beat to the first edge at which its
+        output beat can be taken."""
+        return 1
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        nf_count, ny, nx = p.nf, *p.classes
+        m.submodules.mem = mem = FoldedMemory(p.memory)
+        if p.runtime_writable:
+            wiring.connect(m, wiring.flipped(self.cfg), mem.cfg)
+
+        accept = self.i_stream.valid & self.i_stream.ready
+        m.d.comb += self.i_stream.ready.eq(~self.o_stream.valid | self.o_stream.ready)
+
+        # Address of the (cls, nf) word: row_class[oy] * NX * NF + col_class[ox] * NF + nf,
+        # from two small constant tables (no multiplier). Counters whose table is constant
+        # are left out.
+        addr = Signal(range(ny * nx * nf_count))
+        nf = Signal(range(nf_count))
+        terms = [nf]
+        last_nf = nf == nf_count - 1
+        bases = []
+        for what, table, scale in (("ox", p.col_class, nf_count), ("oy", p.row_class,
+                                                                   nx * nf_count)):
+            counter = Signal(range(len(table)), name=what)
+            bases.append((counter, len(table)))
+            values = [int(v) * scale for v in table]
+            if len(set(values)) > 1:
+                terms.append(Array(Const(v, addr.shape()) for v in values)[counter])
+            elif values[0]:
+                terms.append(Const(values[0], addr.shape()))
+        m.d.comb += addr.eq(sum(terms))
+        (ox, width), (oy, height) = bases
+        with m.If(accept):
+            m.d.sync += nf.eq(nf + 1)
+            with m.If(last_nf):
+                m.d.sync += [nf.eq(0), ox.eq(ox + 1)]
+                with m.If(ox == width - 1):
+                    m.d.sync += [ox.eq(0), oy.eq(oy + 1)]
+                    with m.If(oy == height - 1):
+                        m.d.sync += oy.eq(0)
+
+        m.d.comb += [mem.rd.addr.eq(addr), mem.rd.en.eq(accept)]
+        acc = Signal(p.i_width)
+        with m.If(accept):
+            m.d.sync += acc.eq(self.i_stream.payload)
+        with m.If(self.i_stream.ready):
+            m.d.sync += self.o_stream.valid.eq(self.i_stream.valid)
+
+        aw, tw = p.acc_shape.width, p.threshold_shape.width
+        signed = p.acc_shape.signed
+        bits = []
+        for i in range(p.pe):
+            a = acc[i * aw:(i + 1) * aw]
+            t = mem.rd.data[i * tw:(i + 1) * tw]
+            if signed:
+                a, t = a.as_signed(), t.as_signed()
+            bits.append(a >= t)
+        m.d.comb += self.o_stream.payload.eq(Cat(*bits))
+        return m

@@ -1,0 +1,183 @@
+"""Weight and threshold memories of the compute blocks, optionally rewritable at run time.
+
+A :class:`FoldedMemory` holds the words of a folded weight matrix (``bnnhw.packing.
+fold_matrix``: address ``nf * SF + sf``) or of a folded threshold table
+(``bnnhw.packing.fold_table``: address ``cls * NF + nf``) in one ``amaranth.lib.memory``
+initialised with ``init=``. Its read port is synchronous (data one cycle after the address,
+held while ``en`` is 0), which maps onto block RAM.
+
+Run-time configuration stream ``cfg`` (present when the memory is writable). Each beat is
+one plain 64-bit payload, always accepted (``ready`` is 1), one beat per cycle:
+
+======  ==========  ==============================================================
+bits    field       meaning
+======  ==========  ==============================================================
+0..31   ``data``    32 bits of a memory word
+32..41  ``chunk``   which 32 bits: word bits ``[chunk * 32, chunk * 32 + 32)``
+42..61  ``addr``    word address in the selected memory
+62..63  ``sel``     which memory of the block (:class:`MemSel`: 0 weights, 1 thresholds)
+======  ==========  ==============================================================
+
+A word of ``width`` bits takes ``ceil(width / 32)`` beats (any order; bits past ``width``
+are ignored); each beat writes its chunk straight into the memory (chunk-wide write
+enables), so no staging register is needed. Beats for another ``sel``, an address past the
+memory's depth or a chunk past its word are ignored. :func:`cfg_beats` builds the beats of
+a whole table; a host link sends each beat as 8 bytes, least significant first. Writes take
+effect at once: write while the block is idle, or images in flight see a mix of old and
+new contents.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from amaranth import Cat, Module
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory, ReadPort
+from amaranth.lib.wiring import In, Out
+
+from bnnhw.packing import fold_matrix, fold_table
+
+__all__ = ["CFG_ADDR_BITS", "CFG_CHUNK_BITS", "CFG_DATA_BITS", "CFG_LAYOUT", "CFG_WIDTH",
+           "FoldedMemory", "FoldedMemoryParams", "MemSel", "cfg_beats", "cfg_signature",
+           "cfg_word"]
+
+CFG_DATA_BITS = 32
+CFG_CHUNK_BITS = 10
+CFG_ADDR_BITS = 20
+CFG_SEL_BITS = 2
+CFG_LAYOUT = data.StructLayout({"data": CFG_DATA_BITS, "chunk": CFG_CHUNK_BITS,
+                                "addr": CFG_ADDR_BITS, "sel": CFG_SEL_BITS})
+CFG_WIDTH = CFG_LAYOUT.size  # 64
+
+
+class MemSel(enum.IntEnum):
+    """Memory select field of a ``cfg`` beat."""
+
+    WEIGHTS = 0
+    THRESHOLDS = 1
+
+
+def cfg_signature() -> stream.Signature:
+    """Signature of the ``cfg`` stream (plain 64-bit payload, see the module docstring)."""
+    return stream.Signature(CFG_WIDTH)
+
+
+def cfg_word(sel: int, addr: int, chunk: int, value: int) -> int:
+    """One ``cfg`` payload: ``value`` (32 bits) as chunk ``chunk`` of word ``addr``."""
+    for what, v, bits in (("sel", sel, CFG_SEL_BITS), ("addr", addr, CFG_ADDR_BITS),
+                          ("chunk", chunk, CFG_CHUNK_BITS), ("data", value, CFG_DATA_BITS)):
+        if not 0 <= int(v) < 1 << bits:
+            raise ValueError(f"cfg {what} must lie in 0..{(1 << bits) - 1}, not {v}")
+    return (int(value) | int(chunk) << CFG_DATA_BITS
+            | int(addr) << (CFG_DATA_BITS + CFG_CHUNK_BITS)
+            | int(sel) << (CFG_DATA_BITS + CFG_CHUNK_BITS + CFG_ADDR_BITS))
+
+
+def cfg_beats(sel: int, words: Sequence[int], width: int, base: int = 0) -> list[int]:
+    """``cfg`` payloads writing ``words`` (``width`` bits each) at addresses ``base, ...``."""
+    chunks = -(-width // CFG_DATA_BITS)
+    mask = (1 << CFG_DATA_BITS) - 1
+    return [cfg_word(sel, base + a, c, (int(w) >> (c * CFG_DATA_BITS)) & mask)
+            for a, w in enumerate(words) for c in range(chunks)]
+
+
+@dataclass(frozen=True)
+class FoldedMemoryParams:
+    """One folded memory: ``init`` words of ``width`` bits; writable through ``cfg`` beats
+    whose ``sel`` field equals ``sel`` when ``writable``."""
+
+    width: int
+    init: tuple[int, ...]
+    sel: MemSel = MemSel.WEIGHTS
+    writable: bool = False
+    name: str = "memory"
+
+    def __post_init__(self):
+        n = self.name
+        if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 1:
+            raise ValueError(f"{n}: memory width must be an integer >= 1, not {self.width!r}")
+        object.__setattr__(self, "init", tuple(int(w) for w in self.init))
+        if not self.init:
+            raise ValueError(f"{n}: memory needs at least one word")
+        bad = [w for w in self.init if not 0 <= w < 1 << self.width]
+        if bad:
+            raise ValueError(f"{n}: memory word {bad[0]} does not fit {self.width} bits")
+        if self.sel not in list(MemSel):
+            raise ValueError(f"{n}: sel must be one of {[int(s) for s in MemSel]}, "
+                             f"not {self.sel!r}")
+        object.__setattr__(self, "sel", MemSel(self.sel))
+        if self.writable and self.depth > 1 << CFG_ADDR_BITS:
+            raise ValueError(f"{n}: {self.depth} words exceed the {1 << CFG_ADDR_BITS} "
+                             f"addresses of the cfg stream; use a larger pe or simd")
+        if self.writable and self.chunks > 1 << CFG_CHUNK_BITS:
+            raise ValueError(f"{n}: {self.width}-bit words exceed the "
+                             f"{(1 << CFG_CHUNK_BITS) * CFG_DATA_BITS} bits the cfg stream can "
+                             f"address; use a smaller pe or simd")
+
+    @classmethod
+    def for_weights(cls, name: str, w, pe: int, simd: int, writable: bool = False,
+                    ) -> FoldedMemoryParams:
+        """Memory of a binary ``w[R, C]`` folded onto ``pe x simd`` (``fold_matrix``)."""
+        return cls(width=pe * simd, init=tuple(fold_matrix(w, pe, simd)),
+                   sel=MemSel.WEIGHTS, writable=writable, name=name)
+
+    @classmethod
+    def for_thresholds(cls, name: str, t, pe: int, width: int, writable: bool = False,
+                       ) -> FoldedMemoryParams:
+        """Memory of a table ``t[..., R]`` of ``width``-bit entries on ``pe`` (``fold_table``)."""
+        return cls(width=pe * width, init=tuple(fold_table(t, pe, width)),
+                   sel=MemSel.THRESHOLDS, writable=writable, name=name)
+
+    @property
+    def depth(self) -> int:
+        return len(self.init)
+
+    @property
+    def chunks(self) -> int:
+        """``cfg`` beats per word."""
+        return -(-self.width // CFG_DATA_BITS)
+
+    @property
+    def bits(self) -> int:
+        """Memory bits (without the padding of a writable memory to whole chunks)."""
+        return self.depth * self.width
+
+
+class FoldedMemory(wiring.Component):
+    """A folded weight or threshold memory (see the module docstring).
+
+    Ports: ``rd`` (``addr``, ``en`` in; ``data`` out: ``width`` bits, one cycle after
+    ``addr``, held while ``en`` is 0) and, when writable, ``cfg`` (``In``, 64-bit beats).
+    """
+
+    def __init__(self, params: FoldedMemoryParams):
+        self.params = params
+        self._addr_width = (params.depth - 1).bit_length()
+        members = {"rd": Out(ReadPort.Signature(addr_width=self._addr_width,
+                                                shape=params.width))}
+        if params.writable:
+            members["cfg"] = In(cfg_signature())
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        stored = p.chunks * CFG_DATA_BITS if p.writable else p.width
+        m.submodules.mem = mem = Memory(shape=stored, depth=p.depth, init=p.init)
+        rd = mem.read_port()
+        m.d.comb += [rd.addr.eq(self.rd.addr), rd.en.eq(self.rd.en),
+                     self.rd.data.eq(rd.data[:p.width])]
+        if p.writable:
+            wr = mem.write_port(granularity=CFG_DATA_BITS)
+            beat = data.View(CFG_LAYOUT, self.cfg.payload)
+            hit = self.cfg.valid & (beat.sel == p.sel) & (beat.addr < p.depth)
+            m.d.comb += [
+                self.cfg.ready.eq(1),
+                wr.addr.eq(beat.addr),
+                wr.data.eq(Cat(*[beat.data] * p.chunks)),
+                wr.en.eq(Cat(*(hit & (beat.chunk == c) for c in range(p.chunks)))),
+            ]
+        return m

@@ -1,0 +1,217 @@
+# amaranth: UnusedElaboratable=no
+"""MVTU against bnnhw.reference (popcount_matvec / signed_matvec + threshold) under random
+stalls on both sides: binary and uint8 inputs, threshold and scores layers, NF and SF of 1
+and more, border classes, cycle count, run-time rewrite and Verilog conversion."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+from amaranth.sim import Simulator
+from stream_helpers import output_cycles, steady_cycles
+
+from bnnhw.packing import beats, unpack
+from bnnhw.reference import popcount_matvec, signed_matvec, threshold
+from rtl_gen.mvtu import MVTU, MVTUParams
+from rtl_gen.weight_memory import MemSel, cfg_beats
+from sim.stream_sim import run_stream, stream_get, stream_put
+
+
+def random_layer(seed, kind, rows, cols, oh, ow, ny, nx, scores, images):
+    """Weights, inputs, class tables and (unless scores) thresholds drawn near the actual
+    accumulators, so that ``acc == T`` happens and some thresholds fall outside the range."""
+    rng = np.random.default_rng(seed)
+    w = rng.integers(0, 2, size=(rows, cols))
+    hi = 1 if kind == "binary" else 255
+    x = rng.integers(0, hi + 1, size=(images, oh * ow, cols))
+    if kind == "uint8":  # plenty of 0 and 255, the ends of the accumulator range
+        x = np.where(rng.random(x.shape) < 0.3, rng.choice([0, 255], size=x.shape), x)
+    rc, cc = rng.integers(0, ny, size=oh), rng.integers(0, nx, size=ow)
+    rc[:ny], cc[:nx] = np.arange(ny), np.arange(nx)
+    if scores:
+        return w, x, rc, cc, None
+    acc = reference_acc(kind, x, w).reshape(images, oh, ow, rows)
+    t = np.empty((ny, nx, rows), np.int64)
+    for cy in range(ny):
+        for cx in range(nx):
+            pix = acc[:, rc == cy][:, :, cc == cx].reshape(-1, rows)
+            pick = pix[rng.integers(0, len(pix), size=rows), np.arange(rows)]
+            t[cy, cx] = pick + rng.integers(-1, 2, size=rows)
+    lo, top = (0, cols) if kind == "binary" else (-255 * cols, 255 * cols)
+    t.reshape(-1)[0], t.reshape(-1)[-1] = lo - 7, top + 9  # constant channels
+    return w, x, rc, cc, t
+
+
+def reference_acc(kind, x, w):
+    f = popcount_matvec if kind == "binary" else signed_matvec
+    return f(x, w).numpy()
+
+
+def reference(params, x, w=None, t=None):
+    """Expected output lanes ``[images, P, R]`` from the shared reference functions."""
+    w = params.weights if w is None else w
+    acc = reference_acc(params.input_kind, x, w)
+    if params.is_scores:
+        return 2 * acc - params.cols if params.input_kind == "binary" else acc
+    oh, ow = len(params.row_class), len(params.col_class)
+    t = params.thresholds if t is None else t
+    bits = threshold(acc.reshape(len(x), oh, ow, params.rows), t, params.row_class,
+                     params.col_class)
+    return bits.numpy().reshape(acc.shape)
+
+
+def stream_in(params, x):
+    return [b for image in x for pixel in image
+            for b in beats(pixel, params.simd, params.elem_width)]
+
+
+def decode(params, words, images):
+    lane = params.score_shape.width if params.is_scores else 1
+    lanes = [unpack(word, params.pe, lane, signed=params.is_scores) for word in words]
+    return np.concatenate(lanes).reshape(images, params.pixels, params.rows)
+
+
+CASES = {
+    # name: (kind, rows, cols, pe, simd, oh, ow, ny, nx, scores, images)
+    "binary_nf1_sf1": ("binary", 4, 8, 4, 8, 1, 1, 1, 1, False, 3),
+    "binary_classes": ("binary", 6, 18, 2, 6, 3, 3, 3, 3, False, 2),
+    "binary_nf4_sf1": ("binary", 4, 8, 1, 8, 3, 1, 2, 1, False, 2),
+    "uint8_threshold": ("uint8", 4, 27, 2, 3, 2, 2, 2, 1, False, 2),
+    "binary_scores": ("binary", 10, 32, 5, 8, 1, 1, 1, 1, True, 3),
+    "uint8_scores": ("uint8", 3, 12, 3, 4, 2, 1, 1, 1, True, 2),
+}
+
+
+def build(name, seed, **extra):
+    kind, rows, cols, pe, simd, oh, ow, ny, nx, scores, images = CASES[name]
+    w, x, rc, cc, t = random_layer(seed, kind, rows, cols, oh, ow, ny, nx, scores, images)
+    params = MVTUParams(name=name, rows=rows, cols=cols, pe=pe, simd=simd, weights=w,
+                        input_kind=kind, pixels=oh * ow, thresholds=t, row_class=rc,
+                        col_class=cc, **extra)
+    return params, x
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_mvtu_matches_reference(name):
+    seed = list(CASES).index(name)
+    params, x = build(name, seed, levels_per_stage=1 + seed % 2)
+    want = reference(params, x)
+    words = run_stream(MVTU(params), stream_in(params, x), want.size // params.pe, seed=seed)
+    assert np.array_equal(decode(params, words, len(x)), want)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mvtu_random_shapes(seed):
+    rng = random.Random(100 + seed)
+    kind = rng.choice(["binary", "uint8"])
+    pe, simd = rng.randint(1, 4), rng.randint(1, 7)
+    rows, cols = pe * rng.randint(1, 3), simd * rng.randint(1, 4)
+    oh, ow = rng.randint(1, 3), rng.randint(1, 3)
+    ny, nx = rng.randint(1, oh), rng.randint(1, ow)
+    scores = rng.random() < 0.3
+    w, x, rc, cc, t = random_layer(seed, kind, rows, cols, oh, ow, ny, nx, scores, 2)
+    params = MVTUParams(name=f"layer{seed}", rows=rows, cols=cols, pe=pe, simd=simd,
+                        weights=w, input_kind=kind, pixels=oh * ow, thresholds=t,
+                        row_class=None if scores else rc, col_class=None if scores else cc,
+                        levels_per_stage=rng.randint(1, 3))
+    want = reference(params, x)
+    words = run_stream(MVTU(params), stream_in(params, x), want.size // pe, seed=seed,
+                       stall_in=rng.choice([0.1, 0.5]), stall_out=rng.choice([0.1, 0.5]))
+    assert np.array_equal(decode(params, words, len(x)), want)
+
+
+def test_flipped_weight_bit_is_caught():
+    params, x = build("binary_scores", 0)
+    bad_w = params.weights.copy()
+    bad_w[3, 17] ^= 1  # planted fault: one weight bit flipped in the memory's init
+    bad = MVTUParams(name="fc", rows=params.rows, cols=params.cols, pe=params.pe,
+                     simd=params.simd, weights=bad_w)
+    want = reference(params, x)
+    words = run_stream(MVTU(bad), stream_in(params, x), want.size // params.pe)
+    assert not np.array_equal(decode(params, words, len(x)), want)
+
+
+def test_cycles_per_image_and_latency_without_stalls():
+    params, x = build("uint8_threshold", 7)
+    images = 4
+    x = np.concatenate([x, x])[:images]
+    per_image = params.pixels * params.nf
+    stamps, words = output_cycles(MVTU(params), stream_in(params, x), images * per_image)
+    assert np.array_equal(decode(params, words, images), reference(params, x))
+    assert params.cycles_per_image == 4 * 2 * 9
+    # Output beats of an image end exactly cycles_per_image apart once the pipeline runs.
+    assert steady_cycles(stamps, per_image) == [params.cycles_per_image] * (images - 1)
+    # The first pixel's last input beat is accepted on edge SF - 1.
+    assert stamps[0] == params.sf - 1 + params.latency
+
+
+def run_with_cfg(dut, cfg, inputs, n_outputs, seed):
+    """Like run_stream, but the source first sends ``cfg`` beats on ``dut.cfg``."""
+    rng_in, rng_out = random.Random(seed), random.Random(seed + 1)
+    outputs = []
+
+    async def source(ctx):
+        for beat in cfg:
+            await stream_put(ctx, dut.cfg, beat, rng_in, 0.3)
+        for item in inputs:
+            await stream_put(ctx, dut.i_stream, item, rng_in, 0.3)
+
+    async def sink(ctx):
+        for _ in range(n_outputs):
+            outputs.append(await stream_get(ctx, dut.o_stream, rng_out, 0.3))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(source, background=True)
+    sim.add_testbench(sink)
+    sim.run()
+    return outputs
+
+
+def test_runtime_rewrite_of_weights_and_thresholds():
+    params, x = build("binary_classes", 11, runtime_writable=True)
+    new, _ = build("binary_classes", 12)  # other weights and thresholds, same shapes
+    cfg = (cfg_beats(MemSel.WEIGHTS, params.weight_words(new.weights),
+                     params.weight_memory.width)
+           + cfg_beats(MemSel.THRESHOLDS, params.threshold_words(new.thresholds),
+                       params.threshold_params.memory.width))
+    want = reference(params, x, new.weights, new.thresholds)
+    assert not np.array_equal(want, reference(params, x))
+    words = run_with_cfg(MVTU(params), cfg, stream_in(params, x), want.size // params.pe, 3)
+    assert np.array_equal(decode(params, words, len(x)), want)
+
+
+def test_mid_size_mvtu_converts_to_verilog():
+    rng = np.random.default_rng(0)
+    rows, cols = 32, 3 * 3 * 32
+    t = rng.integers(100, 200, size=(3, 3, rows))
+    params = MVTUParams(name="conv2", rows=rows, cols=cols, pe=8, simd=32,
+                        weights=rng.integers(0, 2, size=(rows, cols)), pixels=14 * 14,
+                        thresholds=t, row_class=np.array([0] + [1] * 12 + [2]),
+                        col_class=np.array([0] + [1] * 12 + [2]), runtime_writable=True)
+    text = verilog.convert(MVTU(params), name="conv2")
+    assert "module conv2" in text
+    assert params.cycles_per_image == 14 * 14 * 4 * 9
+
+
+BASE = {"name": "conv1", "rows": 6, "cols": 8, "pe": 2, "simd": 4,
+        "weights": np.zeros((6, 8), np.int64)}
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"pe": 4}, "conv1: pe must divide the 6 output channels, not 4"),
+    ({"simd": 3}, "conv1: simd must divide the 8 inputs, not 3"),
+    ({"input_kind": "int4"}, "conv1: input_kind must be one of binary, uint8, not 'int4'"),
+    ({"weights": np.zeros((8, 6), np.int64)},
+     r"conv1: weights must have shape \(6, 8\), not \(8, 6\)"),
+    ({"weights": np.full((6, 8), 2)}, "conv1: weights must hold bits 0/1, found 2..2"),
+    ({"thresholds": np.zeros((1, 1, 5), np.int64)},
+     r"conv1: thresholds must have shape \[NY, NX, 6\], not \(1, 1, 5\)"),
+    ({"pixels": 2, "row_class": np.array([0, 1]), "col_class": np.array([0])},
+     r"conv1: row_class values must lie in 0..0 \(the thresholds have NY = 1\)"),
+    ({"levels_per_stage": 0}, "conv1: levels_per_stage must be an integer >= 1, not 0"),
+])
+def test_bad_parameters(change, message):
+    with pytest.raises(ValueError, match=message):
+        MVTUParams(**{**BASE, **change})
