@@ -1,0 +1,190 @@
+"""Generic cocotb testbench for one stream block: beats in on ``i_stream``, beats out of
+``o_stream``, seeded random stalls on both sides, cycle stamps for every transfer.
+
+Run by ``sim.cosim.run_stream_cosim`` (never imported by it: this module runs inside the
+simulator). Everything it needs comes from the environment variable ``BNNHW_COSIM_CONF``,
+a JSON object::
+
+    in_file        text file, one input beat per line in hex
+    out_file       where the JSON result goes
+    n_out          output beats to collect
+    seed           stalls: the source uses random.Random(seed), the sink seed + 1
+    stall_in       probability of one more idle cycle before each input beat (< 1)
+    stall_out      the same for ``ready`` before each output beat
+    timeout_cycles give up this many cycles after reset
+    linger_cycles  after the last expected beat, keep ``ready`` high this long and record
+                   whatever else comes out (catches duplicated beats)
+    reset_cycles   cycles with ``rst`` high at the start
+    i_port, o_port port name prefixes (``i_stream`` -> ``i_stream__payload`` ...)
+
+Cycle numbers count rising clock edges after reset: cycle 0 is the first edge at which a
+transfer can happen. A beat "accepted at cycle c" crossed on edge c (valid and ready
+both high just before it). The result JSON holds ``status`` ("ok" or "timeout"), ``out``
+(hex strings), ``out_cycles``, ``in_cycles``, ``extra`` (hex, from lingering),
+``cycles`` (edges from reset to the end of collection) and ``sim_seconds``.
+
+Speed: the coroutines act once per transfer, not once per cycle. A stall of n cycles is
+one timer; waiting for the other side is one edge trigger on its ``valid``/``ready``.
+The clock runs in the simulator's C++ (cocotb's GPI clock), so a block that spends
+thousands of cycles per beat costs Python nothing for those cycles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ReadOnly, RisingEdge, Timer, select
+from cocotb.types import LogicArray
+
+CONF_ENV = "BNNHW_COSIM_CONF"
+PERIOD_NS = 10
+
+
+def _to_int(value) -> int:
+    return value.to_unsigned() if isinstance(value, LogicArray) else int(value)
+
+
+class StreamBench:
+    """Drives ``i_stream`` from a list of beats and collects ``o_stream``."""
+
+    def __init__(self, dut, conf: dict):
+        self.dut = dut
+        self.conf = conf
+        ip, op = conf.get("i_port", "i_stream"), conf.get("o_port", "o_stream")
+        self.i_payload = getattr(dut, f"{ip}__payload")
+        self.i_valid = getattr(dut, f"{ip}__valid")
+        self.i_ready = getattr(dut, f"{ip}__ready")
+        self.o_payload = getattr(dut, f"{op}__payload")
+        self.o_valid = getattr(dut, f"{op}__valid")
+        self.o_ready = getattr(dut, f"{op}__ready")
+        self.clk_edge = RisingEdge(dut.clk)
+        self.t_ref = 0.0
+        self.in_cycles: list[int] = []
+        self.out: list[int] = []
+        self.out_cycles: list[int] = []
+        self.extra: list[int] = []
+
+    def cycle(self) -> int:
+        """The number of the rising edge we are at (call right after awaiting one)."""
+        return round((cocotb.simtime.get_sim_time("ns") - self.t_ref) / PERIOD_NS) - 1
+
+    async def idle(self, n: int) -> None:
+        """Let n rising edges pass with no action; resume right after the n-th.
+
+        Called right after an edge. Lands mid-cycle first so that the order of the timer
+        and the clock inside one time step never matters.
+        """
+        await Timer(n * PERIOD_NS - PERIOD_NS // 2, unit="ns")
+        await self.clk_edge
+
+    @staticmethod
+    def pause(rng: random.Random, stall: float) -> int:
+        n = 0
+        while stall and rng.random() < stall:
+            n += 1
+        return n
+
+    async def source(self, beats: list[int]) -> None:
+        rng, stall = random.Random(self.conf["seed"]), self.conf["stall_in"]
+        payload, valid, ready = self.i_payload, self.i_valid, self.i_ready
+        for beat in beats:
+            n = self.pause(rng, stall)
+            if n:
+                valid.value = 0
+                await self.idle(n)
+            payload.value = beat
+            valid.value = 1
+            await ReadOnly()
+            while not ready.value:
+                await RisingEdge(ready)
+                await ReadOnly()
+            await self.clk_edge
+            self.in_cycles.append(self.cycle())
+        valid.value = 0
+
+    async def sink(self, n_out: int) -> None:
+        rng, stall = random.Random(self.conf["seed"] + 1), self.conf["stall_out"]
+        payload, valid, ready = self.o_payload, self.o_valid, self.o_ready
+        for _ in range(n_out):
+            n = self.pause(rng, stall)
+            if n:
+                ready.value = 0
+                await self.idle(n)
+            ready.value = 1
+            await ReadOnly()
+            while not valid.value:
+                await RisingEdge(valid)
+                await ReadOnly()
+            beat = _to_int(payload.value)
+            await self.clk_edge
+            self.out.append(beat)
+            self.out_cycles.append(self.cycle())
+        ready.value = 0
+
+    async def linger(self, cycles: int) -> None:
+        """Hold ``ready`` high for ``cycles`` edges and keep every beat that crosses."""
+        self.o_ready.value = 1
+        for _ in range(cycles):
+            await ReadOnly()
+            beat = _to_int(self.o_payload.value) if self.o_valid.value else None
+            await self.clk_edge
+            if beat is not None:
+                self.extra.append(beat)
+        self.o_ready.value = 0
+
+
+def _read_beats(path: str) -> list[int]:
+    with open(path) as f:
+        return [int(line, 16) for line in f if line.strip()]
+
+
+def _write_result(path: str, result: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(result, f)
+
+
+@cocotb.test()
+async def stream_cosim(dut):
+    """Feed the input file through the design and write what came out."""
+    conf = json.loads(os.environ[CONF_ENV])
+    beats = _read_beats(conf["in_file"])
+    bench = StreamBench(dut, conf)
+
+    Clock(dut.clk, PERIOD_NS, unit="ns").start()
+    dut.rst.value = 1
+    bench.i_valid.value = 0
+    bench.o_ready.value = 0
+    for _ in range(conf.get("reset_cycles", 4)):
+        await bench.clk_edge
+    dut.rst.value = 0
+    bench.t_ref = cocotb.simtime.get_sim_time("ns")
+    wall = time.perf_counter()
+
+    cocotb.start_soon(bench.source(beats))
+    deadline = Timer(conf["timeout_cycles"] * PERIOD_NS, unit="ns")
+    first, _ = await select(bench.sink(conf["n_out"]), deadline)
+    status = "ok" if first == 0 else "timeout"
+    if status == "ok" and conf.get("linger_cycles", 0):
+        await bench.linger(conf["linger_cycles"])
+    cycles = bench.cycle() + 1 if status == "ok" else conf["timeout_cycles"]
+    sim_seconds = time.perf_counter() - wall
+
+    result = {
+        "status": status,
+        "out": [f"{b:x}" for b in bench.out],
+        "out_cycles": bench.out_cycles,
+        "in_cycles": bench.in_cycles,
+        "extra": [f"{b:x}" for b in bench.extra],
+        "cycles": cycles,
+        "sim_seconds": sim_seconds,
+    }
+    _write_result(conf["out_file"], result)
+    assert status == "ok", (
+        f"timeout: {len(bench.out)} of {conf['n_out']} output beats after "
+        f"{conf['timeout_cycles']} cycles ({len(bench.in_cycles)} of {len(beats)} input "
+        f"beats accepted)")
