@@ -134,8 +134,9 @@ def _add_mod(value, const: int, modulus: int):
     const %= modulus
     if const == 0:
         return value
-    total = value + const
-    return Mux(total >= modulus, total - modulus, total)[:len(Const(modulus - 1))]
+    # both candidates in parallel, picked by the sign of the wrapped one (one adder deep)
+    wrapped = value - (modulus - const)
+    return Mux(wrapped >= 0, wrapped, value + const)[:len(Const(modulus - 1))]
 
 
 def _clamp(value, low: int, high: int):
@@ -192,15 +193,20 @@ class SlidingWindow(wiring.Component):
         y0_addr = Signal(range(depth), init=((-pad) % rows) * row_words)
         row_addr = Signal(range(depth), init=((-pad) % rows) * row_words)
 
-        # Lowest row the read side still needs, and the pixel a window waits for.
-        lo_g = Signal(gbits)
-        need_g = Signal(gbits)
-        need_x = Signal(range(w))
-        m.d.comb += [
-            lo_g.eq(img_g + _clamp(iy0, 0, h)),
-            need_g.eq(img_g + _clamp(iy0 + (k - 1), 0, h - 1)),
-            need_x.eq(_clamp(ix0 + (k - 1), 0, w - 1)),
-        ]
+        # Lowest row the read side still needs, and the pixel the current window waits for
+        # (its bottom-right pixel inside the map); registers, updated with the window.
+        def need_row(y0):
+            return _clamp(y0 + (k - 1), 0, h - 1)
+
+        def need_col(x0):
+            return _clamp(x0 + (k - 1), 0, w - 1)
+
+        def low_row(y0):
+            return _clamp(y0, 0, h)
+
+        lo_g = Signal(gbits)   # image row max(-P, 0) = 0 of image 0
+        need_g = Signal(gbits, init=min(max(k - 1 - pad, 0), h - 1))
+        need_x = Signal(range(w), init=min(max(k - 1 - pad, 0), w - 1))
         ahead = Signal(gbits)   # wr_g - lo_g (mod)
         done = Signal(gbits)    # wr_g - need_g (mod)
         m.d.comb += [ahead.eq(wr_g - lo_g), done.eq(wr_g - need_g)]
@@ -250,7 +256,10 @@ class SlidingWindow(wiring.Component):
         last_ky = ky == k - 1
         last_ox = ox == ow - 1
         last_oy = oy == oh - 1
-        # y0_addr of the next output row (next image's first row after the last one).
+        # Window origin of the next output pixel and row (next image after the last row).
+        ix0_next = Mux(last_ox, -pad, ix0 + s)
+        iy0_next = Mux(last_oy, -pad, iy0 + s)
+        img_next = Mux(last_oy, img_g + h, img_g)[:gbits]
         y0_next = Signal.like(y0_addr)
         image_step = (h - (oh - 1) * s) % rows   # rows from last iy0 to next image's iy0
         with m.If(last_oy):
@@ -267,16 +276,18 @@ class SlidingWindow(wiring.Component):
                                  row_addr.eq(_add_mod(row_addr, row_words, depth))]
                     with m.If(last_ky):
                         # next output pixel
-                        m.d.sync += [ky.eq(0), ox.eq(ox + 1), ix0.eq(ix0 + s),
+                        m.d.sync += [ky.eq(0), ox.eq(ox + 1), ix0.eq(ix0_next),
+                                     need_x.eq(need_col(ix0_next)),
                                      ix0_cf.eq(ix0_cf + s * cf),
                                      col_addr.eq(ix0_cf + s * cf), row_addr.eq(y0_addr)]
                         with m.If(last_ox):
                             # next output row
-                            m.d.sync += [ox.eq(0), ix0.eq(-pad), ix0_cf.eq(-pad * cf),
+                            m.d.sync += [ox.eq(0), ix0_cf.eq(-pad * cf),
                                          col_addr.eq(-pad * cf), oy.eq(oy + 1),
-                                         iy0.eq(iy0 + s), y0_addr.eq(y0_next),
-                                         row_addr.eq(y0_next)]
+                                         iy0.eq(iy0_next), img_g.eq(img_next),
+                                         need_g.eq(img_next + need_row(iy0_next)),
+                                         lo_g.eq(img_next + low_row(iy0_next)),
+                                         y0_addr.eq(y0_next), row_addr.eq(y0_next)]
                             with m.If(last_oy):
-                                # next image
-                                m.d.sync += [oy.eq(0), iy0.eq(-pad), img_g.eq(img_g + h)]
+                                m.d.sync += oy.eq(0)
         return m
