@@ -607,7 +607,8 @@ class Graph:
             if node.op not in HARDWARE_OPS:
                 src = f" (from {', '.join(node.source)})" if node.source else ""
                 raise ValueError(f"{node.where}{src} was not lowered to hardware nodes")
-            if isinstance(node, _Matrix) and node is not self.nodes[-1] and not node.thresholded:
+        for node in self.nodes[:-1]:
+            if isinstance(node, _Matrix) and not node.thresholded:
                 raise ValueError(f"{node.where}: only the last layer can lack thresholds")
         last = self.nodes[-1]
         if not isinstance(last, Dense) or last.thresholded:

@@ -121,11 +121,11 @@ def popcount_matvec(x: Any, w: Any) -> torch.Tensor:
                          f"{tuple(x.shape)} and {tuple(w.shape)}")
     _check_bits("x", x)
     _check_bits("w", w)
+    # popcount(xnor(x, w)) = x.w + (1 - x).(1 - w) = 2 x.w - sum(x) - sum(w) + C: one
+    # matmul on the bits themselves, no elementwise pass over the (large) window tensor
     c = w.shape[1]
-    if c <= _INT32_SAFE:
-        x, w = x.to(torch.int32), w.to(torch.int32)
-    dot = _matmul(2 * x - 1, 2 * w - 1, c)  # signed +-1 dot product
-    return (dot + c) // 2
+    xw = _matmul(x, w, c)
+    return 2 * xw - x.sum(dim=-1, keepdim=True) - w.sum(dim=1) + c
 
 
 def signed_matvec(x: Any, w: Any) -> torch.Tensor:

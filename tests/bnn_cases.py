@@ -43,7 +43,7 @@ def randomize_batchnorm(model: BNN, seed: int, calibration: int = 8) -> BNN:
     return model
 
 
-def zoo_model(name: str, seed: int = 0, **kwargs: Any) -> BNN:
+def zoo_model(name: str, seed: int = 0, calibration: int = 8, **kwargs: Any) -> BNN:
     torch.manual_seed(seed)
     model = build_model(zoo.get_spec(name, **kwargs))
     for m in model.modules():  # nonzero biases / scores so every term of the maths is used
@@ -51,7 +51,7 @@ def zoo_model(name: str, seed: int = 0, **kwargs: Any) -> BNN:
                 and not isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             with torch.no_grad():
                 m.bias.normal_(0, 0.3)
-    return randomize_batchnorm(model, seed)
+    return randomize_batchnorm(model, seed, calibration)
 
 
 def random_spec(rng: np.random.Generator) -> dict[str, Any]:
