@@ -438,7 +438,7 @@ PASSES: tuple[Pass, ...] = (
 def _explain_unlowered(graph: ir.Graph) -> None:
     """Raise ``BnnhwError`` naming the first module that did not lower, and why."""
     nodes = graph.nodes
-    for i, node in enumerate(nodes):
+    for node in nodes:
         src = ", ".join(node.source) or node.name
         if isinstance(node, ir.Affine):
             raise BnnhwError(f"{src}: this BatchNorm or Scores does not follow a conv or dense "
@@ -447,9 +447,6 @@ def _explain_unlowered(graph: ir.Graph) -> None:
         if isinstance(node, ir.Sign):
             raise BnnhwError(f"{src}: this BinaryActivation does not follow a conv or dense "
                              f"layer (with its BatchNorm), so it cannot become a threshold")
-        if isinstance(node, (ir.Conv, ir.Dense)) and not node.thresholded and i < len(nodes) - 1:
-            raise BnnhwError(f"{src}: a conv or dense layer must be followed by BatchNorm and "
-                             f"BinaryActivation; only the final classifier may lack them")
     last = nodes[-1]
     if not isinstance(last, ir.Dense) or last.thresholded:
         src = ", ".join(last.source) or last.name

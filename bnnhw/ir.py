@@ -607,9 +607,8 @@ class Graph:
             if node.op not in HARDWARE_OPS:
                 src = f" (from {', '.join(node.source)})" if node.source else ""
                 raise ValueError(f"{node.where}{src} was not lowered to hardware nodes")
-        for node in self.nodes[:-1]:
-            if isinstance(node, _Matrix) and not node.thresholded:
-                raise ValueError(f"{node.where}: only the last layer can lack thresholds")
+        # (an unthresholded matrix node outputs real values, which only the last node may:
+        # the kind check of the constructor already refuses anything after one)
         last = self.nodes[-1]
         if not isinstance(last, Dense) or last.thresholded:
             raise ValueError(f"{last.where}: the last node must be a dense layer without "

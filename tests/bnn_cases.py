@@ -96,3 +96,12 @@ def random_model(seed: int) -> BNN:
                     and not isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 m.bias.normal_(0, 0.5)
     return randomize_batchnorm(model, seed)
+
+
+def spec_model(layers: list[dict[str, Any]], encoding: str = "binary",
+               shape: tuple[int, int, int] = (2, 9, 9), seed: int = 0) -> BNN:
+    """A model of the given layers with randomised BatchNorm (see ``randomize_batchnorm``)."""
+    torch.manual_seed(seed)
+    model = build_model({"input": {"shape": list(shape), "encoding": encoding},
+                         "layers": layers})
+    return randomize_batchnorm(model, seed)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from bnn_cases import randomize_batchnorm
+from bnn_cases import spec_model
 from torch import nn
 
 from bnnhw import frontend, golden, ir
 from bnnhw.errors import BnnhwError
-from bnnhw.nn import BinaryActivation, BinaryLinear, Scores, build_model
+from bnnhw.nn import BinaryActivation, BinaryLinear, Scores
 
 RNG = np.random.default_rng(0)
 
@@ -282,15 +282,8 @@ def test_frontend_checkers_catch_planted_faults():
 
 # --- the whole list ----------------------------------------------------------------------------
 
-def _spec_model(layers, encoding="binary", shape=(2, 9, 9), seed=0):
-    torch.manual_seed(seed)
-    model = build_model({"input": {"shape": list(shape), "encoding": encoding},
-                         "layers": layers})
-    return randomize_batchnorm(model, seed)
-
-
 def test_pool_before_bn_lowers_to_and_masks():
-    model = _spec_model([{"type": "conv", "out": 7, "kernel": 3, "padding": 1},
+    model = spec_model([{"type": "conv", "out": 7, "kernel": 3, "padding": 1},
                          {"type": "maxpool", "kernel": 2, "before_bn": True},
                          {"type": "dense", "out": 3}])
     graph = frontend.compile_model(model)
@@ -305,7 +298,7 @@ def test_passes_are_the_documented_list():
     assert [p.__name__ for p in frontend.PASSES] == [
         "commute_affine_through_pool", "fold_affine", "commute_sign_through_pool",
         "flip_negative_rows", "fold_thresholds"]
-    model = _spec_model([{"type": "conv", "out": 3, "kernel": 3}, {"type": "dense", "out": 2}])
+    model = spec_model([{"type": "conv", "out": 3, "kernel": 3}, {"type": "dense", "out": 2}])
     g = frontend.import_model(model)
     for p in frontend.PASSES:
         g = p(g)
@@ -315,7 +308,7 @@ def test_passes_are_the_documented_list():
 def test_tensor_scale_per_output_channel_folds_like_xnor_scale():
     layers = [{"type": "conv", "out": 3, "kernel": 3, "scale": True},
               {"type": "dense", "out": 2}]
-    model = _spec_model(layers)
+    model = spec_model(layers)
     want = frontend.compile_model(model)
     conv = model.layers[0]
     with torch.no_grad():
@@ -327,7 +320,7 @@ def test_tensor_scale_per_output_channel_folds_like_xnor_scale():
 # --- refusals ----------------------------------------------------------------------------------
 
 def _fc_model():
-    return _spec_model([{"type": "dense", "out": 5}, {"type": "dense", "out": 3}],
+    return spec_model([{"type": "dense", "out": 5}, {"type": "dense", "out": 3}],
                        shape=(1, 4, 4))
 
 
@@ -345,7 +338,7 @@ def test_refuses_unknown_layer_types():
 
 
 def test_refuses_scales_varying_along_the_reduction_axis():
-    model = _spec_model([{"type": "conv", "out": 3, "kernel": 3, "scale": True},
+    model = spec_model([{"type": "conv", "out": 3, "kernel": 3, "scale": True},
                          {"type": "dense", "out": 2}])
     model.layers[0].scale = torch.rand(1, 2, 1, 1) + 0.5
     _refuses(model, r"layers\.0 \(BinaryConv2d\): its weight scale varies along the "
@@ -396,7 +389,7 @@ def test_refuses_layer_orders_that_do_not_lower():
 
 def test_refuses_non_bnn_models_and_uint8_sign_padding():
     _refuses(nn.Linear(3, 3), "takes a bnnhw BNN model")
-    model = _spec_model([{"type": "conv", "out": 3, "kernel": 3, "padding": 1},
+    model = spec_model([{"type": "conv", "out": 3, "kernel": 3, "padding": 1},
                          {"type": "dense", "out": 2}], encoding="uint8")
     model.layers[0].pad_value = 1
     _refuses(model, r"layers\.0 \(BinaryConv2d\): a convolution on uint8 pixels pads with "
@@ -410,7 +403,7 @@ def test_scores_must_match_the_classifier():
 
 
 def test_import_keeps_float64_of_the_float32_parameters():
-    model = _spec_model([{"type": "dense", "out": 3, "scale": True, "bias": True},
+    model = spec_model([{"type": "dense", "out": 3, "scale": True, "bias": True},
                          {"type": "dense", "out": 2}], shape=(1, 3, 3))
     g = frontend.import_model(model)
     lin, bn = model.layers[1], model.layers[2]
