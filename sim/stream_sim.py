@@ -3,7 +3,7 @@
 ``run_stream(dut, inputs, n_outputs)`` feeds ``inputs`` into ``dut.i_stream`` while
 collecting ``n_outputs`` payloads from ``dut.o_stream``; the source drops ``valid`` and
 the sink drops ``ready`` at random (seeded), so every test exercises backpressure.
-Payloads are plain integers (or whatever ``ctx.get`` returns for the payload shape).
+Payloads are plain integers, also for struct-layout payloads (their flat bits).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
 
@@ -25,7 +26,7 @@ async def stream_put(ctx, stream, payload, rng: random.Random | None = None,
     """Send one payload on ``stream`` (a source), idling at random first."""
     if rng is not None:
         await _idle(ctx, rng, stall)
-    ctx.set(stream.payload, payload)
+    ctx.set(Value.cast(stream.payload), payload)
     ctx.set(stream.valid, 1)
     await ctx.tick().until(stream.ready)
     ctx.set(stream.valid, 0)
@@ -37,7 +38,7 @@ async def stream_get(ctx, stream, rng: random.Random | None = None,
     if rng is not None:
         await _idle(ctx, rng, stall)
     ctx.set(stream.ready, 1)
-    (payload,) = await ctx.tick().sample(stream.payload).until(stream.valid)
+    (payload,) = await ctx.tick().sample(Value.cast(stream.payload)).until(stream.valid)
     ctx.set(stream.ready, 0)
     return payload
 

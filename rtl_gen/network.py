@@ -1,0 +1,279 @@
+"""The network top: a lowered IR graph and a folding become one streaming accelerator.
+
+One engine per IR node, joined by streams (``wiring.connect`` checks every join):
+
+- ``InputEncoder`` -> ``rtl_gen.input_encoder`` (one pixel, all channels, per beat);
+- ``Conv`` -> [width converter to ``simd`` elements] -> ``rtl_gen.sliding_window`` ->
+  ``rtl_gen.mvtu`` (thresholds) -> ``rtl_gen.fifo``;
+- ``MaxPool`` -> ``rtl_gen.maxpool`` (OR, AND for the channels of ``and_mask``);
+- ``Dense`` -> [width converter] -> ``rtl_gen.mvtu`` (-> fifo unless last);
+- after the last ``Dense`` (signed scores): a width converter gathering all classes into
+  one beat, and ``rtl_gen.classify`` adding the argmax.
+
+Ports:
+
+- ``i_stream``: payload ``{"data": C * 8 bits, "first": 1, "last": 1}``: one pixel per beat
+  (channel ``c`` at bits ``[8c, 8c + 8)``), pixels of an image in row-major order, ``first``
+  on its first pixel and ``last`` on its last. The engines count beats themselves; a flag
+  that disagrees with that count sets the sticky ``frame_error`` output.
+- ``o_stream``: one beat per image, ``{"scores": classes x score_width bits (two's
+  complement, class i at bits [i * w, (i + 1) * w)), "argmax": index}``.
+
+Images stream back to back with full valid/ready backpressure everywhere. The cycle model:
+each engine reports its cycles per image at steady state; the network's initiation
+interval (``cycles_per_image``) is the slowest engine's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from amaranth import Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from bnnhw import ir
+from bnnhw.folding import Fold, MatrixLayer
+from bnnhw.packing import pack, unpack
+
+from .classify import Classify, ClassifyParams
+from .fifo import Fifo, FifoParams
+from .input_encoder import InputEncoder, InputEncoderParams
+from .maxpool import MaxPool, MaxPoolParams
+from .mvtu import MVTU, MVTUParams
+from .sliding_window import SlidingWindow, SlidingWindowParams
+from .width_converter import WidthConverter, WidthConverterParams
+
+__all__ = ["Network", "NetworkParams", "matrix_layers"]
+
+_BLOCKS = {
+    InputEncoderParams: InputEncoder, WidthConverterParams: WidthConverter,
+    SlidingWindowParams: SlidingWindow, MVTUParams: MVTU, FifoParams: Fifo,
+    MaxPoolParams: MaxPool, ClassifyParams: Classify,
+}
+
+
+def matrix_layers(graph: ir.Graph) -> list[MatrixLayer]:
+    """The folding's view of every matrix node of ``graph``."""
+    layers = []
+    for node in graph.nodes:
+        if isinstance(node, ir.Conv):
+            layers.append(MatrixLayer(node.name, node.rows, node.cols, node.out_pixels,
+                                      node.in_shape[2]))
+        elif isinstance(node, ir.Dense):
+            layers.append(MatrixLayer(node.name, node.rows, node.cols, 1, node.cols))
+    return layers
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One engine of the network: its name, its parameters, the IR node it serves."""
+
+    name: str
+    params: Any
+    node: str
+
+    @property
+    def cycles_per_image(self) -> int:
+        return self.params.cycles_per_image
+
+
+@dataclass(frozen=True, eq=False)
+class NetworkParams:
+    """A lowered graph, a folding per matrix node (``{name: Fold}``), FIFO depth."""
+
+    graph: ir.Graph
+    folds: Mapping[str, Fold]
+    fifo_depth: int = 4
+
+    def __post_init__(self):
+        self.graph.check_lowered()
+        for layer in matrix_layers(self.graph):
+            if layer.name not in self.folds:
+                raise ValueError(f"network: no folding given for layer {layer.name}")
+            layer.check(self.folds[layer.name])
+        if self.fifo_depth < 3:
+            raise ValueError(f"network: fifo_depth must be at least 3 (full rate), "
+                             f"not {self.fifo_depth}")
+
+    @cached_property
+    def stages(self) -> tuple[Stage, ...]:
+        """Every engine in stream order."""
+        g = self.graph
+        enc = g.input
+        h, w, c = enc.in_shape
+        stages = [Stage(f"{enc.name}_encoder", InputEncoderParams(
+            h, w, c, enc.encoding, simd=c, threshold=enc.threshold, levels=enc.levels,
+            name=enc.name), enc.name)]
+        h, w, c = enc.out_shape
+        per_beat, elem = c, (8 if enc.out_kind == "uint8" else 1)
+
+        def convert(node: str, to: int, frame: int, width: int = 1) -> None:
+            nonlocal per_beat
+            if per_beat != to:
+                stages.append(Stage(f"{node}_convert", WidthConverterParams(
+                    per_beat * width, to * width, frame, width, name=f"{node}_convert"), node))
+                per_beat = to
+
+        for node in g.nodes[1:]:
+            if isinstance(node, ir.Conv):
+                fold = self.folds[node.name]
+                convert(node.name, fold.simd, h * w * c, elem)
+                stages.append(Stage(f"{node.name}_window", SlidingWindowParams(
+                    h, w, c, node.kernel, node.stride, node.padding, fold.simd, elem,
+                    node.pad, name=f"{node.name}_window"), node.name))
+                oh, ow, r = node.out_shape
+                stages.append(Stage(f"{node.name}_mvtu", self._mvtu(node, fold, oh * ow),
+                                    node.name))
+                stages.append(Stage(f"{node.name}_fifo", FifoParams(
+                    fold.pe, self.fifo_depth, oh * ow * r // fold.pe,
+                    name=f"{node.name}_fifo"), node.name))
+                h, w, c, per_beat, elem = oh, ow, r, fold.pe, 1
+            elif isinstance(node, ir.MaxPool):
+                stages.append(Stage(f"{node.name}_pool", MaxPoolParams(
+                    h, w, c, node.kernel, node.stride, per_beat,
+                    tuple(int(b) for b in node.and_mask), name=f"{node.name}_pool"),
+                    node.name))
+                h, w, c = node.out_shape
+            elif isinstance(node, ir.Dense):
+                fold = self.folds[node.name]
+                convert(node.name, fold.simd, node.cols, elem)
+                mvtu = self._mvtu(node, fold, 1)
+                stages.append(Stage(f"{node.name}_mvtu", mvtu, node.name))
+                per_beat, elem = fold.pe, 1
+                if node.thresholds is not None:
+                    stages.append(Stage(f"{node.name}_fifo", FifoParams(
+                        fold.pe, self.fifo_depth, node.rows // fold.pe,
+                        name=f"{node.name}_fifo"), node.name))
+                else:
+                    sw = mvtu.score_shape.width
+                    convert(node.name, node.rows, node.rows, sw)
+                    stages.append(Stage("classify", ClassifyParams(node.rows, sw),
+                                        node.name))
+            else:  # pragma: no cover - check_lowered admits no other node
+                raise AssertionError(f"unexpected node {node!r}")
+        return tuple(stages)
+
+    @staticmethod
+    def _mvtu(node, fold: Fold, pixels: int) -> MVTUParams:
+        extra = {}
+        if node.thresholds is not None:
+            extra = {"thresholds": node.thresholds}
+            if isinstance(node, ir.Conv):
+                extra.update(row_class=node.row_class, col_class=node.col_class)
+        return MVTUParams(name=node.name, rows=node.rows, cols=node.cols, pe=fold.pe,
+                          simd=fold.simd, weights=node.weights, input_kind=node.input_kind,
+                          pixels=pixels, **extra)
+
+    # Derived figures ------------------------------------------------------------------
+
+    @property
+    def classes(self) -> int:
+        return self.graph.classes
+
+    @property
+    def score_width(self) -> int:
+        return self.stages[-1].params.width
+
+    @property
+    def pixels_per_image(self) -> int:
+        h, w, _ = self.graph.input.in_shape
+        return h * w
+
+    @property
+    def cycles_per_image(self) -> int:
+        """Initiation interval: cycles per image of the slowest engine."""
+        return max(s.cycles_per_image for s in self.stages)
+
+    @property
+    def bottleneck(self) -> Stage:
+        return max(self.stages, key=lambda s: s.cycles_per_image)
+
+    @property
+    def in_layout(self) -> data.StructLayout:
+        c = self.graph.input.in_shape[2]
+        return data.StructLayout({"data": unsigned(8 * c), "first": 1, "last": 1})
+
+    @property
+    def out_layout(self) -> data.StructLayout:
+        return self.stages[-1].params.layout
+
+    # Host-side packing of the top's beats ----------------------------------------------
+
+    def input_beats(self, images: np.ndarray) -> list[int]:
+        """Beats of ``images`` (uint8 ``[N, C, H, W]``) for ``i_stream``, framing included."""
+        images = np.asarray(images)
+        n, c, h, w = images.shape
+        if (h, w, c) != tuple(self.graph.input.in_shape):
+            raise ValueError(f"network: images of shape {(c, h, w)} do not match the "
+                             f"model input {self.graph.input.in_shape} (HWC)")
+        pixels = np.moveaxis(images, 1, -1).reshape(n, h * w, c)
+        data_bits = 8 * c
+        beats = []
+        for img in pixels:
+            for i, px in enumerate(img):
+                word = pack(px, 8)
+                word |= int(i == 0) << data_bits
+                word |= int(i == h * w - 1) << (data_bits + 1)
+                beats.append(word)
+        return beats
+
+    def decode_output(self, beat: int) -> tuple[np.ndarray, int]:
+        """``(scores int64 [classes], argmax)`` of one ``o_stream`` beat."""
+        k, sw = self.classes, self.score_width
+        scores = unpack(beat & ((1 << (k * sw)) - 1), k, sw, signed=True)
+        return scores, int(beat >> (k * sw))
+
+    def output_beat(self, scores: np.ndarray) -> int:
+        """The ``o_stream`` beat the network must emit for integer ``scores``."""
+        scores = np.asarray(scores)
+        argmax = int(np.argmax(scores))  # first maximum, like the hardware
+        return pack(scores, self.score_width) | argmax << (self.classes * self.score_width)
+
+
+class Network(wiring.Component):
+    """The accelerator of a ``NetworkParams`` (see the module docstring).
+
+    ``frame_error`` goes high, and stays high, when an input beat's ``first``/``last``
+    flag disagrees with the pixel count of the image being received.
+    """
+
+    def __init__(self, params: NetworkParams):
+        self.params = params
+        self.blocks = [_BLOCKS[type(s.params)](s.params) for s in params.stages]
+        super().__init__({
+            "i_stream": In(stream.Signature(params.in_layout)),
+            "o_stream": Out(stream.Signature(params.out_layout)),
+            "frame_error": Out(1),
+        })
+
+    @property
+    def cycles_per_image(self) -> int:
+        return self.params.cycles_per_image
+
+    def elaborate(self, platform):
+        p = self.params
+        m = Module()
+        for stage, block in zip(p.stages, self.blocks, strict=True):
+            m.submodules[stage.name] = block
+
+        first = self.blocks[0]
+        m.d.comb += [first.i_stream.payload.eq(self.i_stream.payload.data),
+                     first.i_stream.valid.eq(self.i_stream.valid),
+                     self.i_stream.ready.eq(first.i_stream.ready)]
+        for a, b in zip(self.blocks, self.blocks[1:]):
+            wiring.connect(m, a.o_stream, b.i_stream)
+        wiring.connect(m, self.blocks[-1].o_stream, wiring.flipped(self.o_stream))
+
+        count = Signal(range(p.pixels_per_image), name="pixel_count")
+        with m.If(self.i_stream.valid & self.i_stream.ready):
+            at_first, at_last = count == 0, count == p.pixels_per_image - 1
+            with m.If((self.i_stream.payload.first != at_first)
+                      | (self.i_stream.payload.last != at_last)):
+                m.d.sync += self.frame_error.eq(1)
+            m.d.sync += count.eq(Mux(at_last, 0, count + 1))
+        return m
