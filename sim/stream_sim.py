@@ -28,19 +28,36 @@ async def stream_put(ctx, stream, payload, rng: random.Random | None = None,
         await _idle(ctx, rng, stall)
     ctx.set(Value.cast(stream.payload), payload)
     ctx.set(stream.valid, 1)
-    await ctx.tick().until(stream.ready)
+    while not (await ctx.tick().sample(stream.ready))[-1]:
+        pass
     ctx.set(stream.valid, 0)
 
 
 async def stream_get(ctx, stream, rng: random.Random | None = None,
-                     stall: float = 0.0) -> Any:
-    """Receive one payload from ``stream`` (a sink), holding ``ready`` low at random first."""
+                     stall: float = 0.0, budget: list[int] | None = None) -> Any:
+    """Receive one payload from ``stream`` (a sink), holding ``ready`` low at random first.
+
+    ``budget`` (a one-element list of cycles left) makes it give up, returning ``None``,
+    when it runs out; the count goes down by one per clock cycle waited.
+    """
     if rng is not None:
-        await _idle(ctx, rng, stall)
+        while stall and rng.random() < stall:
+            await ctx.tick()
+            if budget is not None:
+                budget[0] -= 1
     ctx.set(stream.ready, 1)
-    (payload,) = await ctx.tick().sample(Value.cast(stream.payload)).until(stream.valid)
-    ctx.set(stream.ready, 0)
-    return payload
+    try:
+        while True:
+            *_, valid, payload = await ctx.tick().sample(stream.valid,
+                                                         Value.cast(stream.payload))
+            if valid:
+                return payload
+            if budget is not None:
+                budget[0] -= 1
+                if budget[0] <= 0:
+                    return None
+    finally:
+        ctx.set(stream.ready, 0)
 
 
 def run_stream(dut, inputs: Iterable[Any], n_outputs: int, *, seed: int = 0,
@@ -70,32 +87,25 @@ def run_stream(dut, inputs: Iterable[Any], n_outputs: int, *, seed: int = 0,
         for item in inputs:
             await stream_put(ctx, i_port, item, rng_in, stall_in)
 
+    budget = [max_cycles]
+
     async def sink(ctx):
         for _ in range(n_outputs):
-            outputs.append(await stream_get(ctx, o_port, rng_out, stall_out))
-
-    cycles = [0]
-
-    async def clock_counter(ctx):
-        while True:
-            await ctx.tick()
-            cycles[0] += 1
+            payload = await stream_get(ctx, o_port, rng_out, stall_out, budget)
+            if payload is None:
+                return
+            outputs.append(payload)
 
     sim.add_testbench(source, background=True)
     sim.add_testbench(sink)
-    sim.add_testbench(clock_counter, background=True)
-
-    def run():
-        while sim.advance():
-            if cycles[0] > max_cycles:
-                raise TimeoutError(f"stream simulation: {len(outputs)} of {n_outputs} "
-                                   f"outputs after {max_cycles} cycles")
-
     if vcd:
         with sim.write_vcd(vcd):
-            run()
+            sim.run()
     else:
-        run()
+        sim.run()
+    if len(outputs) < n_outputs:
+        raise TimeoutError(f"stream simulation: {len(outputs)} of {n_outputs} outputs "
+                           f"after {max_cycles} cycles")
     return outputs
 
 
