@@ -18,7 +18,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import ir
 from .errors import BnnhwError
+
+DEFAULT_LANES = 256
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,32 @@ class MatrixLayer:
 class Fold:
     pe: int
     simd: int
+
+
+def matrix_layers(graph: ir.Graph) -> list[MatrixLayer]:
+    """The folding's view of every matrix node (conv, dense) of a lowered graph."""
+    layers = []
+    for node in graph.nodes:
+        if isinstance(node, ir.Conv):
+            layers.append(MatrixLayer(node.name, node.rows, node.cols, node.out_pixels,
+                                      node.in_shape[2]))
+        elif isinstance(node, ir.Dense):
+            layers.append(MatrixLayer(node.name, node.rows, node.cols, 1, node.cols))
+    return layers
+
+
+def default_target(graph: ir.Graph, lanes: int = DEFAULT_LANES) -> int:
+    """A target II that spreads about ``lanes`` XNOR lanes over the layers, never below
+    the input rate (one pixel per cycle)."""
+    h, w, _ = graph.input.in_shape
+    work = sum(layer.rows * layer.cols * layer.pixels for layer in matrix_layers(graph))
+    return max(h * w, -(-work // lanes))
+
+
+def default_folding(graph: ir.Graph, target_ii: int | None = None) -> dict[str, Fold]:
+    """The folding ``bnnhw verify``/``build`` use unless given one: ``fold_for_target``
+    at ``target_ii`` (default ``default_target``)."""
+    return fold_for_target(matrix_layers(graph), target_ii or default_target(graph))
 
 
 def _divisors(n: int) -> list[int]:

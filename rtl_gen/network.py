@@ -37,8 +37,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bnnhw import ir
-from bnnhw.folding import Fold, MatrixLayer
-from bnnhw.packing import pack, unpack
+from bnnhw.folding import Fold, matrix_layers
+from bnnhw.packing import beats, pack, unpack
 
 from .classify import Classify, ClassifyParams
 from .fifo import Fifo, FifoParams
@@ -48,25 +48,13 @@ from .mvtu import MVTU, MVTUParams
 from .sliding_window import SlidingWindow, SlidingWindowParams
 from .width_converter import WidthConverter, WidthConverterParams
 
-__all__ = ["Network", "NetworkParams", "matrix_layers"]
+__all__ = ["Network", "NetworkParams", "Stage"]
 
 _BLOCKS = {
     InputEncoderParams: InputEncoder, WidthConverterParams: WidthConverter,
     SlidingWindowParams: SlidingWindow, MVTUParams: MVTU, FifoParams: Fifo,
     MaxPoolParams: MaxPool, ClassifyParams: Classify,
 }
-
-
-def matrix_layers(graph: ir.Graph) -> list[MatrixLayer]:
-    """The folding's view of every matrix node of ``graph``."""
-    layers = []
-    for node in graph.nodes:
-        if isinstance(node, ir.Conv):
-            layers.append(MatrixLayer(node.name, node.rows, node.cols, node.out_pixels,
-                                      node.in_shape[2]))
-        elif isinstance(node, ir.Dense):
-            layers.append(MatrixLayer(node.name, node.rows, node.cols, 1, node.cols))
-    return layers
 
 
 @dataclass(frozen=True)
@@ -84,14 +72,22 @@ class Stage:
 
 @dataclass(frozen=True, eq=False)
 class NetworkParams:
-    """A lowered graph, a folding per matrix node (``{name: Fold}``), FIFO depth."""
+    """A lowered graph, a folding per matrix node (``{name: Fold}``), FIFO depth.
+
+    ``until`` names a node after which the network stops: its ``o_stream`` then carries
+    that node's raw output stream (beats of elements in HWC order), which is how a
+    mismatch is traced to the first layer that goes wrong.
+    """
 
     graph: ir.Graph
     folds: Mapping[str, Fold]
     fifo_depth: int = 4
+    until: str | None = None
 
     def __post_init__(self):
         self.graph.check_lowered()
+        if self.until is not None and self.until not in [n.name for n in self.graph.nodes]:
+            raise ValueError(f"network: no node named {self.until!r} to stop after")
         for layer in matrix_layers(self.graph):
             if layer.name not in self.folds:
                 raise ValueError(f"network: no folding given for layer {layer.name}")
@@ -100,9 +96,18 @@ class NetworkParams:
             raise ValueError(f"network: fifo_depth must be at least 3 (full rate), "
                              f"not {self.fifo_depth}")
 
-    @cached_property
+    @property
     def stages(self) -> tuple[Stage, ...]:
         """Every engine in stream order."""
+        return self._plan[0]
+
+    @property
+    def out_elements(self) -> tuple[int, int]:
+        """``(elements per beat, bits per element)`` of a truncated network's output."""
+        return self._plan[1]
+
+    @cached_property
+    def _plan(self) -> tuple[tuple[Stage, ...], tuple[int, int]]:
         g = self.graph
         enc = g.input
         h, w, c = enc.in_shape
@@ -156,7 +161,9 @@ class NetworkParams:
                                         node.name))
             else:  # pragma: no cover - check_lowered admits no other node
                 raise AssertionError(f"unexpected node {node!r}")
-        return tuple(stages)
+            if node.name == self.until:
+                break
+        return tuple(stages), (per_beat, elem)
 
     @staticmethod
     def _mvtu(node, fold: Fold, pixels: int) -> MVTUParams:
@@ -174,6 +181,11 @@ class NetworkParams:
     @property
     def classes(self) -> int:
         return self.graph.classes
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the network stops before its classifier (``until``)."""
+        return self.until is not None and self.until != self.graph.nodes[-1].name
 
     @property
     def score_width(self) -> int:
@@ -198,9 +210,6 @@ class NetworkParams:
         c = self.graph.input.in_shape[2]
         return data.StructLayout({"data": unsigned(8 * c), "first": 1, "last": 1})
 
-    @property
-    def out_layout(self) -> data.StructLayout:
-        return self.stages[-1].params.layout
 
     # Host-side packing of the top's beats ----------------------------------------------
 
@@ -221,6 +230,13 @@ class NetworkParams:
                 word |= int(i == h * w - 1) << (data_bits + 1)
                 beats.append(word)
         return beats
+
+    def node_beats(self, activations: np.ndarray) -> list[int]:
+        """Beats a truncated network emits for a node's golden activations ``[N, ...]``
+        (HWC, 0/1 bits or 8-bit pixels)."""
+        per_beat, elem = self.out_elements
+        flat = np.asarray(activations).reshape(len(activations), -1)
+        return [word for img in flat for word in beats(img, per_beat, elem)]
 
     def decode_output(self, beat: int) -> tuple[np.ndarray, int]:
         """``(scores int64 [classes], argmax)`` of one ``o_stream`` beat."""
@@ -247,7 +263,7 @@ class Network(wiring.Component):
         self.blocks = [_BLOCKS[type(s.params)](s.params) for s in params.stages]
         super().__init__({
             "i_stream": In(stream.Signature(params.in_layout)),
-            "o_stream": Out(stream.Signature(params.out_layout)),
+            "o_stream": self.blocks[-1].signature.members["o_stream"],
             "frame_error": Out(1),
         })
 
