@@ -323,3 +323,33 @@ def random_images(shape: tuple[int, int, int] | list[int], count: int,
     """``count`` uniformly random 8-bit images ``[count, C, H, W]`` (seeded)."""
     gen = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (count, *shape), generator=gen, dtype=torch.uint8)
+
+
+def randomize_batchnorm(model: nn.Module, seed: int, calibration: int = 8) -> nn.Module:
+    """Give every BatchNorm of ``model`` statistics that stress the frontend; eval mode.
+
+    For checking an untrained model: the running statistics are first measured on
+    ``calibration`` random images (so each channel's threshold lands where its
+    pre-activations are), then perturbed: mean moved by up to a standard deviation,
+    variance scaled 0.25..4x, gamma normal with about one channel in eight exactly zero
+    (constant channels) and half negative (flipped channels, AND pools), beta normal.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    bns = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average: one batch sets the statistics
+    model.train()
+    with torch.no_grad():
+        model(random_images(model.spec["input"]["shape"], calibration, seed).float())
+        for bn in bns:
+            n = bn.num_features
+            std = bn.running_var.sqrt()
+            bn.running_mean += torch.randn(n, generator=gen) * 0.5 * std
+            bn.running_var *= torch.empty(n).uniform_(0.25, 4.0, generator=gen)
+            gamma = torch.randn(n, generator=gen)
+            gamma[torch.rand(n, generator=gen) < 0.125] = 0.0
+            bn.weight.copy_(gamma)
+            bn.bias.copy_(torch.randn(n, generator=gen) * 0.5)
+    model.eval()
+    return model

@@ -9,38 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bnnhw.check import random_images
+from bnnhw.check import randomize_batchnorm
 from bnnhw.nn import BNN, SpecError, build_model, normalize_spec, zoo
-
-
-def randomize_batchnorm(model: BNN, seed: int, calibration: int = 8) -> BNN:
-    """Give every BatchNorm statistics that make its thresholds land inside the data.
-
-    The running statistics are first measured on random images (so each channel's
-    threshold sits where its pre-activations actually are), then perturbed: mean moved by
-    up to a standard deviation, variance scaled 0.25..4x, gamma normal with about one
-    channel in eight exactly zero (constant channels) and half negative (flipped
-    channels), beta normal. Returns the model in eval mode.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    bns = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average: one batch sets the statistics
-    model.train()
-    with torch.no_grad():
-        model(random_images(model.spec["input"]["shape"], calibration, seed).float())
-        for bn in bns:
-            n = bn.num_features
-            std = bn.running_var.sqrt()
-            bn.running_mean += torch.randn(n, generator=gen) * 0.5 * std
-            bn.running_var *= torch.empty(n).uniform_(0.25, 4.0, generator=gen)
-            gamma = torch.randn(n, generator=gen)
-            gamma[torch.rand(n, generator=gen) < 0.125] = 0.0
-            bn.weight.copy_(gamma)
-            bn.bias.copy_(torch.randn(n, generator=gen) * 0.5)
-    model.eval()
-    return model
 
 
 def zoo_model(name: str, seed: int = 0, calibration: int = 8, **kwargs: Any) -> BNN:
