@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from . import golden, ir
 from .errors import BnnhwError
@@ -241,9 +242,13 @@ def _input_kind(node: ir.Node) -> str:
 # --- the check ----------------------------------------------------------------------------
 
 def check_model(model: nn.Module, images: Any, graph: ir.Graph | None = None,
-                eps: float = TIE_EPS, batch_size: int = 32) -> CheckReport:
+                eps: float = TIE_EPS, batch_size: int = 32,
+                progress: bool = False) -> CheckReport:
     """Compare ``model`` (put in eval mode) with the golden model of ``graph`` (compiled
-    from the model when None) on ``images`` (8-bit pixels ``[N, C, H, W]``)."""
+    from the model when None) on ``images`` (8-bit pixels ``[N, C, H, W]``).
+
+    ``progress`` shows a bar (images checked) on stderr.
+    """
     model.eval()
     if graph is None:
         graph = compile_model(model)
@@ -267,7 +272,9 @@ def check_model(model: nn.Module, images: Any, graph: ir.Graph | None = None,
             kind = "bits"
         stats.append(UnitAgreement("+".join(names), names, modules, kind))
     matches, mismatched = 0, []
-    with torch.no_grad():
+    bar = tqdm(total=int(pixels.shape[0]), unit="img", desc="check", disable=not progress,
+               leave=False)
+    with torch.no_grad(), bar:
         for start in range(0, pixels.shape[0], batch_size):
             px = pixels[start:start + batch_size]
             outs = {-1: model.encoder(px.to(torch.float32))}
@@ -282,6 +289,7 @@ def check_model(model: nn.Module, images: Any, graph: ir.Graph | None = None,
             mismatched += [start + int(i) for i in torch.nonzero(~same).flatten()]
             for g, st in zip(groups, stats):
                 _compare_unit(g, st, px, outs, mods, eps)
+            bar.update(int(px.shape[0]))
     return CheckReport(int(pixels.shape[0]), matches, stats, eps, mismatched)
 
 

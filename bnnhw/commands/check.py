@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..check import TIE_EPS, check_model, random_images
 from ..checkpoint import load_model
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         images = adapt(data.test_x[:args.images], shape)
         source = f"{len(images)} {name} test images"
     graph = compile_model(model)
-    report = check_model(model, images, graph)
+    report = check_model(model, images, graph, eps=args.eps, progress=sys.stderr.isatty())
     if args.json:
         print(json.dumps({"model": str(args.model), "source": source, **report.to_dict()}))
     else:
