@@ -17,6 +17,8 @@ order, each a pure function ``Graph -> Graph`` with one job:
 4. ``flip_negative_rows``: in a ``Conv/Dense -> Sign`` pair, every row with ``a < 0`` gets
    its weight bits inverted and ``a`` negated (``dot' = -dot``, so ``y`` is unchanged),
    leaving ``a >= 0`` everywhere: one comparison convention (``>=``) for all channels.
+   (For the original ``a < 0`` the bit is ``dot <= -c / a``, i.e. ``-dot >= ceil(c / a)``;
+   pass 5 computes exactly that on the flipped row.)
 5. ``fold_thresholds``: ``Conv/Dense -> Sign`` becomes a thresholded ``Conv/Dense``.
 
 Threshold maths (pass 5). ``a``, ``c`` are float64, computed from the model's float32
