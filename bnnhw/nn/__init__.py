@@ -1,5 +1,6 @@
 """Binary quantisation-aware training building blocks and declarative model specs."""
 
+from . import zoo
 from .binarize import binarize_activation, binarize_weight, sign
 from .layers import (
     BinaryActivation,
@@ -11,7 +12,6 @@ from .layers import (
     thermometer_thresholds,
 )
 from .spec import BNN, SpecError, binary_weight_count, build_model, layer_shapes, normalize_spec
-from . import zoo
 
 __all__ = [
     "BNN", "BinaryActivation", "BinaryConv2d", "BinaryLinear", "InputEncoder", "Scores",

@@ -15,22 +15,22 @@ def sign(x: torch.Tensor) -> torch.Tensor:
 
 class _SignIdentitySTE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x):  # noqa: D102
+    def forward(ctx, x):
         return sign(x)
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: D102
+    def backward(ctx, grad):
         return grad
 
 
 class _SignClippedSTE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x):  # noqa: D102
+    def forward(ctx, x):
         ctx.save_for_backward(x)
         return sign(x)
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: D102
+    def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         return grad * (x.abs() <= 1).to(grad.dtype)
 

@@ -143,7 +143,8 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
             k = _int(where, "kernel", lay["kernel"], 1)
             s = _int(where, "stride", lay["stride"], 1)
             p = _int(where, "padding", lay["padding"], 0)
-            if lay["pad_value"] not in PAD_VALUES or isinstance(lay["pad_value"], bool):
+            pv = lay["pad_value"]
+            if type(pv) is not int or pv not in PAD_VALUES:
                 raise SpecError(f"{where}: pad_value must be 0, 1 or -1, not "
                                 f"{lay['pad_value']!r}")
             if i == 0 and inp["encoding"] == "uint8" and p and lay["pad_value"] != 0:
@@ -257,7 +258,7 @@ class BNN(nn.Module):
                 c, h, w = shape
         self.layers = nn.Sequential(*mods)
 
-    def forward(self, x):  # noqa: D102
+    def forward(self, x):
         return self.layers(self.encoder(x))
 
 

