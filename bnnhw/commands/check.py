@@ -6,25 +6,17 @@ import argparse
 import json
 import sys
 
-from ..check import TIE_EPS, check_model, random_images
+from ..check import TIE_EPS, check_model
 from ..checkpoint import load_model
-from ..data import adapt, load_dataset
-from ..errors import BnnhwError
 from ..frontend import compile_model
+from .common import add_image_arguments, select_images
 
 HELP = "Compare the QAT model with the golden model of its IR: classes and every activation bit."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="M.pt", help="checkpoint to check")
-    parser.add_argument("--images", type=int, default=100, metavar="N",
-                        help="number of images (default 100)")
-    parser.add_argument("--random", action="store_true",
-                        help="random 8-bit images of the model's input shape instead of the "
-                             "checkpoint's test set")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --random images")
-    parser.add_argument("--data-dir", metavar="D",
-                        help="data folder (default: the checkpoint's data_dir, else bundled)")
+    add_image_arguments(parser, default=100)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--eps", type=float, default=TIE_EPS,
                         help=f"relative margin under which a disagreeing bit counts as a float "
@@ -32,21 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.images < 1:
-        raise BnnhwError(f"--images must be at least 1, not {args.images}")
     model, ckpt = load_model(args.model)
-    shape = model.spec["input"]["shape"]
-    if args.random:
-        images = random_images(shape, args.images, args.seed)
-        source = f"{args.images} random images (seed {args.seed})"
-    else:
-        name = ckpt.meta.get("data")
-        if not isinstance(name, str):
-            raise BnnhwError(f"checkpoint {args.model} does not say which data set it was "
-                             f"trained on (no meta 'data'); use --random")
-        data = load_dataset(name, args.data_dir or ckpt.meta.get("data_dir"))
-        images = adapt(data.test_x[:args.images], shape)
-        source = f"{len(images)} {name} test images"
+    images, source = select_images(args, model.spec, ckpt)
     graph = compile_model(model)
     report = check_model(model, images, graph, eps=args.eps, progress=sys.stderr.isatty())
     if args.json:
