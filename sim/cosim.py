@@ -74,8 +74,9 @@ class CosimResult:
 
     Cycles count rising clock edges after reset; a beat "at cycle c" crossed on edge c.
     ``cycles`` runs from reset to the last collected beat (plus any lingering).
-    ``sim_seconds`` is the wall time of the simulated run itself; ``run_seconds`` adds
-    the simulator's start-up (Python interpreter, cocotb, reading the files).
+    ``sim_seconds`` is the wall time of the simulated run itself (``sim_cpu_seconds`` its
+    CPU time, the steadier figure on a shared machine); ``run_seconds`` adds the
+    simulator's start-up (Python interpreter, cocotb, reading the files).
     """
 
     out_beats: list[int]
@@ -85,12 +86,17 @@ class CosimResult:
     sim_seconds: float
     run_seconds: float
     build: VerilatorBuild
+    sim_cpu_seconds: float = 0.0
     extra_beats: list[int] = field(default_factory=list)
     waves: Path | None = None
 
     @property
     def cycles_per_second(self) -> float:
         return self.cycles / self.sim_seconds if self.sim_seconds > 0 else float("inf")
+
+    @property
+    def cycles_per_cpu_second(self) -> float:
+        return self.cycles / self.sim_cpu_seconds if self.sim_cpu_seconds > 0 else float("inf")
 
     @property
     def build_cached(self) -> bool:
@@ -184,7 +190,7 @@ def run_stream_cosim(design, in_beats: Iterable[int], n_out: int, *, seed: int =
     result = CosimResult(
         out_beats=[int(b, 16) for b in raw["out"]], out_cycles=raw["out_cycles"],
         in_cycles=raw["in_cycles"], cycles=raw["cycles"], sim_seconds=raw["sim_seconds"],
-        run_seconds=run_seconds, build=build,
+        run_seconds=run_seconds, build=build, sim_cpu_seconds=raw["sim_cpu_seconds"],
         extra_beats=[int(b, 16) for b in raw["extra"]], waves=wave_path)
     if raw["status"] == "timeout":
         raise CosimTimeout(

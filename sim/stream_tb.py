@@ -21,7 +21,8 @@ Cycle numbers count rising clock edges after reset: cycle 0 is the first edge at
 transfer can happen. A beat "accepted at cycle c" crossed on edge c (valid and ready
 both high just before it). The result JSON holds ``status`` ("ok" or "timeout"), ``out``
 (hex strings), ``out_cycles``, ``in_cycles``, ``extra`` (hex, from lingering),
-``cycles`` (edges from reset to the end of collection) and ``sim_seconds``.
+``cycles`` (edges from reset to the end of collection), ``sim_seconds`` and
+``sim_cpu_seconds`` (wall and CPU time of the simulated run).
 
 Speed: the coroutines act once per transfer, not once per cycle. A stall of n cycles is
 one timer; waiting for the other side is one edge trigger on its ``valid``/``ready``.
@@ -40,6 +41,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge, Timer, select
 from cocotb.types import LogicArray
+from cocotb.utils import get_sim_steps, get_sim_time
 
 CONF_ENV = "BNNHW_COSIM_CONF"
 PERIOD_NS = 10
@@ -63,7 +65,8 @@ class StreamBench:
         self.o_valid = getattr(dut, f"{op}__valid")
         self.o_ready = getattr(dut, f"{op}__ready")
         self.clk_edge = RisingEdge(dut.clk)
-        self.t_ref = 0.0
+        self.period = get_sim_steps(PERIOD_NS, "ns")
+        self.t_ref = 0
         self.in_cycles: list[int] = []
         self.out: list[int] = []
         self.out_cycles: list[int] = []
@@ -71,7 +74,7 @@ class StreamBench:
 
     def cycle(self) -> int:
         """The number of the rising edge we are at (call right after awaiting one)."""
-        return round((cocotb.simtime.get_sim_time("ns") - self.t_ref) / PERIOD_NS) - 1
+        return (get_sim_time() - self.t_ref) // self.period - 1
 
     async def idle(self, n: int) -> None:
         """Let n rising edges pass with no action; resume right after the n-th.
@@ -162,8 +165,8 @@ async def stream_cosim(dut):
     for _ in range(conf.get("reset_cycles", 4)):
         await bench.clk_edge
     dut.rst.value = 0
-    bench.t_ref = cocotb.simtime.get_sim_time("ns")
-    wall = time.perf_counter()
+    bench.t_ref = get_sim_time()
+    wall, cpu = time.perf_counter(), time.process_time()
 
     cocotb.start_soon(bench.source(beats))
     deadline = Timer(conf["timeout_cycles"] * PERIOD_NS, unit="ns")
@@ -172,7 +175,7 @@ async def stream_cosim(dut):
     if status == "ok" and conf.get("linger_cycles", 0):
         await bench.linger(conf["linger_cycles"])
     cycles = bench.cycle() + 1 if status == "ok" else conf["timeout_cycles"]
-    sim_seconds = time.perf_counter() - wall
+    sim_seconds, sim_cpu_seconds = time.perf_counter() - wall, time.process_time() - cpu
 
     result = {
         "status": status,
@@ -182,6 +185,7 @@ async def stream_cosim(dut):
         "extra": [f"{b:x}" for b in bench.extra],
         "cycles": cycles,
         "sim_seconds": sim_seconds,
+        "sim_cpu_seconds": sim_cpu_seconds,
     }
     _write_result(conf["out_file"], result)
     assert status == "ok", (
