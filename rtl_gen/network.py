@@ -117,11 +117,12 @@ class NetworkParams:
         h, w, c = enc.out_shape
         per_beat, elem = c, (8 if enc.out_kind == "uint8" else 1)
 
-        def convert(node: str, to: int, frame: int, width: int = 1) -> None:
+        def convert(node: str, to: int, frame: int, width: int = 1,
+                    role: str = "convert") -> None:
             nonlocal per_beat
             if per_beat != to:
-                stages.append(Stage(f"{node}_convert", WidthConverterParams(
-                    per_beat * width, to * width, frame, width, name=f"{node}_convert"), node))
+                stages.append(Stage(f"{node}_{role}", WidthConverterParams(
+                    per_beat * width, to * width, frame, width, name=f"{node}_{role}"), node))
                 per_beat = to
 
         for node in g.nodes[1:]:
@@ -156,7 +157,7 @@ class NetworkParams:
                         name=f"{node.name}_fifo"), node.name))
                 else:
                     sw = mvtu.score_shape.width
-                    convert(node.name, node.rows, node.rows, sw)
+                    convert(node.name, node.rows, node.rows, sw, role="gather")
                     stages.append(Stage("classify", ClassifyParams(node.rows, sw),
                                         node.name))
             else:  # pragma: no cover - check_lowered admits no other node

@@ -1,0 +1,120 @@
+"""The network top in the Amaranth simulator: random models and foldings against the
+golden model, under random stalls; truncated networks against golden activations."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from bnnhw import golden
+from bnnhw.check import random_images
+from bnnhw.errors import BnnhwError
+from bnnhw.folding import Fold, default_folding, matrix_layers
+from bnnhw.frontend import compile_model
+from rtl_gen.network import Network, NetworkParams
+from sim.stream_sim import run_stream
+from tests.bnn_cases import random_model, zoo_model
+
+
+def random_folding(graph, rng):
+    folds = {}
+    for layer in matrix_layers(graph):
+        pes = [d for d in range(1, layer.rows + 1) if layer.rows % d == 0]
+        simds = [d for d in range(1, layer.simd_base + 1) if layer.simd_base % d == 0]
+        folds[layer.name] = Fold(int(rng.choice(pes)), int(rng.choice(simds)))
+    return folds
+
+
+def simulate(params, images, seed=0, stall=0.3):
+    out = run_stream(Network(params), params.input_beats(images), len(images), seed=seed,
+                     stall_in=stall, stall_out=stall, max_cycles=400_000)
+    return [int(o) for o in out]
+
+
+def expected_beats(params, graph, images):
+    return [params.output_beat(s) for s in golden.run(graph, images).scores.numpy()]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_model_and_folding_match_golden(seed):
+    model = random_model(seed)
+    graph = compile_model(model)
+    params = NetworkParams(graph, random_folding(graph, np.random.default_rng(seed)))
+    images = random_images(model.spec["input"]["shape"], 2, seed)
+    assert simulate(params, images, seed) == expected_beats(params, graph, images)
+
+
+def test_truncated_network_streams_golden_activations():
+    model = zoo_model("tiny", seed=3)
+    graph = compile_model(model)
+    images = random_images(model.spec["input"]["shape"], 2, 5)
+    acts = golden.run(graph, images, activations=True).activations
+    for node in (graph.nodes[1].name, graph.nodes[2].name):
+        params = NetworkParams(graph, default_folding(graph), until=node)
+        want = params.node_beats(acts[node].numpy())
+        out = run_stream(Network(params), params.input_beats(images), len(want), seed=1,
+                         max_cycles=200_000)
+        assert [int(o) for o in out] == want
+
+
+def test_flipped_weight_bit_is_caught():
+    """The comparison can fail: hardware with one weight bit flipped disagrees."""
+    model = zoo_model("tiny", seed=1)
+    graph = compile_model(model)
+    folds = default_folding(graph)
+    images = random_images(model.spec["input"]["shape"], 3, 2)
+    last = graph.nodes[-1]
+    w = last.weights.copy()
+    w[0, 0] ^= 1  # class 0's dot product moves by +-2 on every image
+    bad = graph.replace([*graph.nodes[:-1], last.replace(weights=w)])
+    params = NetworkParams(bad, folds)
+    assert simulate(params, images, stall=0.0) != expected_beats(params, graph, images)
+
+
+def test_frame_flags_checked():
+    model = zoo_model("tiny", seed=0)
+    graph = compile_model(model)
+    params = NetworkParams(graph, default_folding(graph))
+    images = random_images(model.spec["input"]["shape"], 1, 0)
+    beats = params.input_beats(images)
+    data_bits = 8 * graph.input.in_shape[2]
+
+    for corrupt, flagged in ((None, 0), (5, 1)):
+        sent = list(beats)
+        if corrupt is not None:
+            sent[corrupt] |= 1 << (data_bits + 1)  # a stray "last" mid-image
+        net = Network(params)
+        sim = Simulator(net)
+        sim.add_clock(1e-8)
+        seen = []
+
+        async def bench(ctx, sent=sent, net=net, seen=seen):
+            ctx.set(net.o_stream.ready, 1)
+            for b in sent:
+                ctx.set(net.i_stream.payload.as_value(), b)
+                ctx.set(net.i_stream.valid, 1)
+                await ctx.tick().until(net.i_stream.ready)
+            ctx.set(net.i_stream.valid, 0)
+            await ctx.tick()
+            seen.append(ctx.get(net.frame_error))
+
+        sim.add_testbench(bench)
+        sim.run()
+        assert seen == [flagged]
+
+
+def test_folding_must_divide():
+    model = zoo_model("tiny", seed=0)
+    graph = compile_model(model)
+    folds = default_folding(graph)
+    name = next(iter(folds))
+    with pytest.raises(BnnhwError, match="pe must divide"):
+        NetworkParams(graph, {**folds, name: Fold(pe=7, simd=1)})
+
+
+def test_default_sfc_cycle_model():
+    """The cycle model is the slowest engine; for sfc it is the first dense layer."""
+    graph = compile_model(zoo_model("sfc", seed=0, calibration=2))
+    params = NetworkParams(graph, default_folding(graph))
+    assert params.cycles_per_image == max(s.cycles_per_image for s in params.stages)
+    first = params.stages[[s.name for s in params.stages].index("dense1_mvtu")].params
+    assert first.cycles_per_image == (256 // first.pe) * (784 // first.simd)
