@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,12 +121,31 @@ def _wave_format(waves: bool | str | Path) -> WaveFormat | None:
     return "fst" if waves is not True and Path(waves).suffix == ".fst" else "vcd"
 
 
+def _with_progress(simulate: Callable[[], None], path: Path,
+                   progress: Callable[[int, int], None]) -> None:
+    """Run ``simulate`` in a thread, passing what the testbench writes to ``path`` on."""
+    worker = threading.Thread(target=simulate, name="cosim")
+    worker.start()
+    seen = None
+    while worker.is_alive():
+        worker.join(0.25)
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        if text != seen and text.strip():
+            seen = text
+            beats, cycle = map(int, text.split())
+            progress(beats, cycle)
+
+
 def run_stream_cosim(design, in_beats: Iterable[int], n_out: int, *, seed: int = 0,
                      stall_in: float = 0.3, stall_out: float = 0.3,
                      timeout_cycles: int = 1_000_000, linger_cycles: int = 0,
                      waves: bool | str | Path = False, toplevel: str = "top",
                      build_args: Sequence[str] = (), reset_cycles: int = 4,
-                     keep: bool = False) -> CosimResult:
+                     keep: bool = False,
+                     progress: Callable[[int, int], None] | None = None) -> CosimResult:
     """Run ``in_beats`` through ``design`` under Verilator and collect ``n_out`` beats.
 
     ``seed`` fixes the stall patterns: before each beat the source idles one more cycle
@@ -138,6 +158,9 @@ def run_stream_cosim(design, in_beats: Iterable[int], n_out: int, *, seed: int =
     folder (kept; its path is ``result.waves``); a path records there, FST when it ends
     in ``.fst``. The run folder (under the cache root, ``runs/``) is removed after a
     successful run unless ``keep`` or waves in it; on failure it is kept and named.
+    ``progress(beats, cycle)``, if given, is called about twice a second during the run
+    with the output beats collected so far and the cycle of the last (e.g. to move a
+    tqdm bar), and once at the end.
 
     Raises ``ValueError`` for a beat that does not fit the input payload or bad
     settings, ``sim.verilator.VerilatorBuildError`` when the build fails, ``CosimError``
@@ -174,13 +197,23 @@ def run_stream_cosim(design, in_beats: Iterable[int], n_out: int, *, seed: int =
         "stall_in": stall_in, "stall_out": stall_out, "timeout_cycles": timeout_cycles,
         "linger_cycles": linger_cycles, "reset_cycles": reset_cycles,
     }
+    if progress is not None:
+        conf["progress_file"] = str(run_dir / "progress")
     start = time.perf_counter()
     failure: CocotbError | None = None
-    try:
-        run_cocotb(build, TESTBENCH, run_dir=run_dir, env={CONF_ENV: json.dumps(conf)},
-                   waves_file=wave_path, seed=seed)
-    except CocotbError as exc:
-        failure = exc
+
+    def simulate() -> None:
+        nonlocal failure
+        try:
+            run_cocotb(build, TESTBENCH, run_dir=run_dir, env={CONF_ENV: json.dumps(conf)},
+                       waves_file=wave_path, seed=seed)
+        except CocotbError as exc:
+            failure = exc
+
+    if progress is None:
+        simulate()
+    else:
+        _with_progress(simulate, run_dir / "progress", progress)
     run_seconds = time.perf_counter() - start
 
     if not out_file.is_file():
@@ -192,6 +225,8 @@ def run_stream_cosim(design, in_beats: Iterable[int], n_out: int, *, seed: int =
         in_cycles=raw["in_cycles"], cycles=raw["cycles"], sim_seconds=raw["sim_seconds"],
         run_seconds=run_seconds, build=build, sim_cpu_seconds=raw["sim_cpu_seconds"],
         extra_beats=[int(b, 16) for b in raw["extra"]], waves=wave_path)
+    if progress is not None and result.out_cycles:
+        progress(len(result.out_beats), result.out_cycles[-1])
     if raw["status"] == "timeout":
         raise CosimTimeout(
             f"stream co-simulation of {toplevel!r}: {len(result.out_beats)} of {n_out} "

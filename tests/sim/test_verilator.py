@@ -92,10 +92,13 @@ def test_full_throughput_without_stalls():
     """With no stalls a one-register buffer moves one beat per cycle: input beat k crosses
     on edge k and leaves on edge k + 1."""
     beats = random_beats(100, 7)
-    result = run_stream_cosim(Adder(), beats, len(beats), stall_in=0, stall_out=0)
+    calls = []
+    result = run_stream_cosim(Adder(), beats, len(beats), stall_in=0, stall_out=0,
+                              progress=lambda n, cycle: calls.append((n, cycle)))
     assert result.out_beats == model(beats)
     assert result.in_cycles == list(range(len(beats)))
     assert result.out_cycles == list(range(1, len(beats) + 1))
+    assert calls[-1] == (100, 100) and calls == sorted(calls)
 
 
 def test_second_run_reuses_the_build():
