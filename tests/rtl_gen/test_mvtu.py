@@ -77,6 +77,7 @@ CASES = {
     "binary_nf1_sf1": ("binary", 4, 8, 4, 8, 1, 1, 1, 1, False, 3),
     "binary_classes": ("binary", 6, 18, 2, 6, 3, 3, 3, 3, False, 2),
     "binary_nf4_sf1": ("binary", 4, 8, 1, 8, 3, 1, 2, 1, False, 2),
+    "binary_wide": ("binary", 16, 64, 4, 16, 2, 2, 2, 2, False, 2),
     "uint8_threshold": ("uint8", 4, 27, 2, 3, 2, 2, 2, 1, False, 2),
     "binary_scores": ("binary", 10, 32, 5, 8, 1, 1, 1, 1, True, 3),
     "uint8_scores": ("uint8", 3, 12, 3, 4, 2, 1, 1, 1, True, 2),
@@ -101,7 +102,7 @@ def test_mvtu_matches_reference(name):
     assert np.array_equal(decode(params, words, len(x)), want)
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(10))
 def test_mvtu_random_shapes(seed):
     rng = random.Random(100 + seed)
     kind = rng.choice(["binary", "uint8"])

@@ -90,6 +90,12 @@ def test_runtime_rewrite(pe, simd, seed):
     assert np.array_equal(unfold_matrix(words, *old_w.shape, pe, simd), new_w)
 
 
+def test_runtime_rewrite_of_a_one_word_memory():
+    params = FoldedMemoryParams(width=40, init=(12345,), sel=MemSel.THRESHOLDS, writable=True)
+    new = (1 << 39) | 0xABCDE12
+    assert simulate(params, cfg_beats(MemSel.THRESHOLDS, [new], 40)) == [new]
+
+
 def test_dropped_cfg_beat_is_caught():
     rng = np.random.default_rng(5)
     old_w = rng.integers(0, 2, size=(4, 40))
