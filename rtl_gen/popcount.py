@@ -2,9 +2,11 @@
 
 A popcount of ``n`` bits is reduced with LUT6-sized counters (a 6:3 counter turns six bits
 of one weight into a 3-bit count, one LUT6 per output bit), carry-save style: every level
-compresses each bit column independently, so no carry ripples until the very end. When
-every column holds at most two bits, one carry-propagate adder (a carry chain on FPGAs)
-gives the binary result. The same tree sums ``count`` unsigned operands of ``width`` bits
+compresses each bit column independently, so no carry ripples until the very end. Levels
+compress greedily while a column holds more than three bits; one last level then brings
+every column to at most two bits, compressing each only as far as the carry it receives
+from the column below requires (Dadda's rule). One carry-propagate adder (a carry chain on
+FPGAs) gives the binary result. ``bench/popcount_cost.py`` measures the cost. The same tree sums ``count`` unsigned operands of ``width`` bits
 (:class:`OperandSum`): column ``k`` then starts with bit ``k`` of every operand.
 
 Pipeline interface (no backpressure of its own; the user stalls it):
@@ -32,8 +34,8 @@ __all__ = ["OperandSum", "Popcount", "counter_groups", "final_heights", "tree_la
 def counter_groups(height: int, fanin: int) -> list[int]:
     """How a greedy compressor level splits a column of ``height`` bits.
 
-    Returns group sizes in order; groups of 1 or 2 bits pass through unchanged, groups of
-    3..6 bits become counters. Columns of at most two bits are left alone. A remainder of 4
+    Returns group sizes in order: 1 is a bit passed through unchanged, 3..6 a counter.
+    Columns of at most two bits are left alone. A remainder of 4
     becomes a 3:2 counter plus a pass-through bit (two LUTs remove one bit, where a 4:3
     counter would spend three).
     """
