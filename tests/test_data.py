@@ -28,12 +28,10 @@ def bundle_rows():
 
 
 def check_bundled_split(ds, pixels, labels):
-    """Test = the last 100 images of each class in bundle order, train = all the others."""
-    test_rows = []
-    for k in range(10):
-        rows = [i for i in range(len(labels)) if labels[i] == k]
-        test_rows += rows[-100:]
-    test_rows.sort()
+    """Test = the last 100 images of each class in bundle order, the classes taken in turn
+    (test image i is the (i // 10)-th of those of class i % 10); train = all the others."""
+    last = {k: [i for i in range(len(labels)) if labels[i] == k][-100:] for k in range(10)}
+    test_rows = [last[i % 10][i // 10] for i in range(1000)]
     train_rows = sorted(set(range(len(labels))) - set(test_rows))
     assert len(test_rows) == 1000 and len(train_rows) == 4000
     assert np.array_equal(ds.test_x.numpy().reshape(-1, 784), pixels[test_rows])
@@ -49,6 +47,7 @@ def test_bundled_mnist_split(bundle_rows):
     assert ds.train_x.dtype == torch.uint8 and ds.train_y.dtype == torch.int64
     assert ds.train_x.shape == (4000, 1, 28, 28) and ds.test_x.shape == (1000, 1, 28, 28)
     assert torch.equal(torch.bincount(ds.test_y), torch.full((10,), 100))
+    assert torch.equal(ds.test_y[:20], torch.arange(20) % 10)
     assert torch.equal(torch.bincount(ds.train_y), torch.full((10,), 400))
     check_bundled_split(ds, *bundle_rows)
 
@@ -71,8 +70,11 @@ def test_loads_do_not_share_tensors():
 def test_bundled_split_does_not_rely_on_sorted_labels():
     labels = np.array([0, 1, 0, 2, 1, 0, 2, 2, 1])
     train, test = bundled_split(labels, per_class=1)
-    assert test.tolist() == [5, 7, 8]
+    assert test.tolist() == [5, 8, 7]
     assert train.tolist() == [0, 1, 2, 3, 4, 6]
+    train, test = bundled_split(labels, per_class=2)
+    assert test.tolist() == [2, 4, 6, 5, 8, 7]
+    assert train.tolist() == [0, 1, 3]
     with pytest.raises(BnnhwError, match="only 3 images of class 0"):
         bundled_split(labels, per_class=3)
 
