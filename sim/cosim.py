@@ -10,8 +10,9 @@ cycles): the testbench acts once per transfer, not once per cycle.
 The design is an Amaranth ``wiring.Component`` with ``i_stream``/``o_stream`` stream
 ports (converted with its ``clk``/``rst`` domain ports), or Verilog text whose top module
 has the same flattened ports: ``clk``, ``rst`` (synchronous, active high),
-``i_stream__payload``/``__valid``/``__ready``, ``o_stream__payload``/``__valid``/``__ready``.
-Payloads are plain unsigned integers of any width.
+``i_stream__payload``/``__valid``/``__ready``, ``o_stream__payload``/``__valid``/``__ready``
+(other stream names through ``i_port``/``o_port``). Payloads are plain unsigned integers
+of any width. Any other input port stays 0.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def run_stream_cosim(design, in_beats: Iterable[int], n_out: int, *, seed: int =
                      timeout_cycles: int = 1_000_000, linger_cycles: int = 0,
                      waves: bool | str | Path = False, toplevel: str = "top",
                      build_args: Sequence[str] = (), reset_cycles: int = 4,
-                     keep: bool = False,
+                     keep: bool = False, i_port: str = "i_stream", o_port: str = "o_stream",
                      progress: Callable[[int, int], None] | None = None) -> CosimResult:
     """Run ``in_beats`` through ``design`` under Verilator and collect ``n_out`` beats.
 
@@ -158,9 +159,9 @@ def run_stream_cosim(design, in_beats: Iterable[int], n_out: int, *, seed: int =
     folder (kept; its path is ``result.waves``); a path records there, FST when it ends
     in ``.fst``. The run folder (under the cache root, ``runs/``) is removed after a
     successful run unless ``keep`` or waves in it; on failure it is kept and named.
-    ``progress(beats, cycle)``, if given, is called about twice a second during the run
-    with the output beats collected so far and the cycle of the last (e.g. to move a
-    tqdm bar), and once at the end.
+    ``i_port``/``o_port`` name the two streams. ``progress(beats, cycle)``, if given,
+    is called about twice a second during the run with the output beats collected so
+    far and the cycle of the last (e.g. to move a tqdm bar), and once at the end.
 
     Raises ``ValueError`` for a beat that does not fit the input payload or bad
     settings, ``sim.verilator.VerilatorBuildError`` when the build fails, ``CosimError``
@@ -175,12 +176,12 @@ def run_stream_cosim(design, in_beats: Iterable[int], n_out: int, *, seed: int =
                          f"linger_cycles={linger_cycles} and reset_cycles={reset_cycles} "
                          "must be >= 0, >= 1, >= 0 and >= 1")
     if not isinstance(design, str):
-        width = _payload_width(design, "i_stream")
-        _payload_width(design, "o_stream")
+        width = _payload_width(design, i_port)
+        _payload_width(design, o_port)
         for i, b in enumerate(beats):
             if not 0 <= b < (1 << width):
                 raise ValueError(f"input beat {i} = {b:#x} does not fit the {width}-bit "
-                                 "i_stream payload")
+                                 f"{i_port} payload")
 
     build = verilator_build(design, toplevel=toplevel, waves=_wave_format(waves),
                             build_args=build_args)
@@ -196,6 +197,7 @@ def run_stream_cosim(design, in_beats: Iterable[int], n_out: int, *, seed: int =
         "in_file": str(in_file), "out_file": str(out_file), "n_out": n_out, "seed": seed,
         "stall_in": stall_in, "stall_out": stall_out, "timeout_cycles": timeout_cycles,
         "linger_cycles": linger_cycles, "reset_cycles": reset_cycles,
+        "i_port": i_port, "o_port": o_port,
     }
     if progress is not None:
         conf["progress_file"] = str(run_dir / "progress")

@@ -36,7 +36,8 @@ from typing import Literal
 
 __all__ = [
     "BUILD_ARGS", "CocotbError", "CocotbRun", "VerilatorBuild", "VerilatorBuildError",
-    "build_key", "cache_root", "run_cocotb", "to_rtlil", "to_verilog", "tool_path", "verilator_build",
+    "build_key", "cache_root", "run_cocotb", "to_rtlil", "to_verilog", "tool_path",
+    "verilator_build",
 ]
 
 CACHE_ENV = "BNNHW_SIM_CACHE"
@@ -306,8 +307,9 @@ def _compile(text: str, toplevel: str, args: list[str], trace: bool, where: Path
     log = where / "build.log"
     runner = _runner()
     try:
-        runner.build(sources=[VerilatorControlFile(public), source], hdl_toplevel=toplevel, build_args=args,
-                     build_dir=where, waves=trace, timescale=TIMESCALE, log_file=log)
+        runner.build(sources=[VerilatorControlFile(public), source], hdl_toplevel=toplevel,
+                     build_args=args, build_dir=where, waves=trace, timescale=TIMESCALE,
+                     log_file=log)
     except (RuntimeError, SystemExit) as exc:
         raise VerilatorBuildError(f"Verilator build of {toplevel!r} failed ({exc}); "
                                   f"log {log}:\n{_tail(log)}") from None
@@ -322,6 +324,12 @@ def _compile(text: str, toplevel: str, args: list[str], trace: bool, where: Path
             os.rename(stash, runtime)
         except OSError:                             # another build stashed it first
             shutil.rmtree(stash, ignore_errors=True)
+    # The executable needs nothing else from here (it finds cocotb's libraries by rpath);
+    # the generated C++, objects and precompiled headers can take 100+ MB per design.
+    keep = {toplevel, source.name, public.name, log.name}
+    for path in where.iterdir():
+        if path.name not in keep:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def run_cocotb(build: VerilatorBuild, test_module: str, *, run_dir: Path,
