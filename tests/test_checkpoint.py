@@ -55,6 +55,13 @@ def test_file_layout(saved):
     assert_same_state(raw["state_dict"], model.state_dict())
 
 
+def test_file_mode_follows_the_umask(saved):
+    _, path = saved
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_round_trip_is_exact(saved):
     model, path = saved
     loaded, ck = load_model(path)

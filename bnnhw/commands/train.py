@@ -30,7 +30,8 @@ from ..train import (
     train,
 )
 
-HELP = "train a binary network (zoo model or spec JSON) and write its checkpoint"
+HELP = ("Train a binary network (zoo model or spec JSON) with quantisation-aware training and "
+        "write its checkpoint and training curve.")
 
 
 def _positive_int(text: str) -> int:
@@ -116,9 +117,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "up to PX pixels (default: 1; 0 turns it off)")
     parser.add_argument("--limit", type=_positive_int, default=None, metavar="N",
                         help="train on N training images drawn at random (quick trials)")
-    parser.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                        help="CPU threads for torch (default: torch's choice; 1 is faster "
-                             "on a machine busy with other work)")
+    parser.add_argument("--threads", type=_positive_int, default=1, metavar="N",
+                        help="CPU threads for torch (default: 1; BNN-sized layers gain little "
+                             "from more, and torch's threads slow down badly when other "
+                             "work shares the cores)")
     parser.add_argument("--out", type=Path, default=None, metavar="PATH",
                         help="checkpoint to write (default: build/<model>.pt)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -137,8 +139,7 @@ def run(args: argparse.Namespace) -> int:
                              seed=args.seed, limit=args.limit, shift=args.shift)
     except ValueError as e:
         raise BnnhwError(str(e)) from None
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     data = load_dataset(args.data, args.data_dir)
     result = train(spec, data, config, progress=not args.quiet, desc=f"train {name}")
     meta = {
@@ -152,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": config.seed,
         "limit": config.limit,
         "shift": config.shift,
+        "threads": args.threads,
         "test_images": len(data.test_y),
         "test_accuracy": result.test_accuracy,
         "train_time_s": result.train_time_s,
