@@ -2,11 +2,13 @@
 
 ``train`` builds the model from its spec under a seed and trains it with Adam or SGD
 (momentum 0.9) on cross-entropy, with a cosine (or step) learning-rate schedule applied
-per batch and the latent weights clipped to [-1, 1] after every step. Everything random
-(initial weights, the training subset, the batch order) comes from ``seed``, so the same
-seed on the same machine gives identical weights. The test accuracy is measured after
-every epoch in eval mode; the reported figure is the last epoch's (never the best one, so
-the test split is not used for model selection).
+per batch and the latent weights clipped to [-1, 1] after every step; training images may
+be shifted by a few pixels at random (augmentation). Everything random (initial weights,
+the training subset, the batch order, the shifts) comes from ``seed``: the same seed with
+the same torch version and thread count gives identical weights (float sums depend on
+how work is split between threads). The test accuracy is measured after every epoch in
+eval mode; the reported figure is the last epoch's (never the best one, so the test split
+is not used for model selection).
 """
 
 from __future__ import annotations
@@ -72,8 +74,9 @@ class TrainConfig:
                 or self.batch_size < 2):
             raise ValueError(f"batch size must be an integer >= 2 (BatchNorm needs two "
                              f"samples), not {self.batch_size!r}")
-        if self.lr is not None and not (isinstance(self.lr, (int, float))
-                                        and math.isfinite(self.lr) and self.lr > 0):
+        if self.lr is not None and (isinstance(self.lr, bool)
+                                    or not isinstance(self.lr, (int, float))
+                                    or not math.isfinite(self.lr) or self.lr <= 0):
             raise ValueError(f"learning rate must be a positive number, not {self.lr!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "

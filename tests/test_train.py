@@ -51,6 +51,7 @@ def subset(ds, n_train, n_test):
     ({"batch_size": 1}, "batch size must be an integer >= 2"),
     ({"lr": 0.0}, "learning rate must be a positive number, not 0.0"),
     ({"lr": float("nan")}, "learning rate must be a positive number"),
+    ({"lr": True}, "learning rate must be a positive number"),
     ({"optimizer": "rmsprop"}, "optimizer must be one of adam, sgd, not 'rmsprop'"),
     ({"schedule": "linear"}, "schedule must be one of cosine, step, not 'linear'"),
     ({"seed": -1}, "seed must be a non-negative integer"),
