@@ -89,8 +89,10 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike[str] | None = 
         raise BnnhwError(f"unknown data set {name!r}: choose one of {', '.join(NAMES)}")
     if data_dir is not None:
         data_dir = Path(data_dir)
-        if not data_dir.is_dir():
+        if not data_dir.exists():
             raise BnnhwError(f"data folder {data_dir} does not exist")
+        if not data_dir.is_dir():
+            raise BnnhwError(f"data folder {data_dir} is a file, not a folder")
     if name == "mnist":
         return _bundled_mnist() if data_dir is None else _idx_mnist(data_dir)
     if data_dir is None:
@@ -106,8 +108,8 @@ def bundled_split(labels: np.ndarray, per_class: int = BUNDLED_TEST_PER_CLASS
     """Indices ``(train, test)``: test = the last ``per_class`` images of each class.
 
     Works from the labels in the bundle's own order, sorted or not. ``train`` is
-    ascending. ``test`` takes the classes in turn (the first of each selected run of every
-    class, then the second of each, ...), so any prefix of the test split is balanced.
+    ascending. ``test`` lists the classes in turn: the first selected image of every
+    class, then the second of every class, and so on, so any prefix of it is balanced.
     """
     test = []
     for k in np.unique(labels):

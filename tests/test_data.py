@@ -271,6 +271,9 @@ def test_dataset_name_and_folder_errors(tmp_path):
         load_dataset("cifar10")
     with pytest.raises(BnnhwError, match="does not exist"):
         load_dataset("mnist", tmp_path / "nowhere")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BnnhwError, match="is a file, not a folder"):
+        load_dataset("cifar10", str(tmp_path / "file"))
 
 
 def test_dataset_checks_its_own_invariants():
