@@ -68,6 +68,14 @@ def test_binary_linear_matches_reference():
     assert torch.equal(layer(x), ref_linear(x, layer.weight))
 
 
+def test_linear_reference_catches_one_flipped_weight():
+    layer = BinaryLinear(8, 3)
+    x = pm1(2, 8, seed=4)
+    w = layer.weight.detach().clone()
+    w[1, 5] = -w[1, 5] if w[1, 5] != 0 else -1.0
+    assert not torch.equal(layer(x), ref_linear(x, w))
+
+
 def test_binary_linear_xnor_scale_and_bias():
     # |w| in {0.25, 0.5} so every row mean is exact in float32.
     w = torch.tensor([[0.5, -0.25, 0.25, -0.5], [-0.5, -0.5, 0.5, 0.5]])
@@ -201,6 +209,19 @@ def test_thermometer_encoding_channel_order(levels):
     # The code is a thermometer: the number of +1 levels grows with the pixel value.
     ones = (InputEncoder("thermometer", levels=levels)(ALL_PIXELS) > 0).sum(dim=1).flatten()
     assert torch.all(ones[1:] >= ones[:-1]) and ones[0] == 0 and ones[255] == levels
+
+
+def test_thermometer_check_catches_level_major_channel_order():
+    # The order c * levels + k is what the hardware encoder emits; k * C + c must fail.
+    x = torch.randint(0, 256, (1, 2, 3, 3)).to(torch.float32)
+    y = InputEncoder("thermometer", levels=4)(x)
+    t = thermometer_thresholds(4)
+    level_major = torch.stack([torch.where(x[0, c] >= t[k], 1.0, -1.0)
+                               for k in range(4) for c in range(2)])
+    channel_major = torch.stack([torch.where(x[0, c] >= t[k], 1.0, -1.0)
+                                 for c in range(2) for k in range(4)])
+    assert torch.equal(y[0], channel_major)
+    assert not torch.equal(y[0], level_major)
 
 
 def test_unknown_encoding_is_refused():

@@ -43,10 +43,17 @@ def test_tiny_weight_count():
     assert binary_weight_count(meta_model("tiny")) == 8 * 9 + 8 * 6 * 6 * 32 + 32 * 10
 
 
-def test_count_checker_catches_counting_batchnorm():
+def test_count_checkers_catch_planted_faults():
     model = meta_model("tfc")
-    everything = sum(p.numel() for p in model.parameters())
+    everything = sum(p.numel() for p in model.parameters())  # BatchNorm and scores too
     assert everything != PUBLISHED["tfc"]
+    # The VGG formula tells widths apart, and a VGG without its last pool (8x8 maps into
+    # the classifier) would not match it either.
+    assert binary_weight_count(meta_model("vgg", width=0.5)) != vgg_weights(1.0)
+    spec = zoo.get_spec("vgg")
+    del spec["layers"][8]
+    with torch.device("meta"):
+        assert binary_weight_count(build_model(spec)) != vgg_weights(1.0)
 
 
 @pytest.mark.parametrize("name", zoo.NAMES)
