@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from .errors import BnnhwError
 from .nn.spec import SpecError
@@ -17,10 +18,27 @@ from .nn.spec import SpecError
 COMMANDS = ("train", "compile", "check", "verify")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line on stderr and exit status 2, like every user error."""
+
+    command = False  # a subcommand's parser reports unknown options itself
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and self.command:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bnnhw", description="Binary neural networks to FPGA dataflow accelerators.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"bnnhw.commands.{name}")
@@ -29,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
                 raise
             continue
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p.command = True
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser

@@ -8,10 +8,7 @@ accuracy on stdout.
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 import torch
 
@@ -65,34 +62,8 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _one_line_errors(parser: argparse.ArgumentParser) -> None:
-    """Report bad arguments as one line on stderr (exit 2), like every other user error.
-
-    Unknown options are refused here too: otherwise argparse hands them back to the
-    top-level parser, which prints its usage as well.
-    """
-
-    def error(message: str) -> NoReturn:
-        print(f"{parser.prog}: error: {message} (see {parser.prog} --help)", file=sys.stderr)
-        sys.exit(2)
-
-    parse_known = parser.parse_known_args
-
-    def parse_known_args(args: Sequence[str] | None = None,
-                         namespace: argparse.Namespace | None = None
-                         ) -> tuple[argparse.Namespace, list[str]]:
-        namespace, extras = parse_known(args, namespace)
-        if extras:
-            error(f"unrecognized arguments: {' '.join(extras)}")
-        return namespace, extras
-
-    parser.error = error  # type: ignore[method-assign]
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``bnnhw train``."""
-    _one_line_errors(parser)
     parser.add_argument("--model", required=True, metavar="NAME|SPEC.json",
                         help=f"zoo model ({', '.join(zoo.NAMES)}) or a model spec JSON file")
     parser.add_argument("--data", default="mnist", choices=DATA_NAMES,
