@@ -13,21 +13,42 @@ Stream contract (``NF = R / pe`` neuron folds, ``SF = C / simd`` synapse folds):
 - border class ``cls = row_class[oy] * NX + col_class[ox]`` over the ``OH x OW = P``
   output pixels (row-major), one class by default. Images follow each other back to back.
 
-Datapath (FINN's MVAU): the input vector of a pixel is used ``NF`` times. During the first
-neuron fold its beats come from ``i_stream`` and are kept in an input buffer (``SF`` words);
-the other folds read them back, so the unit does one ``(nf, sf)`` step per cycle and an
-image takes ``cycles_per_image = P * NF * SF`` cycles at steady state. Each step, every PE
-XNORs ``simd`` inputs with its weights (``rtl_gen.weight_memory``, word ``nf * SF + sf``)
-and counts them with a compressor-tree popcount (``rtl_gen.popcount``). uint8 inputs use no
-multiplier: ``sum x * (2w - 1) = 2 * sum(w ? x : 0) - sum(x)``, two operand-sum trees of
-gated pixels (the ``sum(x)`` tree is shared by all PEs). Accumulation runs across the
-``SF`` steps; the threshold unit (``rtl_gen.threshold``) compares.
+Datapath (FINN's MVAU): the input vector of a pixel is used ``NF`` times; the unit does one
+``(nf, sf)`` step per cycle. Each step, every PE XNORs ``simd`` inputs with its weights
+(``rtl_gen.weight_memory``, word ``nf * SF + sf``) and counts them with a compressor-tree
+popcount (``rtl_gen.popcount``). uint8 inputs use no multiplier: ``sum x * (2w - 1) = 2 *
+sum(w ? x : 0) - sum(x)``, two operand-sum trees of gated pixels (the ``sum(x)`` tree is
+shared by all PEs). Accumulation runs across the ``SF`` steps; the threshold unit
+(``rtl_gen.threshold``) compares.
+
+Input buffering. With ``NF == 1`` each beat is used once and streams straight through, in
+step with ``i_stream``. With ``NF > 1`` the input goes through a ping-pong buffer of two
+banks of ``SF`` words: the write side stores a pixel's beats in one bank as they arrive
+while the steps replay the previous pixel from the other bank, so input arrival and
+compute overlap. A step reads the bank word of its ``sf`` once that beat is stored; when
+the steps have caught up with the arriving beats (the unit waits for its input) a step
+takes its beat from ``i_stream`` in the very cycle it is accepted (a bypass around the
+buffer), so a slow input costs no extra cycles. The write side runs at most one pixel
+ahead: it stalls while both banks hold beats still needed.
+
+Cycle model: at steady state a pixel takes ``max(A, NF * SF)`` cycles, ``A`` being the
+cycles its ``SF`` input beats take to arrive (``SF`` at full rate): ``cycles_per_image =
+P * NF * SF`` when the input keeps up (``A <= NF * SF``), ``P * A`` when it is the
+bottleneck; never the sum of the two.
 
 Backpressure: every pipeline register has one clock enable, ``~acc_valid | acc_ready``,
 so the whole pipeline stalls while its last stage holds a result nobody takes; no beat is
-lost or duplicated. ``i_stream.ready`` follows ``o_stream.ready`` combinationally (through
-that enable). Latency (no stalls): a pixel's first output beat can be taken ``latency``
-cycles after its last input beat is accepted (``MVTUParams.latency``).
+lost or duplicated. With ``NF == 1``, ``i_stream.ready`` follows ``o_stream.ready``
+combinationally (through that enable); with ``NF > 1`` it comes from registers (low only
+while both banks are full) and the buffer keeps accepting beats while the output stalls.
+
+Latency (no stalls): a pixel's first output beat can be taken ``latency`` cycles
+(``MVTUParams.latency``) after the edge at which its step ``(nf, sf) = (0, SF - 1)``
+fires. When the unit waits for its input (a slow input, or an idle unit) that is the edge
+which accepts the pixel's last input beat, as for a plain stream-through unit: the buffer
+adds no cycle. A pixel whose beats arrived early, while the previous pixel was still being
+computed, starts when that pixel's last step is done and its ``(0, SF - 1)`` step comes
+``SF`` cycles later.
 
 Run-time weights (``runtime_writable``): a ``cfg`` stream writes the weight memory
 (``sel`` 0, words of ``fold_matrix``) and the threshold memory (``sel`` 1, words of
@@ -164,14 +185,24 @@ class MVTUParams:
     @property
     def latency(self) -> int:
         """Cycles from the edge that accepts a pixel's last input beat to the first edge at
-        which its first output beat can be taken (no stalls): the input register, the
-        trees, the accumulator, and the threshold unit's register."""
+        which its first output beat can be taken, when the unit waits for that beat (no
+        stalls; see the module docstring): the input register, the trees, the accumulator,
+        and the threshold unit's register. The input buffer of ``NF > 1`` adds nothing
+        (its bypass feeds the step that waits for the arriving beat)."""
         return 1 + self.tree_latency + 1 + (0 if self.is_scores else 1)
 
     @property
     def cycles_per_image(self) -> int:
-        """``P * NF * SF``: one ``(nf, sf)`` step per cycle (DESIGN.md §6)."""
+        """``P * NF * SF``: one ``(nf, sf)`` step per cycle (DESIGN.md §6), with an input
+        that delivers a pixel's ``SF`` beats within ``NF * SF`` cycles; a slower input sets
+        the pace instead (``P`` times its arrival time per pixel)."""
         return self.pixels * self.nf * self.sf
+
+    @property
+    def input_buffer_words(self) -> int:
+        """Words of ``simd * E`` bits in the input buffer: ``2 * SF`` (two banks) when
+        ``NF > 1``, none when the input streams through."""
+        return 2 * self.sf if self.nf > 1 else 0
 
     @property
     def weight_memory(self) -> FoldedMemoryParams:
@@ -241,14 +272,15 @@ class MVTU(wiring.Component):
         en = Signal()  # clock enable of the whole pipeline
         m.d.comb += en.eq(~acc_out.valid | acc_out.ready)
 
-        # Stage 0: step counters; nf == 0 takes the pixel's beats from the stream.
+        # Stage 0: step counters. A step (nf, sf) fires when the pipeline moves (en) and
+        # its input beat is there.
         sf = Signal(range(sf_count))
         nf = Signal(range(nf_count))
         step = Signal(range(nf_count * sf_count))
-        from_stream = nf == 0
-        fire = en & (~from_stream | self.i_stream.valid)
-        m.d.comb += [self.i_stream.ready.eq(en & from_stream),
-                     wmem.rd.addr.eq(step), wmem.rd.en.eq(en)]
+        available = Signal()
+        fire = Signal()
+        last_step = (sf == sf_count - 1) & (nf == nf_count - 1)
+        m.d.comb += [fire.eq(en & available), wmem.rd.addr.eq(step), wmem.rd.en.eq(en)]
         with m.If(fire):
             m.d.sync += [sf.eq(sf + 1), step.eq(step + 1)]
             with m.If(sf == sf_count - 1):
@@ -257,20 +289,17 @@ class MVTU(wiring.Component):
                     m.d.sync += [nf.eq(0), step.eq(0)]
 
         # Stage 1: input vector and weight word of the step.
-        valid1, first1, last1, from_stream1 = (Signal(name=n) for n in
-                                               ("valid1", "first1", "last1", "from_stream1"))
+        valid1, first1, last1 = Signal(name="valid1"), Signal(name="first1"), Signal(name="last1")
         x_in = Signal(p.i_width)
         with m.If(en):
             m.d.sync += [valid1.eq(fire), first1.eq(sf == 0), last1.eq(sf == sf_count - 1),
-                         from_stream1.eq(from_stream), x_in.eq(self.i_stream.payload)]
-        if nf_count > 1:
-            m.submodules.input_buffer = buf = Memory(shape=p.i_width, depth=sf_count, init=[])
-            wr, rd = buf.write_port(), buf.read_port()
-            m.d.comb += [wr.addr.eq(sf), wr.data.eq(self.i_stream.payload),
-                         wr.en.eq(fire & from_stream), rd.addr.eq(sf), rd.en.eq(en)]
-            x = Mux(from_stream1, x_in, rd.data)
-        else:
+                         x_in.eq(self.i_stream.payload)]
+        if nf_count == 1:
+            # Each beat is used once: stream straight through, in step with the input.
+            m.d.comb += [available.eq(self.i_stream.valid), self.i_stream.ready.eq(en)]
             x = x_in
+        else:
+            x = self._input_buffer(m, p, en, fire, available, sf, last_step, x_in)
         xs = Signal(p.i_width)
         m.d.comb += xs.eq(x)
         w = wmem.rd.data
@@ -337,3 +366,43 @@ class MVTU(wiring.Component):
                 m.d.comb += [t.payload.eq(self.cfg.payload), t.valid.eq(self.cfg.valid)]
             m.d.comb += self.cfg.ready.eq(1)
         return m
+
+    def _input_buffer(self, m, p, en, fire, available, sf, last_step, x_in):
+        """Ping-pong input buffer of two banks of ``SF`` words (see the module docstring).
+
+        Pixels are numbered modulo 4 on both sides: ``wp`` is the pixel the write side is
+        filling (bank ``wp % 2``), ``rp`` the one the steps read (bank ``rp % 2``). The
+        writer may run one pixel ahead (``wp - rp`` is 0, 1 or 2; 2 means both banks hold
+        beats still needed). Returns the stage-1 input vector."""
+        sf_count = p.sf
+        wsf = Signal(range(sf_count))
+        wp, rp = Signal(2), Signal(2)
+        ahead = Signal(2)
+        m.d.comb += ahead.eq(wp - rp)
+        m.d.comb += self.i_stream.ready.eq(ahead != 2)
+        accept = self.i_stream.valid & self.i_stream.ready
+        with m.If(accept):
+            m.d.sync += wsf.eq(wsf + 1)
+            with m.If(wsf == sf_count - 1):
+                m.d.sync += [wsf.eq(0), wp.eq(wp + 1)]
+        with m.If(fire & last_step):
+            m.d.sync += rp.eq(rp + 1)
+
+        # When both sides are on the same pixel the steps never overtake the writer
+        # (sf <= wsf), so beat sf is stored unless it is the very beat arriving now, which
+        # the step then takes from the stream (bypass) in the same cycle.
+        same = ahead == 0
+        bypass = same & (sf == wsf)
+        m.d.comb += available.eq(~bypass | self.i_stream.valid)
+
+        def addr(bank, index):
+            return Mux(bank, sf_count + index, index)
+
+        m.submodules.input_buffer = buf = Memory(shape=p.i_width, depth=2 * sf_count, init=[])
+        wr, rd = buf.write_port(), buf.read_port()
+        m.d.comb += [wr.addr.eq(addr(wp[0], wsf)), wr.data.eq(self.i_stream.payload),
+                     wr.en.eq(accept), rd.addr.eq(addr(rp[0], sf)), rd.en.eq(en)]
+        bypass1 = Signal()
+        with m.If(en):
+            m.d.sync += bypass1.eq(bypass)
+        return Mux(bypass1, x_in, rd.data)

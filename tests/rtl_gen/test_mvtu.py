@@ -1,13 +1,16 @@
 # amaranth: UnusedElaboratable=no
 """MVTU against bnnhw.reference (popcount_matvec / signed_matvec + threshold) under random
 stalls on both sides: binary and uint8 inputs, threshold and scores layers, NF and SF of 1
-and more, border classes, cycle count, run-time rewrite and Verilog conversion."""
+and more, border classes, cycle count (full-rate and throttled input: arrival and compute
+overlap), latency, run-time rewrite and Verilog conversion."""
 
 import random
 
 import numpy as np
 import pytest
+from amaranth import Module, Mux, Signal
 from amaranth.back import verilog
+from amaranth.lib import wiring
 from amaranth.sim import Simulator
 from stream_helpers import output_cycles, steady_cycles
 
@@ -145,6 +148,150 @@ def test_cycles_per_image_and_latency_without_stalls():
     assert steady_cycles(stamps, per_image) == [params.cycles_per_image] * (images - 1)
     # The first pixel's last input beat is accepted on edge SF - 1.
     assert stamps[0] == params.sf - 1 + params.latency
+
+
+def paced_cycles(dut, inputs, n_outputs, every, max_cycles=20_000):
+    """Drive ``dut.i_stream`` at a fixed rate, one beat offered ``every`` cycles after the
+    previous one was accepted (no random stalls), with ``o_stream.ready`` always high.
+    Returns ``(accepted, stamps, payloads)``: the cycle at which each input beat was
+    accepted, and each output beat taken (cycle 0 is the first clock edge)."""
+    accepted, stamps, payloads = [], [], []
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+
+    async def source(ctx):
+        cycle = -1
+        for item in inputs:
+            ctx.set(dut.i_stream.payload, item)
+            ctx.set(dut.i_stream.valid, 1)
+            while True:
+                *_, ready = await ctx.tick().sample(dut.i_stream.ready)
+                cycle += 1
+                if ready:
+                    accepted.append(cycle)
+                    break
+            ctx.set(dut.i_stream.valid, 0)
+            for _ in range(every - 1):
+                await ctx.tick()
+                cycle += 1
+
+    async def sink(ctx):
+        ctx.set(dut.o_stream.ready, 1)
+        for cycle in range(max_cycles):
+            *_, valid, payload = await ctx.tick().sample(dut.o_stream.valid,
+                                                         dut.o_stream.payload)
+            if valid:
+                stamps.append(cycle)
+                payloads.append(payload)
+                if len(stamps) == n_outputs:
+                    return
+        raise TimeoutError(f"{len(stamps)} of {n_outputs} outputs after {max_cycles} cycles")
+
+    sim.add_testbench(source, background=True)
+    sim.add_testbench(sink)
+    sim.run()
+    return accepted, stamps, payloads
+
+
+class SerialInput(wiring.Component):
+    """A planted rate fault: ``dut`` behind an input that, like a single input buffer,
+    refuses beats for ``gap`` cycles after each pixel's ``sf`` beats."""
+
+    def __init__(self, dut, sf, gap):
+        self._dut, self._sf, self._gap = dut, sf, gap
+        super().__init__({"i_stream": dut.signature.members["i_stream"],
+                          "o_stream": dut.signature.members["o_stream"]})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = dut = self._dut
+        count, hold = Signal(range(self._sf)), Signal(range(self._gap + 1))
+        open_ = hold == 0
+        m.d.comb += [dut.i_stream.payload.eq(self.i_stream.payload),
+                     dut.i_stream.valid.eq(self.i_stream.valid & open_),
+                     self.i_stream.ready.eq(dut.i_stream.ready & open_)]
+        with m.If(~open_):
+            m.d.sync += hold.eq(hold - 1)
+        with m.If(self.i_stream.valid & self.i_stream.ready):
+            m.d.sync += count.eq(Mux(count == self._sf - 1, 0, count + 1))
+            with m.If(count == self._sf - 1):
+                m.d.sync += hold.eq(self._gap)
+        wiring.connect(m, dut.o_stream, wiring.flipped(self.o_stream))
+        return m
+
+
+def within(measured, model, tolerance=0.05):
+    return all(abs(c - model) <= tolerance * model for c in measured)
+
+
+PACED = {
+    # name: (case, every): a pixel's beats take SF * every cycles to arrive
+    "input_bound_nf4": ("binary_wide", 7),       # 4 * 7 = 28 per pixel > NF * SF = 16
+    "compute_bound_nf4": ("binary_wide", 3),     # 12 < 16
+    "input_bound_nf3_classes": ("binary_classes", 5),
+    "input_bound_uint8": ("uint8_threshold", 4),  # 9 * 4 = 36 > 18
+    "input_bound_nf1": ("uint8_scores", 3),       # streams through: 3 * 3 per pixel
+}
+
+
+@pytest.mark.parametrize("name", list(PACED))
+def test_throttled_input_overlaps_compute(name):
+    """With input beats arriving every ``k`` cycles an image takes ``P * max(SF * k, NF *
+    SF)`` cycles: input arrival and compute overlap instead of adding up."""
+    case, every = PACED[name]
+    params, x = build(case, 21)
+    images = 3
+    x = np.concatenate([x] * images)[:images]
+    per_image = params.pixels * params.nf
+    model = params.pixels * max(params.sf * every, params.nf * params.sf)
+    accepted, stamps, words = paced_cycles(MVTU(params), stream_in(params, x),
+                                           images * per_image, every)
+    assert np.array_equal(decode(params, words, images), reference(params, x))
+    assert within(steady_cycles(stamps, per_image), model)
+    if params.sf * every >= params.nf * params.sf:
+        # The unit waits for its input: every pixel's first output beat comes `latency`
+        # cycles after its last input beat, the buffer adds nothing to that path.
+        last_in = accepted[params.sf - 1::params.sf]
+        first_out = stamps[::params.nf]
+        assert [o - i for i, o in zip(last_in, first_out)] == [params.latency] * len(last_in)
+
+
+def test_throttle_check_catches_a_serial_input():
+    """The cycle check fails on a unit that refuses input while it replays a pixel (the
+    single-buffer behaviour: arrival + (NF - 1) * SF per pixel)."""
+    params, x = build("binary_wide", 21)
+    every, images = 7, 3
+    x = np.concatenate([x] * images)[:images]
+    per_image = params.pixels * params.nf
+    model = params.pixels * max(params.sf * every, params.nf * params.sf)
+    dut = SerialInput(MVTU(params), params.sf, (params.nf - 1) * params.sf)
+    _, stamps, words = paced_cycles(dut, stream_in(params, x), images * per_image, every)
+    assert np.array_equal(decode(params, words, images), reference(params, x))
+    assert not within(steady_cycles(stamps, per_image), model)
+
+
+@pytest.mark.parametrize("case", ["binary_wide", "binary_classes", "binary_nf4_sf1"])
+def test_full_rate_input_takes_cycles_per_image(case):
+    params, x = build(case, 5)
+    images = 3
+    x = np.concatenate([x] * images)[:images]
+    per_image = params.pixels * params.nf
+    stamps, words = output_cycles(MVTU(params), stream_in(params, x), images * per_image)
+    assert np.array_equal(decode(params, words, images), reference(params, x))
+    assert within(steady_cycles(stamps, per_image), params.cycles_per_image)
+    assert stamps[0] == params.sf - 1 + params.latency
+
+
+@pytest.mark.parametrize("stall_in,stall_out", [(0.0, 0.85), (0.85, 0.0), (0.6, 0.6)])
+def test_input_buffer_under_one_sided_stalls(stall_in, stall_out):
+    """An input far ahead of a stalled output (both banks full, the write side waiting)
+    and the reverse (steps waiting on single beats through the bypass)."""
+    params, x = build("binary_wide", 9)
+    x = np.concatenate([x, x[::-1]])
+    want = reference(params, x)
+    words = run_stream(MVTU(params), stream_in(params, x), want.size // params.pe, seed=4,
+                       stall_in=stall_in, stall_out=stall_out)
+    assert np.array_equal(decode(params, words, len(x)), want)
 
 
 def run_with_cfg(dut, cfg, inputs, n_outputs, seed):
