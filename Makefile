@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BNNHW) train --model sfc --data mnist --epochs 10 --out $(DEMO)/sfc.pt
+	$(BNNHW) check --model $(DEMO)/sfc.pt --images 1000
+	$(BNNHW) verify --model $(DEMO)/sfc.pt --images 200 --stall 0.2
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -n 2 -q
