@@ -1,9 +1,15 @@
 """The network top in the Amaranth simulator: random models and foldings against the
-golden model, under random stalls; truncated networks against golden activations."""
+golden model, under random stalls; truncated networks against golden activations; measured
+cycles per image against the cycle model."""
 
 import numpy as np
 import pytest
+from amaranth import Module, Shape
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
+from stream_helpers import output_cycles, steady_cycles
+from test_mvtu import SerialInput
 
 from bnnhw import golden
 from bnnhw.check import random_images
@@ -12,7 +18,7 @@ from bnnhw.folding import Fold, default_folding, matrix_layers
 from bnnhw.frontend import compile_model
 from rtl_gen.network import Network, NetworkParams
 from sim.stream_sim import run_stream
-from tests.bnn_cases import random_model, zoo_model
+from tests.bnn_cases import random_model, spec_model, zoo_model
 
 
 def random_folding(graph, rng):
@@ -48,7 +54,7 @@ def test_truncated_network_streams_golden_activations():
     graph = compile_model(model)
     images = random_images(model.spec["input"]["shape"], 2, 5)
     acts = golden.run(graph, images, activations=True).activations
-    for node in (graph.nodes[1].name, graph.nodes[2].name):
+    for node in (graph.nodes[0].name, graph.nodes[1].name, graph.nodes[2].name):
         params = NetworkParams(graph, default_folding(graph), until=node)
         want = params.node_beats(acts[node].numpy())
         out = run_stream(Network(params), params.input_beats(images), len(want), seed=1,
@@ -118,3 +124,71 @@ def test_default_sfc_cycle_model():
     assert params.cycles_per_image == max(s.cycles_per_image for s in params.stages)
     first = params.stages[[s.name for s in params.stages].index("dense1_mvtu")].params
     assert first.cycles_per_image == (256 // first.pe) * (784 // first.simd)
+
+
+class FlatInput(wiring.Component):
+    """``net`` with plain (flat bits) payloads on both streams, for the stream helpers."""
+
+    def __init__(self, net):
+        self._net = net
+        width = Shape.cast(net.o_stream.payload.shape()).width
+        super().__init__({"i_stream": In(stream.Signature(net.params.in_layout.size)),
+                          "o_stream": Out(stream.Signature(width))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.net = net = self._net
+        m.d.comb += [net.i_stream.payload.eq(self.i_stream.payload),
+                     net.i_stream.valid.eq(self.i_stream.valid),
+                     self.i_stream.ready.eq(net.i_stream.ready),
+                     self.o_stream.payload.eq(net.o_stream.payload),
+                     self.o_stream.valid.eq(net.o_stream.valid),
+                     net.o_stream.ready.eq(self.o_stream.ready)]
+        return m
+
+
+RATE_NETS = {
+    # A tfc-shaped net: the encoder (one pixel per cycle) and dense1 (NF * SF = 4 * 49)
+    # both take 196 cycles per image, so dense1 must compute while its input arrives.
+    "fc": ([{"type": "dense", "out": 32}, {"type": "dense", "out": 10}], "binary", (1, 14, 14),
+           [Fold(8, 4), Fold(1, 2)]),
+    # A CNV-shaped net: conv1 (NF = 4) is fed windows at the pace of conv0's rows.
+    "cnv": ([{"type": "conv", "out": 8, "kernel": 3}, {"type": "conv", "out": 8, "kernel": 3},
+             {"type": "maxpool", "kernel": 2}, {"type": "dense", "out": 10}], "uint8",
+            (3, 8, 8), [Fold(8, 3), Fold(2, 8), Fold(1, 1)]),
+}
+
+
+def measured_cycles(name, serial_mvtu=None):
+    """``(steady cycles per image, model, outputs, golden beats)`` of a ``RATE_NETS``
+    network on 3 images, input at full rate, output always ready. ``serial_mvtu`` names
+    an MVTU to wrap in a planted single-buffer input (``SerialInput``)."""
+    layers, encoding, shape, folds = RATE_NETS[name]
+    model = spec_model(layers, encoding, shape, seed=3)
+    graph = compile_model(model)
+    params = NetworkParams(graph, dict(zip([m.name for m in matrix_layers(graph)], folds,
+                                           strict=True)))
+    net = Network(params)
+    if serial_mvtu is not None:
+        i = [s.name for s in params.stages].index(serial_mvtu)
+        p = params.stages[i].params
+        net.blocks[i] = SerialInput(net.blocks[i], p.sf, (p.nf - 1) * p.sf)
+    images = random_images(shape, 3, 4)
+    stamps, out = output_cycles(FlatInput(net), params.input_beats(images), len(images))
+    return (steady_cycles(stamps, 1), params.cycles_per_image, [int(o) for o in out],
+            expected_beats(params, graph, images))
+
+
+@pytest.mark.parametrize("name", list(RATE_NETS))
+def test_measured_cycles_meet_the_model(name):
+    """Steady-state cycles per image (no stalls) within 5% of the slowest engine's."""
+    steady, model, out, want = measured_cycles(name)
+    assert out == want
+    assert all(abs(c - model) <= 0.05 * model for c in steady), (steady, model)
+
+
+def test_cycle_check_catches_a_serial_mvtu():
+    """The same check fails when dense1 refuses input while it replays a vector."""
+    steady, model, out, want = measured_cycles("fc", serial_mvtu="dense1_mvtu")
+    assert out == want
+    assert not all(abs(c - model) <= 0.05 * model for c in steady)
