@@ -125,7 +125,7 @@ class NetworkParams:
                     per_beat * width, to * width, frame, width, name=f"{node}_{role}"), node))
                 per_beat = to
 
-        for node in g.nodes[1:]:
+        for node in g.nodes[1:] if self.until != enc.name else ():
             if isinstance(node, ir.Conv):
                 fold = self.folds[node.name]
                 convert(node.name, fold.simd, h * w * c, elem)
