@@ -79,6 +79,14 @@ def default_folding(graph: ir.Graph, target_ii: int | None = None) -> dict[str, 
     return fold_for_target(matrix_layers(graph), target_ii or default_target(graph))
 
 
+def two_foldings(graph: ir.Graph) -> dict[str, dict[str, Fold]]:
+    """The default folding and a four times faster one, the pair regressions run."""
+    default = default_folding(graph)
+    layers = matrix_layers(graph)
+    ii = initiation_interval(layers, default)
+    return {"default": default, "fast": fold_for_target(layers, max(1, ii // 4))}
+
+
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 

@@ -75,3 +75,33 @@ def spec_model(layers: list[dict[str, Any]], encoding: str = "binary",
     model = build_model({"input": {"shape": list(shape), "encoding": encoding},
                          "layers": layers})
     return randomize_batchnorm(model, seed)
+
+
+def cnv_small():
+    """CNV-shaped: uint8 input, valid convolutions, two pools."""
+    return spec_model([{"type": "conv", "out": 8, "kernel": 3},
+                       {"type": "conv", "out": 8, "kernel": 3},
+                       {"type": "maxpool", "kernel": 2},
+                       {"type": "conv", "out": 16, "kernel": 3},
+                       {"type": "maxpool", "kernel": 2},
+                       {"type": "dense", "out": 16},
+                       {"type": "dense", "out": 10}],
+                      encoding="uint8", shape=(3, 16, 16), seed=4)
+
+
+def padded_small():
+    """Zero padding 1 on binary maps (border-class thresholds) and a pool before BN."""
+    return spec_model([{"type": "conv", "out": 6, "kernel": 3, "padding": 1},
+                       {"type": "conv", "out": 8, "kernel": 3, "padding": 1},
+                       {"type": "maxpool", "kernel": 2, "before_bn": True},
+                       {"type": "conv", "out": 8, "kernel": 3, "padding": 1, "pad_value": -1},
+                       {"type": "dense", "out": 10}],
+                      encoding="thermometer", shape=(1, 10, 10), seed=5)
+
+
+VERIFY_MODELS = {
+    "tfc": lambda: zoo_model("tfc", seed=0, calibration=2),
+    "sfc": lambda: zoo_model("sfc", seed=0, calibration=2),
+    "cnv_small": cnv_small,
+    "padded_small": padded_small,
+}
