@@ -16,6 +16,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,7 @@ class VerifyReport:
 
 def _steady_cycles(out_cycles: list[int]) -> float | None:
     """Median distance between consecutive output beats, the first (pipeline fill) left out."""
-    gaps = [b - a for a, b in zip(out_cycles, out_cycles[1:])]
+    gaps = [b - a for a, b in pairwise(out_cycles)]
     return float(statistics.median(gaps)) if gaps else None
 
 

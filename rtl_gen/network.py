@@ -161,7 +161,7 @@ class NetworkParams:
                     stages.append(Stage("classify", ClassifyParams(node.rows, sw),
                                         node.name))
             else:  # pragma: no cover - check_lowered admits no other node
-                raise AssertionError(f"unexpected node {node!r}")
+                raise TypeError(f"unexpected node {node!r}")
             if node.name == self.until:
                 break
         return tuple(stages), (per_beat, elem)
