@@ -25,11 +25,11 @@ Input buffering. With ``NF == 1`` each beat is used once and streams straight th
 step with ``i_stream``. With ``NF > 1`` the input goes through a ping-pong buffer of two
 banks of ``SF`` words: the write side stores a pixel's beats in one bank as they arrive
 while the steps replay the previous pixel from the other bank, so input arrival and
-compute overlap. A step reads the bank word of its ``sf`` once that beat is stored; when
-the steps have caught up with the arriving beats (the unit waits for its input) a step
-takes its beat from ``i_stream`` in the very cycle it is accepted (a bypass around the
-buffer), so a slow input costs no extra cycles. The write side runs at most one pixel
-ahead: it stalls while both banks hold beats still needed.
+compute overlap. The write side runs at most one pixel ahead (it waits while both banks
+hold beats still needed); a step reads its beat from the buffer once it is stored, so
+when the unit waits for its input the steps follow the arriving beats one cycle behind.
+The two sides meet only through registers: no combinational path links ``i_stream`` to
+the compute pipeline, and the buffer's read port feeds the XNORs directly.
 
 Cycle model: at steady state a pixel takes ``max(A, NF * SF)`` cycles, ``A`` being the
 cycles its ``SF`` input beats take to arrive (``SF`` at full rate): ``cycles_per_image =
@@ -43,12 +43,12 @@ combinationally (through that enable); with ``NF > 1`` it comes from registers (
 while both banks are full) and the buffer keeps accepting beats while the output stalls.
 
 Latency (no stalls): a pixel's first output beat can be taken ``latency`` cycles
-(``MVTUParams.latency``) after the edge at which its step ``(nf, sf) = (0, SF - 1)``
-fires. When the unit waits for its input (a slow input, or an idle unit) that is the edge
-which accepts the pixel's last input beat, as for a plain stream-through unit: the buffer
-adds no cycle. A pixel whose beats arrived early, while the previous pixel was still being
-computed, starts when that pixel's last step is done and its ``(0, SF - 1)`` step comes
-``SF`` cycles later.
+(``MVTUParams.latency``) after the edge that accepts its last input beat, when the unit
+waits for its input (a slow input, or an idle unit): the input register (the buffer's
+write and read with ``NF > 1``, one cycle more), the trees, the accumulator and the
+threshold unit's register. A pixel whose beats arrived early, while the previous pixel
+was still being computed, starts when that pixel's last step is done and its first
+output beat comes ``latency - 1`` cycles after its step ``(nf, sf) = (0, SF - 1)``.
 
 Run-time weights (``runtime_writable``): a ``cfg`` stream writes the weight memory
 (``sel`` 0, words of ``fold_matrix``) and the threshold memory (``sel`` 1, words of
@@ -186,10 +186,11 @@ class MVTUParams:
     def latency(self) -> int:
         """Cycles from the edge that accepts a pixel's last input beat to the first edge at
         which its first output beat can be taken, when the unit waits for that beat (no
-        stalls; see the module docstring): the input register, the trees, the accumulator,
-        and the threshold unit's register. The input buffer of ``NF > 1`` adds nothing
-        (its bypass feeds the step that waits for the arriving beat)."""
-        return 1 + self.tree_latency + 1 + (0 if self.is_scores else 1)
+        stalls; see the module docstring): the input register, one more cycle through the
+        input buffer when ``NF > 1``, the trees, the accumulator, and the threshold unit's
+        register."""
+        return (1 + self.tree_latency + 1 + (0 if self.is_scores else 1)
+                + (1 if self.nf > 1 else 0))
 
     @property
     def cycles_per_image(self) -> int:
@@ -290,16 +291,16 @@ class MVTU(wiring.Component):
 
         # Stage 1: input vector and weight word of the step.
         valid1, first1, last1 = Signal(name="valid1"), Signal(name="first1"), Signal(name="last1")
-        x_in = Signal(p.i_width)
         with m.If(en):
-            m.d.sync += [valid1.eq(fire), first1.eq(sf == 0), last1.eq(sf == sf_count - 1),
-                         x_in.eq(self.i_stream.payload)]
+            m.d.sync += [valid1.eq(fire), first1.eq(sf == 0), last1.eq(sf == sf_count - 1)]
         if nf_count == 1:
             # Each beat is used once: stream straight through, in step with the input.
+            x = Signal(p.i_width)
+            with m.If(en):
+                m.d.sync += x.eq(self.i_stream.payload)
             m.d.comb += [available.eq(self.i_stream.valid), self.i_stream.ready.eq(en)]
-            x = x_in
         else:
-            x = self._input_buffer(m, p, en, fire, available, sf, last_step, x_in)
+            x = self._input_buffer(m, p, en, fire, available, sf, last_step)
         xs = Signal(p.i_width)
         m.d.comb += xs.eq(x)
         w = wmem.rd.data
@@ -367,19 +368,19 @@ class MVTU(wiring.Component):
             m.d.comb += self.cfg.ready.eq(1)
         return m
 
-    def _input_buffer(self, m, p, en, fire, available, sf, last_step, x_in):
+    def _input_buffer(self, m, p, en, fire, available, sf, last_step):
         """Ping-pong input buffer of two banks of ``SF`` words (see the module docstring).
 
         Pixels are numbered modulo 4 on both sides: ``wp`` is the pixel the write side is
         filling (bank ``wp % 2``), ``rp`` the one the steps read (bank ``rp % 2``). The
         writer may run one pixel ahead (``wp - rp`` is 0, 1 or 2; 2 means both banks hold
-        beats still needed). Returns the stage-1 input vector."""
+        beats still needed). Returns the stage-1 input vector, straight from the buffer's
+        read port (no logic between the memory and the XNORs)."""
         sf_count = p.sf
         wsf = Signal(range(sf_count))
         wp, rp = Signal(2), Signal(2)
         ahead = Signal(2)
-        m.d.comb += ahead.eq(wp - rp)
-        m.d.comb += self.i_stream.ready.eq(ahead != 2)
+        m.d.comb += [ahead.eq(wp - rp), self.i_stream.ready.eq(ahead != 2)]
         accept = self.i_stream.valid & self.i_stream.ready
         with m.If(accept):
             m.d.sync += wsf.eq(wsf + 1)
@@ -387,13 +388,10 @@ class MVTU(wiring.Component):
                 m.d.sync += [wsf.eq(0), wp.eq(wp + 1)]
         with m.If(fire & last_step):
             m.d.sync += rp.eq(rp + 1)
-
-        # When both sides are on the same pixel the steps never overtake the writer
-        # (sf <= wsf), so beat sf is stored unless it is the very beat arriving now, which
-        # the step then takes from the stream (bypass) in the same cycle.
-        same = ahead == 0
-        bypass = same & (sf == wsf)
-        m.d.comb += available.eq(~bypass | self.i_stream.valid)
+        # On the same pixel the steps never overtake the writer (sf <= wsf): beat sf is
+        # stored once wsf has moved past it. Only registers decide, so the steps follow a
+        # waited-for beat one cycle after it is accepted.
+        m.d.comb += available.eq((ahead != 0) | (sf != wsf))
 
         def addr(bank, index):
             return Mux(bank, sf_count + index, index)
@@ -402,7 +400,4 @@ class MVTU(wiring.Component):
         wr, rd = buf.write_port(), buf.read_port()
         m.d.comb += [wr.addr.eq(addr(wp[0], wsf)), wr.data.eq(self.i_stream.payload),
                      wr.en.eq(accept), rd.addr.eq(addr(rp[0], sf)), rd.en.eq(en)]
-        bypass1 = Signal()
-        with m.If(en):
-            m.d.sync += bypass1.eq(bypass)
-        return Mux(bypass1, x_in, rd.data)
+        return rd.data
