@@ -16,6 +16,7 @@ from __future__ import annotations
 from itertools import pairwise
 
 from amaranth import Module, Signal
+from amaranth.hdl import Value
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
@@ -52,7 +53,7 @@ def output_cycles(dut, inputs, n_outputs: int, max_cycles: int = 100_000):
 
     async def source(ctx):
         for item in inputs:
-            ctx.set(dut.i_stream.payload, item)
+            ctx.set(Value.cast(dut.i_stream.payload), item)
             ctx.set(dut.i_stream.valid, 1)
             await ctx.tick().until(dut.i_stream.ready)
         ctx.set(dut.i_stream.valid, 0)
@@ -60,8 +61,8 @@ def output_cycles(dut, inputs, n_outputs: int, max_cycles: int = 100_000):
     async def sink(ctx):
         ctx.set(dut.o_stream.ready, 1)
         for cycle in range(max_cycles):
-            _, _, valid, payload = await ctx.tick().sample(dut.o_stream.valid,
-                                                            dut.o_stream.payload)
+            _, _, valid, payload = await ctx.tick().sample(
+                dut.o_stream.valid, Value.cast(dut.o_stream.payload))
             if valid:
                 stamps.append(cycle)
                 payloads.append(payload)

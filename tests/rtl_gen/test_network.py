@@ -4,9 +4,6 @@ cycles per image against the cycle model."""
 
 import numpy as np
 import pytest
-from amaranth import Module, Shape
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 from stream_helpers import output_cycles, steady_cycles
 from test_mvtu import SerialInput
@@ -126,27 +123,6 @@ def test_default_sfc_cycle_model():
     assert first.cycles_per_image == (256 // first.pe) * (784 // first.simd)
 
 
-class FlatInput(wiring.Component):
-    """``net`` with plain (flat bits) payloads on both streams, for the stream helpers."""
-
-    def __init__(self, net):
-        self._net = net
-        width = Shape.cast(net.o_stream.payload.shape()).width
-        super().__init__({"i_stream": In(stream.Signature(net.params.in_layout.size)),
-                          "o_stream": Out(stream.Signature(width))})
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.net = net = self._net
-        m.d.comb += [net.i_stream.payload.eq(self.i_stream.payload),
-                     net.i_stream.valid.eq(self.i_stream.valid),
-                     self.i_stream.ready.eq(net.i_stream.ready),
-                     self.o_stream.payload.eq(net.o_stream.payload),
-                     self.o_stream.valid.eq(net.o_stream.valid),
-                     net.o_stream.ready.eq(self.o_stream.ready)]
-        return m
-
-
 RATE_NETS = {
     # A tfc-shaped net: the encoder (one pixel per cycle) and dense1 (NF * SF = 4 * 49)
     # both take 196 cycles per image, so dense1 must compute while its input arrives.
@@ -174,7 +150,7 @@ def measured_cycles(name, serial_mvtu=None):
         p = params.stages[i].params
         net.blocks[i] = SerialInput(net.blocks[i], p.sf, (p.nf - 1) * p.sf)
     images = random_images(shape, 3, 4)
-    stamps, out = output_cycles(FlatInput(net), params.input_beats(images), len(images))
+    stamps, out = output_cycles(net, params.input_beats(images), len(images))
     return (steady_cycles(stamps, 1), params.cycles_per_image, [int(o) for o in out],
             expected_beats(params, graph, images))
 
