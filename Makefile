@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(BNNHW) verify --model $(DEMO)/sfc.pt --images 200 --stall 0.2
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -n 2 -q
 
 clean:
