@@ -20,10 +20,10 @@ import sys
 import torch
 
 from bnnhw.check import random_images, randomize_batchnorm
+from bnnhw.flows.verify import verify_graph
 from bnnhw.folding import Fold, default_folding
 from bnnhw.frontend import compile_model
 from bnnhw.nn import build_model, zoo
-from bnnhw.verify import verify_graph
 
 CNV12 = {"input": {"shape": [3, 12, 12], "encoding": "uint8"}, "layers": [
     {"type": "conv", "out": 8, "kernel": 3}, {"type": "conv", "out": 8, "kernel": 3},

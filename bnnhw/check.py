@@ -1,9 +1,9 @@
 """QAT model (eval mode) against the golden model on its IR: classes and every activation bit.
 
-Two comparisons (DESIGN.md §5, step 1):
+Two comparisons (docs/architecture.md, "Verification ladder", step 1):
 
-- end to end: the golden model's predicted class (``bnnhw.golden.run``) against the QAT
-  model's argmax, per image;
+- end to end: the golden model's class (``bnnhw.golden.run``: the integer argmax the
+  hardware computes) against the QAT model's argmax, per image;
 - layer by layer, teacher-forced: the graph's nodes are grouped into units, each the
   smallest run of consecutive nodes that implements a contiguous run of model modules
   (``node.source``), e.g. a conv with its BatchNorm and activation, or a conv and the
@@ -18,6 +18,11 @@ evaluated in float64 on the exact integer ``dot``, is within ``eps`` of zero rel
 the magnitude of the terms that cancel in it (``|s| * (|alpha * dot| + |b| + |mean|) +
 |beta|``): the float32 QAT model can round such a value to either side of zero. Every
 other disagreement is a bug and is reported as one.
+
+A disagreeing class is a tie the same way (``class_tie``): the float64 logits ``y = scale
+* dot + bias`` of the two classes are within ``eps`` of each other relative to their
+terms, or, when the classifier's integer map is not exact (``ir.Dense.class_exact``),
+within the bound its rounding can reorder (``bnnhw.frontend.class_map``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,6 +83,7 @@ class CheckReport:
     layers: list[UnitAgreement]
     eps: float = TIE_EPS
     mismatched_images: list[int] = field(default_factory=list)
+    class_ties: int = 0
 
     @property
     def class_agreement(self) -> float:
@@ -101,12 +108,18 @@ class CheckReport:
         return sum(u.bugs for u in self.layers)
 
     @property
+    def class_bugs(self) -> int:
+        """Class disagreements that are not ties."""
+        return self.images - self.class_matches - self.class_ties
+
+    @property
     def ok(self) -> bool:
-        return self.class_matches == self.images and self.bugs == 0
+        return self.class_bugs == 0 and self.bugs == 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "images": self.images, "class_agreement": self.class_agreement,
                 "class_mismatches": self.images - self.class_matches,
+                "class_ties": self.class_ties, "class_bugs": self.class_bugs,
                 "mismatched_images": self.mismatched_images[:100],
                 "bit_agreement": self.bit_agreement, "bits": self.bits, "ties": self.ties,
                 "bugs": self.bugs, "tie_eps": self.eps,
@@ -115,7 +128,8 @@ class CheckReport:
     def format(self) -> str:
         """A human-readable table."""
         lines = [(f"classes: {self.class_matches}/{self.images} agree "
-                 f"({100 * self.class_agreement:.2f}%)"),
+                 f"({100 * self.class_agreement:.2f}%); {self.class_ties} ties, "
+                 f"{self.class_bugs} unexplained"),
                  (f"{'layer':<24} {'kind':<7} {'compared':>11} {'agree':>9} {'ties':>6} "
                  f"{'bugs':>6}")]
         for u in self.layers:
@@ -181,8 +195,8 @@ def _shadow(mods: list[nn.Module], x: torch.Tensor
         if t in (BinaryConv2d, BinaryLinear):
             wb = torch.where(m.weight >= 0, 1.0, -1.0).to(torch.float64).detach()
             if t is BinaryConv2d:
-                if m.pad:
-                    z = F.pad(z, (m.pad,) * 4, value=float(m.pad_value))
+                if m.pad_amount:
+                    z = F.pad(z, (m.pad_amount,) * 4, value=float(m.pad_value))
                 dot = F.conv2d(z, wb, stride=m.stride).round()
                 view = (1, -1, 1, 1)
             else:
@@ -219,6 +233,17 @@ def _shadow(mods: list[nn.Module], x: torch.Tensor
         else:
             raise BnnhwError(f"the check does not know the module type {t.__name__}")
     return pre, pre_mag, dot
+
+
+def _logit_signs(mods: list[nn.Module]) -> torch.Tensor:
+    """Per class, the sign (+1 for 0) of the coefficient of the classifier's dot product in
+    the model's logits: ``Scores.scale`` times the XNOR scale ``alpha`` (``>= 0``)."""
+    linear = next(m for m in reversed(mods) if isinstance(m, BinaryLinear))
+    scores = next(m for m in reversed(mods) if isinstance(m, Scores))
+    coef = scores.scale.detach().to(torch.float64)
+    if linear.scale:
+        coef = coef * _xnor_scale(linear.weight).detach().to(torch.float64)
+    return torch.where(coef < 0, -1, 1).to(torch.int64)
 
 
 def _hwc(t: torch.Tensor) -> torch.Tensor:
@@ -271,7 +296,7 @@ def check_model(model: nn.Module, images: Any, graph: ir.Graph | None = None,
         else:
             kind = "bits"
         stats.append(UnitAgreement("+".join(names), names, modules, kind))
-    matches, mismatched = 0, []
+    matches, mismatched, ties = 0, [], 0
     bar = tqdm(total=int(pixels.shape[0]), unit="img", desc="check", disable=not progress,
                leave=False)
     with torch.no_grad(), bar:
@@ -286,11 +311,27 @@ def check_model(model: nn.Module, images: Any, graph: ir.Graph | None = None,
             gold = golden.run(graph, px, batch_size=batch_size)
             same = gold.classes == qat_classes
             matches += int(same.sum())
-            mismatched += [start + int(i) for i in torch.nonzero(~same).flatten()]
+            for i in torch.nonzero(~same).flatten().tolist():
+                mismatched.append(start + i)
+                ties += class_tie(graph.nodes[-1], gold.scores[i].numpy(),
+                                  int(gold.classes[i]), int(qat_classes[i]), eps)
             for g, st in zip(groups, stats):
                 _compare_unit(g, st, px, outs, mods, eps)
             bar.update(int(px.shape[0]))
-    return CheckReport(int(pixels.shape[0]), matches, stats, eps, mismatched)
+    return CheckReport(int(pixels.shape[0]), matches, stats, eps, mismatched, ties)
+
+
+def class_tie(node: ir.Dense, dots: Any, a: int, b: int, eps: float = TIE_EPS) -> bool:
+    """Whether classes ``a`` and ``b`` are a tie on the classifier's dot products ``dots``:
+    their float64 logits are within ``eps`` of each other relative to the terms (float32
+    rounding in the QAT model), plus, for an inexact integer class map, the margin within
+    which its rounding can reorder them (module docstring)."""
+    d = np.asarray(dots, dtype=np.float64)
+    y = node.scale * d + node.bias
+    mag = abs(node.scale[a] * d[a]) + abs(node.bias[a]) + abs(node.scale[b] * d[b]) \
+        + abs(node.bias[b])
+    slack = 0.0 if node.class_exact else (abs(d[a]) + abs(d[b]) + 2) / (2 * node.class_gain)
+    return bool(abs(y[a] - y[b]) <= eps * mag + slack)
 
 
 def _compare_unit(g: _Unit, st: UnitAgreement, px: torch.Tensor,
@@ -307,7 +348,9 @@ def _compare_unit(g: _Unit, st: UnitAgreement, px: torch.Tensor,
     if st.kind == "scores":
         _, _, dot = _shadow(unit_mods, qat_in)
         assert dot is not None
-        want = dot.to(torch.int64)
+        # the IR's classifier rows of negative logit scale hold inverted weights (their dot
+        # is negated, bnnhw.frontend.lower_class_map)
+        want = dot.to(torch.int64) * _logit_signs(unit_mods)
         st.compared += want.numel()
         st.disagreements += int((x != want).sum())
         return

@@ -3,7 +3,7 @@
 A matrix layer (conv as a sliding-window matrix product, or dense) has ``rows`` output
 channels, ``cols`` inputs per output pixel and ``pixels`` output pixels per image. Folded
 onto ``pe`` rows and ``simd`` columns it takes ``pixels * (rows / pe) * (cols / simd)``
-cycles per image (DESIGN.md §6). ``simd`` must divide ``simd_base`` (the input channel
+cycles per image (docs/architecture.md, "Cycle model"). ``simd`` must divide ``simd_base`` (the input channel
 count for a conv, whose window streams channel-innermost; ``cols`` for a dense layer) and
 ``pe`` must divide ``rows``.
 
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import ir
 from .errors import BnnhwError
+from .validate import ParameterError, divides
 
 DEFAULT_LANES = 256
 
@@ -39,12 +40,12 @@ class MatrixLayer:
 
     def check(self, fold: Fold) -> None:
         """Raise ``BnnhwError`` if ``fold`` does not divide this layer evenly."""
-        if fold.pe < 1 or self.rows % fold.pe:
-            raise BnnhwError(f"layer {self.name}: pe must divide its {self.rows} output "
-                             f"channels, not {fold.pe}")
-        if fold.simd < 1 or self.simd_base % fold.simd:
-            raise BnnhwError(f"layer {self.name}: simd must divide {self.simd_base} (its "
-                             f"input channels), not {fold.simd}")
+        what = "inputs" if self.simd_base == self.cols else "input channels"
+        try:
+            divides(f"layer {self.name}", "pe", fold.pe, self.rows, "output channels")
+            divides(f"layer {self.name}", "simd", fold.simd, self.simd_base, what)
+        except ParameterError as e:
+            raise BnnhwError(str(e)) from None
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ order, each a pure function ``Graph -> Graph`` with one job:
    A per-channel affine map with a negative scale is decreasing, and
    ``f(max z) = min f(z)`` for decreasing ``f``: those channels become min-pooled
    (``and_mask``). This is how pooling before BatchNorm is handled.
-2. ``fold_affine``: ``Conv/Dense -> Affine`` becomes one ``Conv/Dense`` whose real
+2. ``merge_affine``: ``Conv/Dense -> Affine`` becomes one ``Conv/Dense`` whose real
    pre-activation is ``y = a * dot + c``: ``a = s * scale``, ``c = s * bias + t`` for the
    affine ``s * x + t`` (BatchNorm ``s = gamma / sqrt(var + eps)``,
    ``t = beta - s * mean``; or the classifier's ``Scores``).
@@ -19,7 +19,10 @@ order, each a pure function ``Graph -> Graph`` with one job:
    leaving ``a >= 0`` everywhere: one comparison convention (``>=``) for all channels.
    (For the original ``a < 0`` the bit is ``dot <= -c / a``, i.e. ``-dot >= ceil(c / a)``;
    pass 5 computes exactly that on the flipped row.)
-5. ``fold_thresholds``: ``Conv/Dense -> Sign`` becomes a thresholded ``Conv/Dense``.
+5. ``make_thresholds``: ``Conv/Dense -> Sign`` becomes a thresholded ``Conv/Dense``.
+6. ``lower_class_map``: the classifier's float logits ``scale * dot + bias`` become an
+   integer map ``class_scale * dot + class_offset`` whose argmax is the hardware's class
+   (``class_map``): exact with one common scale, within a stated rounding bound otherwise.
 
 Threshold maths (pass 5). ``a``, ``c`` are float64, computed from the model's float32
 parameters (the XNOR-Net scale ``alpha = mean |W|`` is computed in float32 exactly like
@@ -44,9 +47,9 @@ holds each class's corrected threshold (``NY * NX`` classes, typically 3 x 3 for
 padding 1). Without zero padding ``NY = NX = 1``.
 
 Dense layers after a conv: torch flattens CHW, the hardware streams HWC; ``import_model``
-permutes the weight columns. The classifier keeps its weights unflipped; its ``scale`` and
-``bias`` (the host's logit map) are ``Scores.scale * alpha`` and
-``Scores.scale * b + Scores.bias``.
+permutes the weight columns. The classifier's ``scale`` and ``bias`` (its float logit
+map) are ``Scores.scale * alpha`` and ``Scores.scale * b + Scores.bias``; pass 6 flips its
+rows of negative scale.
 
 Refused, with one sentence naming the module (``BnnhwError``): unknown module types,
 weight scales that vary along the reduction axis, NaN/inf parameters or BatchNorm
@@ -169,15 +172,16 @@ def _import_module(j: int, m: nn.Module, shape: tuple[int, ...], kind: str,
         weights = bits.transpose(0, 2, 3, 1).reshape(bits.shape[0], -1)  # (ky, kx, c)
         alpha = _row_scale(where, m)
         bias = _floats(where, "bias", m.bias, 0.0, bits.shape[0])
-        pad, zero = 0, False
-        if m.pad:
+        pad_bit, zero = 0, False
+        if m.pad_amount:
             if kind == "uint8" and m.pad_value != 0:
                 raise BnnhwError(f"{where}: a convolution on uint8 pixels pads with zeros "
                                  f"only, not {m.pad_value}")
-            pad = 1 if m.pad_value == 1 else 0
+            pad_bit = 1 if m.pad_value == 1 else 0
             zero = kind == "binary" and m.pad_value == 0
-        return ir.Conv(f"conv{j}", shape, k, weights, alpha, bias, stride=s, padding=m.pad,
-                       pad=pad, zero_padding=zero, input_kind=kind, source=(path,))
+        return ir.Conv(f"conv{j}", shape, k, weights, alpha, bias, stride=s,
+                       padding=m.pad_amount, pad_bit=pad_bit, zero_padding=zero,
+                       input_kind=kind, source=(path,))
     if t is BinaryLinear:
         features = int(np.prod(shape))
         if len(shape) == 3 and not flatten:
@@ -311,7 +315,7 @@ def commute_affine_through_pool(graph: ir.Graph) -> ir.Graph:
     return _rewrite_pairs(graph, rule)
 
 
-def fold_affine(graph: ir.Graph) -> ir.Graph:
+def merge_affine(graph: ir.Graph) -> ir.Graph:
     """``Conv/Dense -> Affine`` to one ``Conv/Dense`` with ``y = (s*a) dot + (s*c + t)``."""
     def rule(a: ir.Node, b: ir.Node) -> list[ir.Node] | None:
         if not (isinstance(a, (ir.Conv, ir.Dense)) and not a.thresholded
@@ -412,7 +416,7 @@ def _conv_thresholds(node: ir.Conv) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return np.clip(t, 0, n + 1), rc, cc
 
 
-def fold_thresholds(graph: ir.Graph) -> ir.Graph:
+def make_thresholds(graph: ir.Graph) -> ir.Graph:
     """``Conv/Dense -> Sign`` (every ``scale >= 0``) to a thresholded ``Conv/Dense``."""
     def rule(a: ir.Node, b: ir.Node) -> list[ir.Node] | None:
         if not (isinstance(a, (ir.Conv, ir.Dense)) and not a.thresholded
@@ -428,12 +432,122 @@ def fold_thresholds(graph: ir.Graph) -> ir.Graph:
     return _rewrite_pairs(graph, rule)
 
 
+# --- the classifier's integer class map --------------------------------------------------------
+
+CLASS_SCALE_BITS = 16   # precision of the integer multipliers when class scales differ
+MAX_CLASS_SHIFT = 24    # largest common multiplier 2**k tried when they are all equal
+_EXACT_SEARCH_CLASSES = 256  # above this many classes the exactness search is skipped
+
+
+def _pair_exact(ui: Fraction, uj: Fraction, mi: int, mj: int, bi: int, bj: int,
+                big: int) -> bool:
+    """Whether ``i`` (the lower index) beats ``j`` under the integer map exactly when it
+    does under the float map, for every pair of integer dots: the float map is
+    ``a * dot + a * u`` (``a > 0`` for classes with ``m == big``, ``0`` for ``m == 0``),
+    the integer map ``m * dot + b``; ties go to ``i``."""
+    if mi and mj:       # d_i - d_j >= u_j - u_i  vs  >= (b_j - b_i) / big
+        return math.ceil(uj - ui) == -((bi - bj) // big)
+    if mi:              # d_i >= u_j - u_i  vs  d_i >= (b_j - b_i) / big
+        return math.ceil(uj - ui) == -((bi - bj) // big)
+    if mj:              # d_j <= u_i - u_j  vs  d_j <= (b_i - b_j) / big
+        return math.floor(ui - uj) == (bi - bj) // big
+    return (ui >= uj) == (bi >= bj)
+
+
+def _common_scale_map(scale: np.ndarray, bias: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, float, bool] | None:
+    """The exact map when every nonzero class scale is the same ``a``: ``m = 2**k`` (or 0),
+    ``b = floor(2**k * bias / a)``, for the smallest ``k`` that keeps every pairwise
+    comparison (``_pair_exact``); ``None`` when the scales differ or no ``k`` up to
+    ``MAX_CLASS_SHIFT`` is exact."""
+    nonzero = sorted({float(a) for a in scale if a > 0})
+    if len(nonzero) > 1 or len(scale) > _EXACT_SEARCH_CLASSES:
+        return None
+    a = Fraction(nonzero[0]) if nonzero else Fraction(1)
+    u = [Fraction(float(c)) / a for c in bias]
+    on = [bool(x > 0) for x in scale]
+    for k in range(MAX_CLASS_SHIFT + 1):
+        big = 1 << k
+        m = [big if o else 0 for o in on]
+        b = [math.floor(big * x) for x in u]
+        if all(_pair_exact(u[i], u[j], m[i], m[j], b[i], b[j], big)
+               for i in range(len(u)) for j in range(i + 1, len(u))):
+            return (np.array(m, np.int64), np.array(b, dtype=object),
+                    float(big / a), True)
+    return None
+
+
+def _clamp_offsets(m: np.ndarray, b: np.ndarray, dot_max: int) -> np.ndarray:
+    """Offsets moved as close together as the argmax allows: a class whose largest logit
+    is below another's smallest never wins, and stays so one below that; a class whose
+    smallest logit is above every other's largest always wins, and stays so one above."""
+    m = [int(x) for x in m]
+    b = [int(x) for x in b]
+    lo = [bc - mc * dot_max for mc, bc in zip(m, b)]
+    floor_ = max(lo)
+    b = [max(bc, floor_ - mc * dot_max - 1) for mc, bc in zip(m, b)]
+    hi = [bc + mc * dot_max for mc, bc in zip(m, b)]
+    for c in range(len(b)):
+        others = max((h for i, h in enumerate(hi) if i != c), default=None)
+        if others is not None and b[c] - m[c] * dot_max > others:
+            b[c] = others + m[c] * dot_max + 1
+    return np.array(b, dtype=object)
+
+
+def class_map(scale: np.ndarray, bias: np.ndarray, dot_max: int
+              ) -> tuple[np.ndarray, np.ndarray, float, bool]:
+    """``(class_scale, class_offset, class_gain, class_exact)`` for float logits
+    ``scale * dot + bias`` (``scale >= 0``) over dots in ``-dot_max..dot_max``.
+
+    With one common scale (the usual case without a per-class scale) the map is exact:
+    ``2**k * dot + floor(2**k * bias / a)``, ``k`` as small as exactness allows (0 and
+    plain scores when the biases are equal too). Otherwise ``m = round(g * scale)``,
+    ``b = round(g * bias)`` with ``g`` a power of two giving the largest multiplier
+    ``CLASS_SCALE_BITS`` bits: each integer logit is then within ``(|dot| + 1) / 2`` of
+    ``g`` times the float one, so two classes can only be reordered when their float
+    logits lie within ``(|dot_i| + |dot_j| + 2) / (2 g)`` of each other; ``bnnhw.check``
+    counts such images as ties. Offsets are clamped (``_clamp_offsets``) without changing
+    any argmax.
+    """
+    exact = _common_scale_map(scale, bias)
+    if exact is not None:
+        m, b, gain, ok = exact
+    else:
+        top = float(np.max(scale))
+        gain = math.ldexp(1.0, CLASS_SCALE_BITS - math.frexp(top)[1]) if top > 0 else 1.0
+        m = np.array([round(Fraction(float(a)) * Fraction(gain)) for a in scale], np.int64)
+        b = np.array([round(Fraction(float(c)) * Fraction(gain)) for c in bias], dtype=object)
+        ok = False
+    b = _clamp_offsets(m, b, dot_max)
+    if max(abs(int(x)) for x in b) > ir.MAX_CLASS_OFFSET:
+        raise BnnhwError("the classifier's biases are too large against its scales to be "
+                         "compared as integers")
+    return m, np.array([int(x) for x in b], np.int64), gain, ok
+
+
+def lower_class_map(graph: ir.Graph) -> ir.Graph:
+    """Give the classifier (the last node, an unthresholded ``Dense``) its integer class
+    map: rows with ``scale < 0`` get their weights inverted and ``scale`` negated (``dot'
+    = -dot``, the float logit unchanged), then ``class_map`` picks the integers."""
+    last = graph.nodes[-1]
+    if not isinstance(last, ir.Dense) or last.thresholded or last.classifier:
+        return graph
+    neg = last.scale < 0
+    weights = np.where(neg[:, None], 1 - last.weights, last.weights)
+    scale = np.where(neg, -last.scale, last.scale)
+    m, b, gain, exact = class_map(scale, last.bias, last.dot_max)
+    node = last.replace(weights=weights, scale=scale, class_scale=m, class_offset=b,
+                        class_gain=gain, class_exact=exact)
+    return graph.replace([*graph.nodes[:-1], node])
+
+
 PASSES: tuple[Pass, ...] = (
     commute_affine_through_pool,
-    fold_affine,
+    merge_affine,
     commute_sign_through_pool,
     flip_negative_rows,
-    fold_thresholds,
+    make_thresholds,
+    lower_class_map,
 )
 
 

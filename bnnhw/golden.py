@@ -3,8 +3,9 @@
 Built only from ``bnnhw.reference`` (integer torch ops after the input encoder). It is
 the reference every hardware stage is compared with: per node, the values a hardware
 block must stream out (HWC, bits for binary maps), and per image the classifier's signed
-dot products plus the host's prediction (argmax of ``scale * dot + bias`` in float64,
-first index on ties).
+dot products and the class the hardware computes: the first index of the largest integer
+logit ``class_scale * dot + class_offset`` (``bnnhw.ir.Dense``). The float64 logits
+``scale * dot + bias`` are given too, for a host that wants them.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ _CHUNK_ELEMENTS = 1 << 23
 
 @dataclass(frozen=True)
 class GoldenResult:
-    """``scores``: int64 ``[N, classes]`` dot products; ``logits``: float64 host scores;
-    ``classes``: int64 ``[N]`` predictions; ``activations``: per node name, its int64
-    output ``[N, ...]`` (HWC maps, bits for binary maps), or None if not requested."""
+    """``scores``: int64 ``[N, classes]`` dot products; ``logits``: float64 ``scale * dot +
+    bias``; ``classes``: int64 ``[N]``, the integer argmax the hardware computes;
+    ``activations``: per node name, its int64 output ``[N, ...]`` (HWC maps, bits for
+    binary maps), or None if not requested."""
 
     scores: torch.Tensor
     logits: torch.Tensor
@@ -67,7 +69,7 @@ def _conv(node: ir.Conv, x: torch.Tensor) -> torch.Tensor:
     outs = []
     for i in range(0, x.shape[0], step):
         win = ref.sliding_window(x[i:i + step], node.kernel, node.stride, node.padding,
-                                 node.pad)
+                                 node.pad_bit)
         if node.input_kind == "uint8":
             acc = ref.signed_matvec(win, node.weights)
         else:
@@ -100,6 +102,13 @@ def host_logits(node: ir.Dense, scores: torch.Tensor) -> torch.Tensor:
     return scores.to(torch.float64) * scale + torch.tensor(node.bias, dtype=torch.float64)
 
 
+def integer_classes(node: ir.Dense, scores: np.ndarray) -> np.ndarray:
+    """The hardware's class of each row of ``scores[N, classes]``: the first index of the
+    largest integer logit (``int64 [N]``)."""
+    scores = np.asarray(scores, dtype=np.int64).reshape(-1, node.rows)
+    return np.argmax(node.class_logits(scores), axis=1).astype(np.int64)
+
+
 def run(graph: ir.Graph, images: Any, activations: bool = False,
         batch_size: int = 64) -> GoldenResult:
     """Run ``graph`` (lowered) on ``images`` ``[N, C, H, W]`` (8-bit pixels, NCHW)."""
@@ -119,7 +128,7 @@ def run(graph: ir.Graph, images: Any, activations: bool = False,
     else:
         score = torch.empty((0, graph.classes), dtype=torch.int64)
     logits = host_logits(classifier, score)
-    classes = logits.argmax(dim=1) if len(score) else torch.empty(0, dtype=torch.int64)
+    classes = torch.from_numpy(integer_classes(classifier, score.numpy()))
     out = None
     if acts is not None:
         out = {k: torch.cat(v) if v else torch.empty(0, dtype=torch.int64)

@@ -13,23 +13,27 @@ Hardware nodes (what a lowered graph holds, see ``Graph.check_lowered``):
   ``popcount(xnor(window, w))`` for binary inputs and ``sum x * (2w - 1)`` for uint8
   inputs. The output bit is ``acc >= thresholds[row_class[oy], col_class[ox], r]``
   (``thresholds int64 [NY, NX, R]``; ``NY = NX = 1`` and all-zero classes unless
-  ``zero_padding``). The input is padded with ``pad`` (the hardware pad element: bit 0
-  or 1, pixel 0 for uint8); ``zero_padding`` says the model padded with the value 0 and
+  ``zero_padding``). The input is padded with ``pad_bit`` (the hardware pad element: bit
+  0 or 1, pixel 0 for uint8) ``padding`` rows and columns deep; ``zero_padding`` says the model padded with the value 0 and
   the per-border-class thresholds absorb the difference (see ``bnnhw.frontend``).
 - ``MaxPool``: max over each ``kernel x kernel`` window (stride ``stride``, no padding,
   floor output size), or min for the channels whose ``and_mask`` bit is 1. On bits: OR,
   and AND for masked channels.
 - ``Dense``: like ``Conv`` on the flattened input (``weights uint8 [R, F]``, ``F`` in HWC
   flatten order of the previous map), ``thresholds int64 [1, 1, R]``. The last node is a
-  ``Dense`` without thresholds: it outputs the signed dot products ``dot`` (for binary
-  inputs ``2 * popcount - F``), and the host computes ``logits = scale * dot + bias``
-  (``float64 [classes]``) and takes the argmax.
+  ``Dense`` without thresholds, the classifier: it outputs the signed dot products
+  ``dot`` (for binary inputs ``2 * popcount - F``) and the class, the first index of the
+  largest integer logit ``class_scale * dot + class_offset`` (``int64 [classes]``,
+  ``class_scale >= 0``). The frontend chooses that integer map so its argmax is the
+  model's (``bnnhw.frontend.lower_class_map``): ``class_gain`` is the factor by which it
+  approximates the float logits ``scale * dot + bias``, and ``class_exact`` says the
+  integer argmax provably equals the float64 argmax for every reachable ``dot``.
 
 Every ``Conv``/``Dense`` carries ``scale``/``bias`` (``float64 [R]``): its real-valued
 pre-activation is ``y = scale * dot + bias`` with ``dot`` the signed dot product of its
 (stored, possibly flipped) weights against the true input (zero padding included). For
 thresholded nodes they are provenance (tie margins in ``bnnhw.check``); for the last node
-they are the host's logit map. The golden model never reads them for hidden layers.
+they are the float logit map a host may apply to the scores. The golden model never reads them for hidden layers.
 
 Frontend nodes (only between frontend passes; never in a lowered graph): ``Affine``
 (per-channel ``y = scale * x + bias``, from BatchNorm or the classifier's ``Scores``) and
@@ -56,68 +60,18 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import numerics as nx
 from .errors import BnnhwError
-from .nn.layers import ENCODINGS
+from .validate import ParameterError, bit_array, choice, flag, float_array, int_array, integer
+from .validate import positive_shape as _shape
 
 FORMAT = "bnnhw-ir"
-VERSION = 1
-KINDS = ("binary", "uint8")  # what a matrix node can consume
-PIXEL_MAX = 255
-
-
-def unsigned_bits(hi: int) -> int:
-    """Bits of an unsigned field holding ``0..hi`` (at least 1)."""
-    return max(1, int(hi).bit_length())
-
-
-def signed_bits(lo: int, hi: int) -> int:
-    """Bits of a two's complement field holding ``lo..hi``."""
-    need = max(int(hi).bit_length(), (-int(lo) - 1).bit_length() if lo < 0 else 0)
-    return need + 1
-
-
-def _shape(where: str, key: str, value: Any, dims: tuple[int, ...]) -> tuple[int, ...]:
-    value = tuple(value) if isinstance(value, (list, tuple)) else value
-    if (not isinstance(value, tuple) or len(value) not in dims
-            or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
-                   for v in value)):
-        want = " or ".join(f"{d} positive integers" for d in dims)
-        raise ValueError(f"{where}: {key} must be {want}, not {value!r}")
-    return tuple(int(v) for v in value)
-
-
-def _int(where: str, key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
-    if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum
-            or (maximum is not None and value > maximum)):
-        rng = f"an integer >= {minimum}" if maximum is None else f"an integer in {minimum}.." \
-              f"{maximum}"
-        raise ValueError(f"{where}: {key} must be {rng}, not {value!r}")
-    return int(value)
-
-
-def _array(where: str, key: str, value: Any, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
-    """A read-only private copy of ``value`` as ``dtype`` with exactly ``shape``."""
-    a = np.asarray(value)
-    if a.shape != shape:
-        raise ValueError(f"{where}: {key} must have shape {list(shape)}, not {list(a.shape)}")
-    if np.issubdtype(dtype, np.integer):
-        if a.size and a.dtype.kind not in "biu":
-            raise ValueError(f"{where}: {key} must hold integers, not {a.dtype}")
-        if a.size and (int(a.min()) < np.iinfo(dtype).min or int(a.max()) > np.iinfo(dtype).max):
-            raise ValueError(f"{where}: {key} values {int(a.min())}..{int(a.max())} do not fit "
-                             f"{np.dtype(dtype).name}")
-    elif a.size and not np.all(np.isfinite(a.astype(np.float64))):
-        raise ValueError(f"{where}: {key} must be finite")
-    out = np.array(a, dtype=dtype, copy=True)
-    out.flags.writeable = False
-    return out
-
-
-def _bits(where: str, key: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
-    a = _array(where, key, value, np.uint8, shape)
-    if a.size and int(a.max()) > 1:
-        raise ValueError(f"{where}: {key} must hold bits 0/1, found {int(a.max())}")
-    return a
+VERSION = 2
+KINDS = nx.INPUT_KINDS  # what a matrix node can consume
+PIXEL_MAX = nx.PIXEL_MAX
+unsigned_bits, signed_bits = nx.unsigned_bits, nx.signed_bits
+MAX_CLASS_SCALE = (1 << 24) - 1   # the classifier's integer multipliers (see bnnhw.frontend)
+MAX_CLASS_OFFSET = (1 << 47) - 1  # keeps every integer logit well inside int64
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,11 +86,12 @@ class Node:
     def _common(self) -> None:
         name = self.name  # type: ignore[attr-defined]
         if not isinstance(name, str) or not name or any(c.isspace() for c in name):
-            raise ValueError(f"{self.op} node name must be a non-empty word, not {name!r}")
+            raise ParameterError(f"{self.op} node name must be a non-empty word, not "
+                                 f"{name!r}")
         src = self.source  # type: ignore[attr-defined]
         src = tuple(src) if isinstance(src, (list, tuple)) else src
         if not isinstance(src, tuple) or not all(isinstance(s, str) for s in src):
-            raise ValueError(f"{self.where}: source must be a tuple of module names")
+            raise ParameterError(f"{self.where}: source must be a tuple of module names")
         self._set("source", src)
 
     @property
@@ -180,11 +135,10 @@ class InputEncoder(Node):
     def __post_init__(self) -> None:
         self._common()
         self._set("shape", _shape(self.where, "shape", self.shape, (3,)))
-        if self.encoding not in ENCODINGS:
-            raise ValueError(f"{self.where}: encoding must be one of {', '.join(ENCODINGS)}, "
-                             f"not {self.encoding!r}")
-        self._set("threshold", _int(self.where, "threshold", self.threshold, 0, PIXEL_MAX))
-        self._set("levels", _int(self.where, "levels", self.levels, 1))
+        choice(self.where, "encoding", self.encoding, nx.ENCODINGS)
+        self._set("threshold", integer(self.where, "threshold", self.threshold, 0, PIXEL_MAX))
+        self._set("levels", integer(self.where, "levels", self.levels, 1,
+                                 nx.MAX_THERMOMETER_LEVELS))
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -193,12 +147,12 @@ class InputEncoder(Node):
     @property
     def out_shape(self) -> tuple[int, ...]:
         h, w, c = self.shape
-        return (h, w, c * self.levels) if self.encoding == "thermometer" else self.shape
+        return (h, w, nx.encoded_channels(c, self.encoding, self.levels))
 
     @property
     def out_kind(self) -> str:
         """``uint8`` (pixels pass through) or ``binary``."""
-        return "uint8" if self.encoding == "uint8" else "binary"
+        return nx.encoded_kind(self.encoding)
 
 
 @dataclass(frozen=True, eq=False)
@@ -226,18 +180,16 @@ class _Matrix(Node):
 
     @property
     def acc_min(self) -> int:
-        return -PIXEL_MAX * self.cols if self.acc_signed else 0
+        return nx.acc_range(self.input_kind, self.cols)[0]  # type: ignore[attr-defined]
 
     @property
     def acc_max(self) -> int:
-        return PIXEL_MAX * self.cols if self.acc_signed else self.cols
+        return nx.acc_range(self.input_kind, self.cols)[1]  # type: ignore[attr-defined]
 
     @property
     def acc_bits(self) -> int:
         """Width of the accumulator (two's complement if ``acc_signed``)."""
-        if self.acc_signed:
-            return signed_bits(self.acc_min, self.acc_max)
-        return unsigned_bits(self.acc_max)
+        return nx.range_bits(self.acc_min, self.acc_max)[0]
 
     @property
     def threshold_min(self) -> int:
@@ -253,14 +205,12 @@ class _Matrix(Node):
         """Width of one threshold (two's complement if ``acc_signed``; 0 if none)."""
         if not self.thresholded:
             return 0
-        if self.acc_signed:
-            return signed_bits(self.threshold_min, self.threshold_max)
-        return unsigned_bits(self.threshold_max)
+        return nx.range_bits(self.threshold_min, self.threshold_max)[0]
 
     @property
     def dot_min(self) -> int:
         """Range of the signed dot product (the last layer's output)."""
-        return -PIXEL_MAX * self.cols if self.acc_signed else -self.cols
+        return nx.dot_range(self.input_kind, self.cols)[0]  # type: ignore[attr-defined]
 
     @property
     def dot_max(self) -> int:
@@ -283,17 +233,15 @@ class _Matrix(Node):
 
     def _check_matrix(self, cols: int) -> None:
         w = self.where
-        if self.input_kind not in KINDS:  # type: ignore[attr-defined]
-            raise ValueError(f"{w}: input_kind must be one of {', '.join(KINDS)}, not "
-                             f"{self.input_kind!r}")  # type: ignore[attr-defined]
+        choice(w, "input_kind", self.input_kind, KINDS)  # type: ignore[attr-defined]
         weights = np.asarray(self.weights)  # type: ignore[attr-defined]
         if weights.ndim != 2 or weights.shape[1] != cols or weights.shape[0] < 1:
-            raise ValueError(f"{w}: weights must have shape [R, {cols}], not "
+            raise ParameterError(f"{w}: weights must have shape [R, {cols}], not "
                              f"{list(weights.shape)}")
-        self._set("weights", _bits(w, "weights", weights, weights.shape))
+        self._set("weights", bit_array(w, "weights", weights, shape=weights.shape))
         r = self.rows
-        self._set("scale", _array(w, "scale", self.scale, np.float64, (r,)))  # type: ignore
-        self._set("bias", _array(w, "bias", self.bias, np.float64, (r,)))  # type: ignore
+        self._set("scale", float_array(w, "scale", self.scale, (r,)))  # type: ignore
+        self._set("bias", float_array(w, "bias", self.bias, (r,)))  # type: ignore
 
     def _check_thresholds(self, classes: tuple[int, int] | None) -> None:
         t = self.thresholds  # type: ignore[attr-defined]
@@ -303,13 +251,10 @@ class _Matrix(Node):
         if t.ndim != 3 or t.shape[2] != self.rows or (classes and t.shape[:2] != classes):
             want = f"[{classes[0]}, {classes[1]}, {self.rows}]" if classes else \
                 f"[NY, NX, {self.rows}]"
-            raise ValueError(f"{self.where}: thresholds must have shape {want}, not "
+            raise ParameterError(f"{self.where}: thresholds must have shape {want}, not "
                              f"{list(t.shape)}")
-        t = _array(self.where, "thresholds", t, np.int64, t.shape)
-        if t.size and (int(t.min()) < self.threshold_min or int(t.max()) > self.threshold_max):
-            raise ValueError(f"{self.where}: thresholds must lie in {self.threshold_min}.."
-                             f"{self.threshold_max}, found {int(t.min())}..{int(t.max())}")
-        self._set("thresholds", t)
+        self._set("thresholds", int_array(self.where, "thresholds", t, shape=t.shape,
+                                          low=self.threshold_min, high=self.threshold_max))
 
 
 @dataclass(frozen=True, eq=False)
@@ -325,7 +270,7 @@ class Conv(_Matrix):
     bias: np.ndarray
     stride: int = 1
     padding: int = 0
-    pad: int = 0
+    pad_bit: int = 0
     zero_padding: bool = False
     input_kind: str = "binary"
     thresholds: np.ndarray | None = None
@@ -337,51 +282,47 @@ class Conv(_Matrix):
         self._common()
         w = self.where
         self._set("in_shape", _shape(w, "in_shape", self.in_shape, (3,)))
-        k = _int(w, "kernel", self.kernel, 1)
-        s = _int(w, "stride", self.stride, 1)
-        p = _int(w, "padding", self.padding, 0)
+        k = integer(w, "kernel", self.kernel, 1)
+        s = integer(w, "stride", self.stride, 1)
+        p = integer(w, "padding", self.padding, 0)
         self._set("kernel", k)
         self._set("stride", s)
         self._set("padding", p)
         h, wd, c = self.in_shape
         if k > h + 2 * p or k > wd + 2 * p:
-            raise ValueError(f"{w}: kernel {k} is larger than the padded input "
-                             f"{h + 2 * p}x{wd + 2 * p}")
+            raise ParameterError(f"{w}: kernel {k} is larger than the padded input "
+                                 f"{h + 2 * p}x{wd + 2 * p}")
         self._check_matrix(k * k * c)
-        self._set("pad", _int(w, "pad", self.pad, 0, 0 if self.input_kind == "uint8" else 1))
-        if not isinstance(self.zero_padding, (bool, np.bool_)):
-            raise TypeError(f"{w}: zero_padding must be true or false, not "
-                             f"{self.zero_padding!r}")
-        self._set("zero_padding", bool(self.zero_padding))
-        if self.zero_padding and (self.input_kind != "binary" or self.pad != 0 or p == 0):
-            raise ValueError(f"{w}: zero_padding needs binary inputs, padding > 0 and pad 0 "
-                             f"(got {self.input_kind}, padding {p}, pad {self.pad})")
+        self._set("pad_bit", integer(w, "pad_bit", self.pad_bit, 0,
+                                  0 if self.input_kind == "uint8" else 1))
+        self._set("zero_padding", flag(w, "zero_padding", self.zero_padding))
+        if self.zero_padding and (self.input_kind != "binary" or self.pad_bit != 0 or p == 0):
+            raise ParameterError(f"{w}: zero_padding needs binary inputs, padding > 0 and "
+                                 f"pad_bit 0 (got {self.input_kind}, padding {p}, pad_bit "
+                                 f"{self.pad_bit})")
         have = [self.thresholds is not None, self.row_class is not None,
                 self.col_class is not None]
         if any(have) and not all(have):
-            raise ValueError(f"{w}: thresholds, row_class and col_class go together")
+            raise ParameterError(f"{w}: thresholds, row_class and col_class go together")
         if self.thresholds is None:
             return
         oh, ow = self.out_shape[:2]
-        rc = _array(w, "row_class", self.row_class, np.int64, (oh,))
-        cc = _array(w, "col_class", self.col_class, np.int64, (ow,))
         t = np.asarray(self.thresholds)
-        ny, nx = (t.shape[0], t.shape[1]) if t.ndim == 3 else (0, 0)
-        for key, cls, n in (("row_class", rc, ny), ("col_class", cc, nx)):
-            if cls.size and (int(cls.min()) < 0 or int(cls.max()) >= n):
-                raise ValueError(f"{w}: {key} values must lie in 0..{n - 1}")
-        if not self.zero_padding and (ny, nx) != (1, 1):
-            raise ValueError(f"{w}: thresholds need border classes (NY, NX) = (1, 1) without "
-                             f"zero_padding, not ({ny}, {nx})")
-        self._set("row_class", rc)
-        self._set("col_class", cc)
-        self._check_thresholds((ny, nx))
+        ny, nxc = (t.shape[0], t.shape[1]) if t.ndim == 3 else (0, 0)
+        self._set("row_class", int_array(w, "row_class", self.row_class, shape=(oh,), low=0,
+                                         high=ny - 1))
+        self._set("col_class", int_array(w, "col_class", self.col_class, shape=(ow,), low=0,
+                                         high=nxc - 1))
+        if not self.zero_padding and (ny, nxc) != (1, 1):
+            raise ParameterError(f"{w}: thresholds need border classes (NY, NX) = (1, 1) "
+                                 f"without zero_padding, not ({ny}, {nxc})")
+        self._check_thresholds((ny, nxc))
 
     @property
     def out_shape(self) -> tuple[int, ...]:
         h, w, _ = self.in_shape
         k, s, p = self.kernel, self.stride, self.padding
-        return ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1, self.rows)
+        return (nx.conv_out_size(h, k, s, p), nx.conv_out_size(w, k, s, p), self.rows)
 
     @property
     def out_pixels(self) -> int:
@@ -411,19 +352,19 @@ class MaxPool(Node):
         self._common()
         w = self.where
         self._set("in_shape", _shape(w, "in_shape", self.in_shape, (3,)))
-        k = _int(w, "kernel", self.kernel, 1)
+        k = integer(w, "kernel", self.kernel, 1)
         self._set("kernel", k)
-        self._set("stride", _int(w, "stride", self.stride, 1))
+        self._set("stride", integer(w, "stride", self.stride, 1))
         h, wd, c = self.in_shape
         if k > h or k > wd:
-            raise ValueError(f"{w}: kernel {k} is larger than its input {h}x{wd}")
-        self._set("and_mask", _bits(w, "and_mask", self.and_mask, (c,)))
+            raise ParameterError(f"{w}: kernel {k} is larger than its input {h}x{wd}")
+        self._set("and_mask", bit_array(w, "and_mask", self.and_mask, shape=(c,)))
 
     @property
     def out_shape(self) -> tuple[int, ...]:
         h, w, c = self.in_shape
         k, s = self.kernel, self.stride
-        return ((h - k) // s + 1, (w - k) // s + 1, c)
+        return (nx.conv_out_size(h, k, s), nx.conv_out_size(w, k, s), c)
 
 
 @dataclass(frozen=True, eq=False)
@@ -438,13 +379,60 @@ class Dense(_Matrix):
     bias: np.ndarray
     input_kind: str = "binary"
     thresholds: np.ndarray | None = None
+    class_scale: np.ndarray | None = None
+    class_offset: np.ndarray | None = None
+    class_gain: float = 0.0
+    class_exact: bool = False
     source: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self._common()
-        self._set("in_shape", _shape(self.where, "in_shape", self.in_shape, (1, 3)))
+        w = self.where
+        self._set("in_shape", _shape(w, "in_shape", self.in_shape, (1, 3)))
         self._check_matrix(self.in_features)
         self._check_thresholds((1, 1))
+        if (self.class_scale is None) != (self.class_offset is None):
+            raise ParameterError(f"{w}: class_scale and class_offset go together")
+        self._set("class_exact", flag(w, "class_exact", self.class_exact))
+        gain = self.class_gain
+        if isinstance(gain, bool) or not isinstance(gain, (int, float, np.floating)) \
+                or not np.isfinite(gain) or gain < 0:
+            raise ParameterError(f"{w}: class_gain must be a finite number >= 0, not {gain!r}")
+        self._set("class_gain", float(gain))
+        if self.class_scale is None:
+            return
+        if self.thresholded:
+            raise ParameterError(f"{w}: a thresholded layer has no class map")
+        r = self.rows
+        self._set("class_scale", int_array(w, "class_scale", self.class_scale, shape=(r,),
+                                           low=0, high=MAX_CLASS_SCALE))
+        self._set("class_offset", int_array(w, "class_offset", self.class_offset, shape=(r,),
+                                            low=-MAX_CLASS_OFFSET, high=MAX_CLASS_OFFSET))
+
+    @property
+    def classifier(self) -> bool:
+        """Whether this node carries the integer class map (the lowered last layer)."""
+        return self.class_scale is not None
+
+    @property
+    def class_logit_range(self) -> tuple[int, int]:
+        """Range of the integer logits ``class_scale * dot + class_offset``."""
+        if self.class_scale is None:
+            raise ValueError(f"{self.where} has no class map")
+        m = self.class_scale.astype(object)
+        b = self.class_offset.astype(object)  # type: ignore[union-attr]
+        return int(min(b - m * self.dot_max)), int(max(b + m * self.dot_max))
+
+    @property
+    def class_logit_bits(self) -> int:
+        """Width of one integer logit (two's complement)."""
+        return signed_bits(*self.class_logit_range)
+
+    def class_logits(self, dots: np.ndarray) -> np.ndarray:
+        """Integer logits ``class_scale * dot + class_offset`` of ``dots[..., R]`` (int64)."""
+        if self.class_scale is None:
+            raise ValueError(f"{self.where} has no class map")
+        return np.asarray(dots, dtype=np.int64) * self.class_scale + self.class_offset
 
     @property
     def in_features(self) -> int:
@@ -471,8 +459,8 @@ class Affine(Node):
         self._common()
         self._set("shape", _shape(self.where, "shape", self.shape, (1, 3)))
         c = self.shape[-1]
-        self._set("scale", _array(self.where, "scale", self.scale, np.float64, (c,)))
-        self._set("bias", _array(self.where, "bias", self.bias, np.float64, (c,)))
+        self._set("scale", float_array(self.where, "scale", self.scale, (c,)))
+        self._set("bias", float_array(self.where, "bias", self.bias, (c,)))
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -613,6 +601,12 @@ class Graph:
         if not isinstance(last, Dense) or last.thresholded:
             raise ValueError(f"{last.where}: the last node must be a dense layer without "
                              f"thresholds (the classifier)")
+        if not last.classifier:
+            raise ValueError(f"{last.where}: the classifier has no integer class map "
+                             f"(class_scale, class_offset)")
+        for node in self.nodes[:-1]:
+            if isinstance(node, Dense) and node.classifier:
+                raise ValueError(f"{node.where}: only the last node carries a class map")
 
 
 # --- files -----------------------------------------------------------------------------------

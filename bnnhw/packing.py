@@ -1,6 +1,6 @@
 """Bit packing shared by the golden model, the RTL generators and the host.
 
-Conventions (DESIGN.md §3):
+Conventions (docs/architecture.md, "Numeric conventions"):
 
 - element ``i`` of a vector occupies bits ``[i * width, (i + 1) * width)`` of its word
   (LSB first); signed elements are two's complement;
@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
+
+from .validate import divides
 
 
 def pack(values: Iterable[int], width: int = 1) -> int:
@@ -56,19 +58,18 @@ def chw_to_hwc(x: np.ndarray) -> np.ndarray:
     return np.moveaxis(np.asarray(x), -3, -1)
 
 
-def fold_shape(rows: int, cols: int, pe: int, simd: int, name: str = "layer") -> tuple[int, int]:
-    """``(NF, SF)`` of a ``rows x cols`` matrix on ``pe x simd``; ValueError if uneven."""
-    if pe < 1 or rows % pe:
-        raise ValueError(f"{name}: pe must divide the {rows} output channels, not {pe}")
-    if simd < 1 or cols % simd:
-        raise ValueError(f"{name}: simd must divide the {cols} inputs, not {simd}")
+def fold_counts(rows: int, cols: int, pe: int, simd: int, name: str = "layer") -> tuple[int, int]:
+    """``(NF, SF)`` of a ``rows x cols`` matrix on ``pe x simd``; ``ParameterError`` (a
+    ``ValueError``) if uneven."""
+    divides(name, "pe", pe, rows, "output channels")
+    divides(name, "simd", simd, cols, "inputs")
     return rows // pe, cols // simd
 
 
-def fold_matrix(w: np.ndarray, pe: int, simd: int, width: int = 1) -> list[int]:
+def matrix_words(w: np.ndarray, pe: int, simd: int, width: int = 1) -> list[int]:
     """Memory words of ``w[R, C]`` folded onto ``pe x simd`` (see the module docstring)."""
     w = np.asarray(w)
-    nf, sf = fold_shape(w.shape[0], w.shape[1], pe, simd)
+    nf, sf = fold_counts(w.shape[0], w.shape[1], pe, simd)
     words = []
     for n in range(nf):
         for s in range(sf):
@@ -77,10 +78,10 @@ def fold_matrix(w: np.ndarray, pe: int, simd: int, width: int = 1) -> list[int]:
     return words
 
 
-def unfold_matrix(words: list[int], rows: int, cols: int, pe: int, simd: int,
+def words_to_matrix(words: list[int], rows: int, cols: int, pe: int, simd: int,
                   width: int = 1, signed: bool = False) -> np.ndarray:
-    """Inverse of ``fold_matrix``."""
-    nf, sf = fold_shape(rows, cols, pe, simd)
+    """Inverse of ``matrix_words``."""
+    nf, sf = fold_counts(rows, cols, pe, simd)
     w = np.empty((rows, cols), dtype=np.int64)
     for n in range(nf):
         for s in range(sf):
@@ -89,21 +90,21 @@ def unfold_matrix(words: list[int], rows: int, cols: int, pe: int, simd: int,
     return w
 
 
-def fold_table(t: np.ndarray, pe: int, width: int) -> list[int]:
+def table_words(t: np.ndarray, pe: int, width: int) -> list[int]:
     """Memory words of a per-row table ``t[..., R]`` folded onto ``pe`` PEs."""
     t = np.asarray(t)
     rows = t.shape[-1]
-    nf, _ = fold_shape(rows, 1, pe, 1)
+    nf, _ = fold_counts(rows, 1, pe, 1)
     flat = t.reshape(-1, rows)
     return [pack(flat[c, n * pe:(n + 1) * pe], width)
             for c in range(flat.shape[0]) for n in range(nf)]
 
 
-def unfold_table(words: list[int], shape: tuple[int, ...], pe: int, width: int,
+def words_to_table(words: list[int], shape: tuple[int, ...], pe: int, width: int,
                  signed: bool = True) -> np.ndarray:
-    """Inverse of ``fold_table`` for a table of ``shape`` (last axis: rows)."""
+    """Inverse of ``table_words`` for a table of ``shape`` (last axis: rows)."""
     rows = shape[-1]
-    nf, _ = fold_shape(rows, 1, pe, 1)
+    nf, _ = fold_counts(rows, 1, pe, 1)
     classes = int(np.prod(shape[:-1], dtype=np.int64))
     out = np.empty((classes, rows), dtype=np.int64)
     for c in range(classes):

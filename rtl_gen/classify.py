@@ -1,86 +1,200 @@
-"""Packs one image's class scores with their argmax into the network's output beat.
+"""The classifier's argmax: one image's class scores in, scores and class out.
 
-Input: one beat per image holding ``classes`` signed scores of ``width`` bits (class ``i``
-at bits ``[i * width, (i + 1) * width)``, two's complement). Output: one beat per image,
-``{"scores": the same bits, "argmax": index of the largest score}``; ties go to the lowest
-index, as in ``rtl_gen.argmax`` and ``torch.argmax``. The argmax is over the raw integer
-scores: it is the host's answer only when the classes share one positive scale and equal
-biases (``rtl_gen.argmax`` explains why).
+Input: one beat per image holding ``classes`` signed scores of ``score_width`` bits (class
+``i`` at bits ``[i * w, (i + 1) * w)``), the dot products of the last MVTU. Output: one
+beat per image, ``{"scores": the same scores, "argmax": the class}`` (``bnnhw.beats.
+TopFormat.out_layout``). The class is the first index of the largest integer logit
+``class_scale[i] * score[i] + class_offset[i]`` (``bnnhw.ir.Dense``), so it is the golden
+model's class, ties included.
 
-Timing: one image per cycle; the output beat is registered, one cycle after the input.
-``i_stream.ready`` is high whenever the output register is empty or being emptied.
+Structure: the logits are computed one class per cycle by one multiply-add and compared
+with the best so far by one comparator; an image is scanned in ``classes`` cycles, which
+is tiny against any network's initiation interval. The scores sit in a register that
+rotates by one score per cycle, so the class being scanned is always at the bottom (no
+wide multiplexer), and the integer map is read from a small memory (one word per class:
+multiplier and offset). What the map needs decides the hardware: one common multiplier
+becomes a constant (a shift for a power of two, nothing for 1) and the memory holds only
+offsets; equal offsets too leave no memory at all, the plain argmax of the scores.
+Pipeline: rotate/read, multiply-add, compare: three registers deep.
+
+Timing: ``i_stream.ready`` is high while no image is being scanned and the output register
+is free; a new image can be accepted in the cycle its predecessor's result is taken.
+``cycles_per_image = classes + 3``; the result can be taken ``latency = classes + 3``
+cycles after the edge that accepts the scores.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+import numpy as np
+from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Value
 
-from .argmax import _better
-from .sliding_window import _check_int
+from bnnhw.beats import TopFormat
+from bnnhw.numerics import signed_bits, unsigned_bits
+from bnnhw.packing import pack
+from bnnhw.validate import ParameterError, int_array, integer
+
+from .block import StreamBlock, output_register, paced, struct_layout
+from .weight_memory import FoldedMemory, FoldedMemoryParams, MemSel
 
 __all__ = ["Classify", "ClassifyParams"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ClassifyParams:
+    """``classes`` scores of ``score_width`` signed bits, each within ``-dot_max..dot_max``,
+    and the integer class map ``class_scale`` (>= 0) / ``class_offset``, one per class."""
+
     classes: int
-    width: int
+    score_width: int
+    dot_max: int
+    class_scale: tuple[int, ...]
+    class_offset: tuple[int, ...]
     name: str = "classify"
 
     def __post_init__(self):
-        for what in ("classes", "width"):
-            _check_int(self.name, what, getattr(self, what), 1)
+        n = self.name
+        integer(n, "classes", self.classes, 1)
+        integer(n, "score_width", self.score_width, 2)
+        integer(n, "dot_max", self.dot_max, 0, (1 << (self.score_width - 1)) - 1)
+        m = int_array(n, "class_scale", self.class_scale, shape=(self.classes,), low=0)
+        b = int_array(n, "class_offset", self.class_offset, shape=(self.classes,))
+        object.__setattr__(self, "class_scale", tuple(int(v) for v in m))
+        object.__setattr__(self, "class_offset", tuple(int(v) for v in b))
+        if self.classes > 1 and self.scan_bits > 1 << 12:
+            raise ParameterError(f"{n}: a class map word of {self.scan_bits} bits is too wide")
 
     @property
-    def index_width(self) -> int:
-        return max(1, (self.classes - 1).bit_length())
+    def common_scale(self) -> int | None:
+        """The multiplier when every class has the same one, else ``None``."""
+        return self.class_scale[0] if len(set(self.class_scale)) == 1 else None
 
     @property
-    def layout(self) -> data.StructLayout:
-        return data.StructLayout({"scores": unsigned(self.classes * self.width),
-                                  "argmax": unsigned(self.index_width)})
+    def has_offsets(self) -> bool:
+        """Whether the offsets differ (equal offsets cannot change the argmax)."""
+        return len(set(self.class_offset)) > 1
+
+    @property
+    def scale_bits(self) -> int:
+        """Bits of a stored multiplier (0 with a common one)."""
+        return 0 if self.common_scale is not None else unsigned_bits(max(self.class_scale))
+
+    @property
+    def offset_bits(self) -> int:
+        """Bits of a stored offset (0 when they are all equal)."""
+        if not self.has_offsets:
+            return 0
+        return signed_bits(min(self.class_offset), max(self.class_offset))
+
+    @property
+    def scan_bits(self) -> int:
+        """Bits of one class-map memory word (multiplier, then offset)."""
+        return self.scale_bits + self.offset_bits
+
+    @property
+    def logit_range(self) -> tuple[int, int]:
+        b = self.class_offset if self.has_offsets else (0,) * self.classes
+        return (min(o - m * self.dot_max for m, o in zip(self.class_scale, b)),
+                max(o + m * self.dot_max for m, o in zip(self.class_scale, b)))
+
+    @property
+    def logit_bits(self) -> int:
+        return signed_bits(*self.logit_range)
+
+    @property
+    def map_words(self) -> list[int]:
+        """The class-map memory, one word per class (empty when nothing is stored)."""
+        if not self.scan_bits:
+            return []
+        return [pack([m], self.scale_bits) | pack([o], self.offset_bits) << self.scale_bits
+                if self.scale_bits else pack([o], self.offset_bits)
+                for m, o in zip(self.class_scale, self.class_offset)]
+
+    @property
+    def format(self) -> TopFormat:
+        """Only its ``out_layout`` is used: scores and argmax."""
+        return TopFormat(1, 1, 1, self.classes, self.score_width)
+
+    @property
+    def i_width(self) -> int:
+        return self.classes * self.score_width
+
+    @property
+    def o_width(self):
+        return struct_layout(self.format.out_layout)
 
     @property
     def cycles_per_image(self) -> int:
-        return 1
+        return self.classes + 3
+
+    @property
+    def latency(self) -> int:
+        return self.classes + 3
+
+    def beat_times(self, t_in):
+        """The result leaves ``latency`` cycles after the scores (``rtl_gen.block``)."""
+        return paced(np.asarray(t_in, dtype=np.int64) + self.latency)
 
 
-class Classify(wiring.Component):
+class Classify(StreamBlock):
     """Scores in, ``{scores, argmax}`` out (see the module docstring)."""
 
-    def __init__(self, params: ClassifyParams):
-        self.params = params
-        super().__init__({
-            "i_stream": In(stream.Signature(unsigned(params.classes * params.width))),
-            "o_stream": Out(stream.Signature(params.layout)),
-        })
-
-    @property
-    def cycles_per_image(self) -> int:
-        return self.params.cycles_per_image
+    Params = ClassifyParams
 
     def elaborate(self, platform):
         p = self.params
         m = Module()
-        scores = [self.i_stream.payload[i * p.width:(i + 1) * p.width].as_signed()
-                  for i in range(p.classes)]
-        best = Signal(signed(p.width), name="best")
-        best_index = Signal(unsigned(p.index_width), name="best_index")
-        value, index = scores[0], 0
-        for i in range(1, p.classes):
-            take = _better(scores[i], value)
-            value, index = Mux(take, scores[i], value), Mux(take, i, index)
-        m.d.comb += [best.eq(value), best_index.eq(index)]
+        w, k = p.score_width, p.classes
 
-        m.d.comb += self.i_stream.ready.eq(~self.o_stream.valid | self.o_stream.ready)
-        with m.If(self.o_stream.valid & self.o_stream.ready):
-            m.d.sync += self.o_stream.valid.eq(0)
-        with m.If(self.i_stream.valid & self.i_stream.ready):
-            m.d.sync += [self.o_stream.payload.scores.eq(self.i_stream.payload),
-                         self.o_stream.payload.argmax.eq(best_index),
-                         self.o_stream.valid.eq(1)]
+        scores = Signal(p.i_width)         # rotates by one score per scanned class
+        scan = Signal()                    # issuing classes
+        c = Signal(range(k))               # class being issued
+        v1, v2 = Signal(), Signal()
+        last1, last2 = Signal(), Signal()
+        idx1, idx2 = Signal(range(k)), Signal(range(k))
+        sel1 = Signal(signed(w))
+        z2 = Signal(signed(p.logit_bits))
+        best = Signal(signed(p.logit_bits))
+        best_idx = Signal(range(k))
+
+        done = Signal()
+        free = output_register(m, self.o_stream, done)
+        accept = Signal()
+        m.d.comb += [
+            self.i_stream.ready.eq(~scan & ~v1 & ~v2 & free),
+            accept.eq(self.i_stream.valid & self.i_stream.ready),
+        ]
+
+        with m.If(accept):
+            m.d.sync += [scores.eq(self.i_stream.payload), scan.eq(1), c.eq(0)]
+        with m.Elif(scan):
+            m.d.sync += [c.eq(c + 1), scores.eq(Cat(scores[w:], scores[:w]))]
+            with m.If(c == k - 1):
+                m.d.sync += scan.eq(0)
+
+        # stage 1: the issued class's score and its map word
+        m.d.sync += [v1.eq(scan), last1.eq(c == k - 1), idx1.eq(c), sel1.eq(scores[:w])]
+        if p.scan_bits:
+            m.submodules.class_map = mem = FoldedMemory(FoldedMemoryParams(
+                width=p.scan_bits, init=tuple(p.map_words), sel=MemSel.CLASSES,
+                name=f"{p.name}.class_map"))
+            m.d.comb += [mem.rd.addr.eq(c), mem.rd.en.eq(1)]
+            word = mem.rd.data
+        mul = Const(p.common_scale) if p.common_scale is not None else \
+            word[:p.scale_bits]
+        off = word[p.scale_bits:].as_signed() if p.has_offsets else Const(0)
+
+        # stage 2: the integer logit
+        m.d.sync += [v2.eq(v1), last2.eq(last1), idx2.eq(idx1), z2.eq(sel1 * mul + off)]
+
+        # stage 3: the first index of the largest logit
+        take = (idx2 == 0) | (z2 > best)
+        with m.If(v2 & take):
+            m.d.sync += [best.eq(z2), best_idx.eq(idx2)]
+        m.d.comb += done.eq(v2 & last2)
+        with m.If(done):
+            m.d.sync += [Value.cast(self.o_stream.payload.scores).eq(scores),
+                         self.o_stream.payload.argmax.eq(Mux(take, idx2, best_idx))]
         return m

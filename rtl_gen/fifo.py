@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import Module, unsigned
-from amaranth.lib import stream, wiring
+import numpy as np
+from amaranth import Module
+from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
-from amaranth.lib.wiring import In, Out
 
-from .sliding_window import _check_int
+from bnnhw.validate import integer
+
+from .block import StreamBlock, paced
 
 __all__ = ["Fifo", "FifoParams"]
 
@@ -36,7 +38,13 @@ class FifoParams:
 
     def __post_init__(self):
         for what in ("width", "depth", "beats_per_image"):
-            _check_int(self.name, what, getattr(self, what), 1)
+            integer(self.name, what, getattr(self, what), 1)
+
+    @property
+    def i_width(self) -> int:
+        return self.width
+
+    o_width = i_width
 
     @property
     def cycles_per_image(self) -> int:
@@ -48,33 +56,24 @@ class FifoParams:
         """Cycles from a beat entering an empty FIFO to it being valid at the output."""
         return 1 if self.depth == 1 else 2
 
+    def beat_times(self, t_in):
+        """A beat leaves ``latency`` cycles after it entered (``rtl_gen.block``)."""
+        return paced(np.asarray(t_in, dtype=np.int64) + self.latency)
+
     @property
     def memory_bits(self) -> int:
         return self.width * self.depth
 
 
-class Fifo(wiring.Component):
+class Fifo(StreamBlock):
     """Stream FIFO; ``i_stream``/``o_stream`` carry ``width``-bit beats."""
 
-    def __init__(self, params: FifoParams):
-        if not isinstance(params, FifoParams):
-            raise TypeError(f"Fifo takes FifoParams, not {params!r}")
-        self.params = params
-        super().__init__({
-            "i_stream": In(stream.Signature(unsigned(params.width))),
-            "o_stream": Out(stream.Signature(unsigned(params.width))),
-        })
+    Params = FifoParams
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=self.params.width,
                                                     depth=self.params.depth)
-        m.d.comb += [
-            fifo.w_data.eq(self.i_stream.payload),
-            fifo.w_en.eq(self.i_stream.valid),
-            self.i_stream.ready.eq(fifo.w_rdy),
-            self.o_stream.payload.eq(fifo.r_data),
-            self.o_stream.valid.eq(fifo.r_rdy),
-            fifo.r_en.eq(self.o_stream.ready),
-        ]
+        wiring.connect(m, wiring.flipped(self.i_stream), fifo.w_stream)
+        wiring.connect(m, fifo.r_stream, wiring.flipped(self.o_stream))
         return m

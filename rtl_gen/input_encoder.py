@@ -5,7 +5,7 @@ Input: pixels ``[H, W, C]`` in HWC order, beats of ``simd`` channels x 8 bits (c
 
 - ``binary``: ``simd`` bits, bit ``i`` = ``pixel_i >= threshold``;
 - ``thermometer``: ``simd * levels`` bits, bit ``i * levels + k`` = ``pixel_i >=
-  bnnhw.nn.thermometer_thresholds(levels)[k]``; so global channel ``c`` gives channels
+  bnnhw.numerics.thermometer_thresholds(levels)[k]``; so global channel ``c`` gives channels
   ``c * levels + k`` of the encoded map, in HWC order with beats of ``simd * levels``;
 - ``uint8``: the pixels unchanged (the block is a wire, kept so a network is assembled
   the same way whatever its encoding).
@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import Cat, Module, unsigned
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
+import numpy as np
+from amaranth import Cat, Module
 
-from bnnhw.nn.layers import ENCODINGS, thermometer_thresholds
+from bnnhw import numerics as nx
+from bnnhw.validate import choice, divides, integer
 
-from .sliding_window import _check_int
+from .block import StreamBlock
 
 __all__ = ["InputEncoder", "InputEncoderParams"]
 
@@ -45,56 +45,49 @@ class InputEncoderParams:
 
     def __post_init__(self):
         n = self.name
-        for what in ("height", "width", "channels", "simd"):
-            _check_int(n, what, getattr(self, what), 1)
-        if self.encoding not in ENCODINGS:
-            raise ValueError(f"{n}: encoding must be one of {', '.join(ENCODINGS)}, "
-                             f"not {self.encoding!r}")
-        if self.channels % self.simd:
-            raise ValueError(f"{n}: simd must divide the {self.channels} channels, "
-                             f"not {self.simd}")
-        _check_int(n, "threshold", self.threshold, 0)
-        if self.threshold > 255:
-            raise ValueError(f"{n}: threshold must lie in 0..255, not {self.threshold}")
-        _check_int(n, "levels", self.levels, 1)
-        if self.levels > 255:
-            raise ValueError(f"{n}: levels must lie in 1..255, not {self.levels}")
+        for what in ("height", "width", "channels"):
+            integer(n, what, getattr(self, what), 1)
+        choice(n, "encoding", self.encoding, nx.ENCODINGS)
+        divides(n, "simd", self.simd, self.channels, "channels")
+        integer(n, "threshold", self.threshold, 0, nx.PIXEL_MAX)
+        integer(n, "levels", self.levels, 1, nx.MAX_THERMOMETER_LEVELS)
 
     @property
     def bits_per_channel(self) -> int:
         """Output bits per input pixel channel."""
-        return {"binary": 1, "thermometer": self.levels, "uint8": 8}[self.encoding]
+        return nx.bits_per_channel(self.encoding, self.levels)
 
     @property
-    def in_width(self) -> int:
-        return 8 * self.simd
+    def i_width(self) -> int:
+        return nx.PIXEL_BITS * self.simd
 
     @property
-    def out_width(self) -> int:
+    def o_width(self) -> int:
         return self.bits_per_channel * self.simd
 
     @property
     def out_channels(self) -> int:
         """Channels of the encoded map."""
-        return self.channels * (self.levels if self.encoding == "thermometer" else 1)
+        return nx.encoded_channels(self.channels, self.encoding, self.levels)
 
     @property
     def cycles_per_image(self) -> int:
         """Cycles per image at steady state without stalls."""
         return self.height * self.width * self.channels // self.simd
 
+    @property
+    def latency(self) -> int:
+        return 0
 
-class InputEncoder(wiring.Component):
-    """Pixel encoder; ``i_stream`` carries ``8 * simd`` bits, ``o_stream`` ``out_width``."""
+    def beat_times(self, t_in):
+        """Output beats leave with their input beats (``rtl_gen.block``)."""
+        return np.asarray(t_in, dtype=np.int64)
 
-    def __init__(self, params: InputEncoderParams):
-        if not isinstance(params, InputEncoderParams):
-            raise TypeError(f"InputEncoder takes InputEncoderParams, not {params!r}")
-        self.params = params
-        super().__init__({
-            "i_stream": In(stream.Signature(unsigned(params.in_width))),
-            "o_stream": Out(stream.Signature(unsigned(params.out_width))),
-        })
+
+class InputEncoder(StreamBlock):
+    """Pixel encoder; ``i_stream`` carries ``8 * simd`` bits, ``o_stream`` ``o_width``."""
+
+    Params = InputEncoderParams
 
     def elaborate(self, platform):
         p = self.params
@@ -105,7 +98,7 @@ class InputEncoder(wiring.Component):
         elif p.encoding == "binary":
             bits = Cat(*(px >= p.threshold for px in pixels))
         else:
-            levels = thermometer_thresholds(p.levels)
+            levels = nx.thermometer_thresholds(p.levels)
             bits = Cat(*(px >= t for px in pixels for t in levels))
         m.d.comb += [
             self.o_stream.payload.eq(bits),

@@ -26,14 +26,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from amaranth import Array, Module, Mux, Signal, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 
+from bnnhw.numerics import conv_out_size
 from bnnhw.packing import pack
+from bnnhw.validate import ParameterError, bit_array, divides, integer
 
-from .sliding_window import SlidingWindow, SlidingWindowParams, _check_int
+from .block import StreamBlock, output_register, paced
+from .sliding_window import SlidingWindow, SlidingWindowParams
 
 __all__ = ["MaxPool", "MaxPoolParams"]
 
@@ -58,22 +61,19 @@ class MaxPoolParams:
     def __post_init__(self):
         n = self.name
         for what in ("height", "width", "channels", "kernel", "simd"):
-            _check_int(n, what, getattr(self, what), 1)
+            integer(n, what, getattr(self, what), 1)
         if self.stride is not None:
-            _check_int(n, "stride", self.stride, 1)
-        if self.channels % self.simd:
-            raise ValueError(f"{n}: simd must divide the {self.channels} channels, "
-                             f"not {self.simd}")
+            integer(n, "stride", self.stride, 1)
+        divides(n, "simd", self.simd, self.channels, "channels")
         if self.kernel > min(self.height, self.width):
-            raise ValueError(f"{n}: kernel {self.kernel} is larger than the "
-                             f"{self.height}x{self.width} input map")
+            raise ParameterError(f"{n}: kernel {self.kernel} is larger than the "
+                                 f"{self.height}x{self.width} input map")
         if self.and_mask is not None:
-            if not isinstance(self.and_mask, tuple) or len(self.and_mask) != self.channels:
-                raise ValueError(f"{n}: and_mask must be a tuple of {self.channels} bits, "
-                                 f"not {self.and_mask!r}")
-            if any(b not in (0, 1) or isinstance(b, float) for b in self.and_mask):
-                raise ValueError(f"{n}: and_mask entries must be 0 or 1, "
-                                 f"not {self.and_mask!r}")
+            if not isinstance(self.and_mask, tuple):
+                raise ParameterError(f"{n}: and_mask must be a tuple of {self.channels} "
+                                     f"bits, not {self.and_mask!r}")
+            mask = bit_array(n, "and_mask", self.and_mask, shape=(self.channels,))
+            object.__setattr__(self, "and_mask", tuple(int(b) for b in mask))
 
     @property
     def step(self) -> int:
@@ -82,24 +82,31 @@ class MaxPoolParams:
 
     @property
     def out_height(self) -> int:
-        return (self.height - self.kernel) // self.step + 1
+        return conv_out_size(self.height, self.kernel, self.step)
 
     @property
     def out_width(self) -> int:
-        return (self.width - self.kernel) // self.step + 1
+        return conv_out_size(self.width, self.kernel, self.step)
 
     @property
-    def fold(self) -> int:
+    def i_width(self) -> int:
+        """Bits per beat on both ports: ``simd`` channel bits."""
+        return self.simd
+
+    o_width = i_width
+
+    @property
+    def beats_per_pixel(self) -> int:
         """Beats per pixel, ``C / simd``."""
         return self.channels // self.simd
 
     @property
     def in_beats(self) -> int:
-        return self.height * self.width * self.fold
+        return self.height * self.width * self.beats_per_pixel
 
     @property
     def out_beats(self) -> int:
-        return self.out_height * self.out_width * self.fold
+        return self.out_height * self.out_width * self.beats_per_pixel
 
     @property
     def overlapping(self) -> bool:
@@ -125,27 +132,39 @@ class MaxPoolParams:
     def memory_bits(self) -> int:
         """Partial-result bits (plus the window generator's line buffer if any)."""
         if self.overlapping:
-            return self.fold * self.simd + self.window_params.memory_bits
-        return self.out_width * self.fold * self.simd
+            return self.beats_per_pixel * self.simd + self.window_params.memory_bits
+        return self.out_width * self.beats_per_pixel * self.simd
+
+    @property
+    def latency(self) -> int:
+        """Cycles from accepting a window's last input beat to its output beat leaving."""
+        return 1 + (self.window_params.latency if self.overlapping else 0)
+
+    def beat_times(self, t_in):
+        """A pooled beat leaves the cycle after the window's last beat (``rtl_gen.block``)."""
+        t_in = np.asarray(t_in, dtype=np.int64)
+        cf = self.beats_per_pixel
+        if self.overlapping:
+            win = self.window_params.beat_times(t_in).reshape(-1, self.kernel ** 2, cf)
+            return paced(win[:, -1, :].reshape(-1) + 1)
+        k, s = self.kernel, self.step
+        oy = np.arange(self.out_height)[:, None]
+        ox = np.arange(self.out_width)[None, :]
+        last = ((oy * s + k - 1) * self.width + ox * s + k - 1)[..., None] * cf \
+            + np.arange(cf)
+        return paced(t_in[last.reshape(-1)] + 1)
 
     def mask_words(self) -> list[int]:
         """The AND mask as one ``simd``-bit word per channel fold."""
         mask = self.and_mask or (0,) * self.channels
-        return [pack(mask[f * self.simd:(f + 1) * self.simd]) for f in range(self.fold)]
+        return [pack(mask[f * self.simd:(f + 1) * self.simd]) for f in range(self.beats_per_pixel)]
 
 
-class MaxPool(wiring.Component):
+class MaxPool(StreamBlock):
     """Binary max-pool; ``i_stream``/``o_stream`` carry ``simd``-bit beats. See the module
     docstring for the structure, timing and backpressure."""
 
-    def __init__(self, params: MaxPoolParams):
-        if not isinstance(params, MaxPoolParams):
-            raise TypeError(f"MaxPool takes MaxPoolParams, not {params!r}")
-        self.params = params
-        super().__init__({
-            "i_stream": In(stream.Signature(unsigned(params.simd))),
-            "o_stream": Out(stream.Signature(unsigned(params.simd))),
-        })
+    Params = MaxPoolParams
 
     def elaborate(self, platform):
         p = self.params
@@ -156,19 +175,19 @@ class MaxPool(wiring.Component):
             src = window.o_stream
             # window beats in (ky, kx, cf) order
             pos = Signal(range(p.kernel ** 2))
-            cfc = Signal(range(p.fold))
+            cfc = Signal(range(p.beats_per_pixel))
             fire = src.valid & src.ready
             with m.If(fire):
                 m.d.sync += cfc.eq(cfc + 1)
-                with m.If(cfc == p.fold - 1):
+                with m.If(cfc == p.beats_per_pixel - 1):
                     m.d.sync += [cfc.eq(0), pos.eq(pos + 1)]
                     with m.If(pos == p.kernel ** 2 - 1):
                         m.d.sync += pos.eq(0)
-            self._fold(m, src, depth=p.fold, addr=cfc, cf=cfc, contributes=1,
+            self._reduce(m, src, depth=p.beats_per_pixel, addr=cfc, cf=cfc, contributes=1,
                        first=pos == 0, last=pos == p.kernel ** 2 - 1)
             return m
 
-        k, s, cf = p.kernel, p.step, p.fold
+        k, s, cf = p.kernel, p.step, p.beats_per_pixel
         src = self.i_stream
         # Raster position of the input beat: phase (py, px) inside the stride cell and the
         # cell (cy, cx); cells past the last full window are dropped.
@@ -193,12 +212,12 @@ class MaxPool(wiring.Component):
                     with m.If(iy == p.height - 1):
                         m.d.sync += [iy.eq(0), py.eq(0), cy.eq(0)]
         contributes = (px < k) & (py < k) & (cx < p.out_width) & (cy < p.out_height)
-        self._fold(m, src, depth=p.out_width * cf, addr=cx * cf + cfc, cf=cfc,
+        self._reduce(m, src, depth=p.out_width * cf, addr=cx * cf + cfc, cf=cfc,
                    contributes=contributes, first=(px == 0) & (py == 0),
                    last=(px == k - 1) & (py == k - 1))
         return m
 
-    def _fold(self, m, src, *, depth, addr, cf, contributes, first, last):
+    def _reduce(self, m, src, *, depth, addr, cf, contributes, first, last):
         """Fold beats of ``src`` into partial results at ``addr``; a ``first`` beat starts a
         result, a ``last`` one sends it to ``o_stream``; beats that do not contribute are
         consumed and dropped."""
@@ -215,18 +234,15 @@ class MaxPool(wiring.Component):
         acc = rd.data
         folded = Mux(first, x, ((acc | x) & ~and_lanes) | (acc & x & and_lanes))
         finish = contributes & last
-        o_valid = Signal()
         fire = Signal()
+        free = output_register(m, self.o_stream, fire & finish)
         m.d.comb += [
-            src.ready.eq(~finish | ~o_valid | self.o_stream.ready),
+            src.ready.eq(~finish | free),
             fire.eq(src.valid & src.ready),
             rd.addr.eq(addr),
             wr.addr.eq(addr),
             wr.data.eq(folded),
             wr.en.eq(fire & contributes & ~last),
-            self.o_stream.valid.eq(o_valid),
         ]
         with m.If(fire & finish):
-            m.d.sync += [o_valid.eq(1), self.o_stream.payload.eq(folded)]
-        with m.Elif(self.o_stream.ready):
-            m.d.sync += o_valid.eq(0)
+            m.d.sync += self.o_stream.payload.eq(folded)

@@ -51,7 +51,7 @@ was still being computed, starts when that pixel's last step is done and its fir
 output beat comes ``latency - 1`` cycles after its step ``(nf, sf) = (0, SF - 1)``.
 
 Run-time weights (``runtime_writable``): a ``cfg`` stream writes the weight memory
-(``sel`` 0, words of ``fold_matrix``) and the threshold memory (``sel`` 1, words of
+(``sel`` 0, words of ``matrix_words``) and the threshold memory (``sel`` 1, words of
 :meth:`MVTUParams.threshold_words`); format in ``rtl_gen.weight_memory``.
 """
 
@@ -60,20 +60,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth import Cat, Const, Module, Mux, Shape, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In
 
-from bnnhw.packing import fold_matrix, fold_shape
+from bnnhw import numerics as nx
+from bnnhw.packing import fold_counts, matrix_words
+from bnnhw.validate import ParameterError, bit_array, choice, integer
 
+from .block import StreamBlock, paced, range_shape
 from .popcount import OperandSum, Popcount, tree_latency
-from .threshold import Threshold, ThresholdParams, check_classes, check_int, frozen_array
+from .threshold import Threshold, ThresholdParams, check_classes
 from .weight_memory import FoldedMemory, FoldedMemoryParams, MemSel, cfg_signature
 
-__all__ = ["INPUT_KINDS", "MVTU", "MVTUParams"]
-
-INPUT_KINDS = {"binary": 1, "uint8": 8}  # input kind -> bits per element
+__all__ = ["MVTU", "MVTUParams"]
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -103,20 +104,13 @@ class MVTUParams:
     def __post_init__(self):
         n = self.name
         if not isinstance(n, str) or not n:
-            raise ValueError(f"MVTU name must be a non-empty string, not {n!r}")
+            raise ParameterError(f"MVTU name must be a non-empty string, not {n!r}")
         for what in ("rows", "cols", "pe", "simd", "pixels", "levels_per_stage"):
-            check_int(n, what, getattr(self, what), 1)
-        fold_shape(self.rows, self.cols, self.pe, self.simd, n)
-        if self.input_kind not in INPUT_KINDS:
-            raise ValueError(f"{n}: input_kind must be one of {', '.join(INPUT_KINDS)}, "
-                             f"not {self.input_kind!r}")
-        w = frozen_array(n, "weights", self.weights, 2)
-        if w.shape != (self.rows, self.cols):
-            raise ValueError(f"{n}: weights must have shape ({self.rows}, {self.cols}), "
-                             f"not {w.shape}")
-        if w.size and (w.min() < 0 or w.max() > 1):
-            raise ValueError(f"{n}: weights must hold bits 0/1, found {w.min()}..{w.max()}")
-        object.__setattr__(self, "weights", w)
+            integer(n, what, getattr(self, what), 1)
+        fold_counts(self.rows, self.cols, self.pe, self.simd, n)
+        choice(n, "input_kind", self.input_kind, nx.INPUT_KINDS)
+        object.__setattr__(self, "weights", bit_array(n, "weights", self.weights,
+                                                      shape=(self.rows, self.cols)))
         if self.thresholds is None:
             rc, cc = check_classes(n, self.pixels, self.row_class, self.col_class, 1, 1)
             object.__setattr__(self, "row_class", rc)
@@ -140,7 +134,7 @@ class MVTUParams:
     @property
     def elem_width(self) -> int:
         """Bits per input element."""
-        return INPUT_KINDS[self.input_kind]
+        return nx.ELEMENT_BITS[self.input_kind]
 
     @property
     def is_scores(self) -> bool:
@@ -150,21 +144,16 @@ class MVTUParams:
     @property
     def acc_range(self) -> tuple[int, int]:
         """Smallest and largest accumulator value."""
-        if self.input_kind == "binary":
-            return 0, self.cols
-        return -255 * self.cols, 255 * self.cols
+        return nx.acc_range(self.input_kind, self.cols)
 
     @property
-    def acc_shape(self) -> Shape:
-        lo, hi = self.acc_range
-        return Shape.cast(range(lo, hi + 1))
+    def acc_shape(self):
+        return range_shape(*self.acc_range)
 
     @property
-    def score_shape(self) -> Shape:
+    def score_shape(self):
         """Shape of one score lane of the last layer: ``2 * acc - C`` for binary inputs."""
-        if self.input_kind == "binary":
-            return Shape.cast(range(-self.cols, self.cols + 1))
-        return self.acc_shape
+        return range_shape(*nx.dot_range(self.input_kind, self.cols))
 
     @property
     def i_width(self) -> int:
@@ -194,10 +183,23 @@ class MVTUParams:
 
     @property
     def cycles_per_image(self) -> int:
-        """``P * NF * SF``: one ``(nf, sf)`` step per cycle (DESIGN.md §6), with an input
+        """``P * NF * SF``: one ``(nf, sf)`` step per cycle (docs/architecture.md, "Cycle
+        model"), with an input
         that delivers a pixel's ``SF`` beats within ``NF * SF`` cycles; a slower input sets
         the pace instead (``P`` times its arrival time per pixel)."""
         return self.pixels * self.nf * self.sf
+
+    def beat_times(self, t_in):
+        """Output beats of one image from its input beats' edges (``rtl_gen.block``): one
+        step per cycle, a pixel's step ``(0, sf)`` once its beat is there (the edge that
+        accepts it with ``NF == 1``, one later through the buffer), its output beat ``nf``
+        ``latency`` cycles after step ``(nf, SF - 1)`` less the buffer's cycle."""
+        t_in = np.asarray(t_in, dtype=np.int64).reshape(self.pixels, self.sf)
+        buffered = self.nf > 1
+        avail = np.full((self.pixels, self.nf, self.sf), np.iinfo(np.int64).min // 2)
+        avail[:, 0, :] = t_in + (1 if buffered else 0)
+        steps = paced(avail.reshape(-1)).reshape(self.pixels, self.nf, self.sf)
+        return steps[:, :, -1].reshape(-1) + self.latency - (1 if buffered else 0)
 
     @property
     def input_buffer_words(self) -> int:
@@ -208,7 +210,7 @@ class MVTUParams:
     @property
     def weight_memory(self) -> FoldedMemoryParams:
         return FoldedMemoryParams(width=self.pe * self.simd,
-                                  init=tuple(fold_matrix(self.weights, self.pe, self.simd)),
+                                  init=tuple(matrix_words(self.weights, self.pe, self.simd)),
                                   sel=MemSel.WEIGHTS, writable=self.runtime_writable,
                                   name=f"{self.name}.weights")
 
@@ -229,7 +231,7 @@ class MVTUParams:
         if w.shape != self.weights.shape:
             raise ValueError(f"{self.name}: weights must have shape {self.weights.shape}, "
                              f"not {w.shape}")
-        return fold_matrix(w, self.pe, self.simd)
+        return matrix_words(w, self.pe, self.simd)
 
     def threshold_words(self, thresholds=None) -> list[int]:
         """Threshold memory words (clamped, folded), for ``cfg_beats``."""
@@ -238,7 +240,7 @@ class MVTUParams:
         return self.threshold_params.threshold_words(thresholds)
 
 
-class MVTU(wiring.Component):
+class MVTU(StreamBlock):
     """Matrix-vector-threshold unit (see the module docstring).
 
     Ports: ``i_stream`` (``simd * E`` bits), ``o_stream`` (``pe`` bits, or ``pe *
@@ -246,21 +248,11 @@ class MVTU(wiring.Component):
     (64-bit configuration beats, always ready).
     """
 
-    def __init__(self, params: MVTUParams):
-        self.params = params
-        members = {"i_stream": In(stream.Signature(params.i_width)),
-                   "o_stream": Out(stream.Signature(params.o_width))}
-        if params.runtime_writable:
-            members["cfg"] = In(cfg_signature())
-        super().__init__(members)
+    Params = MVTUParams
 
-    @property
-    def cycles_per_image(self) -> int:
-        return self.params.cycles_per_image
-
-    @property
-    def latency(self) -> int:
-        return self.params.latency
+    @classmethod
+    def extra_members(cls, params):
+        return {"cfg": In(cfg_signature())} if params.runtime_writable else {}
 
     def elaborate(self, platform):
         m = Module()

@@ -8,20 +8,23 @@ One engine per IR node, joined by streams (``wiring.connect`` checks every join)
 - ``MaxPool`` -> ``rtl_gen.maxpool`` (OR, AND for the channels of ``and_mask``);
 - ``Dense`` -> [width converter] -> ``rtl_gen.mvtu`` (-> fifo unless last);
 - after the last ``Dense`` (signed scores): a width converter gathering all classes into
-  one beat, and ``rtl_gen.classify`` adding the argmax.
+  one beat, and ``rtl_gen.classify`` adding the class (the argmax of the integer class
+  map, which is the golden model's class).
 
-Ports:
+Ports (their formats are ``bnnhw.beats.TopFormat``, which the host uses too):
 
-- ``i_stream``: payload ``{"data": C * 8 bits, "first": 1, "last": 1}``: one pixel per beat
-  (channel ``c`` at bits ``[8c, 8c + 8)``), pixels of an image in row-major order, ``first``
-  on its first pixel and ``last`` on its last. The engines count beats themselves; a flag
-  that disagrees with that count sets the sticky ``frame_error`` output.
-- ``o_stream``: one beat per image, ``{"scores": classes x score_width bits (two's
-  complement, class i at bits [i * w, (i + 1) * w)), "argmax": index}``.
+- ``i_stream``: payload ``{"data": C pixels of 8 bits, "first": 1, "last": 1}``: one pixel
+  per beat, pixels of an image in row-major order, ``first`` on its first pixel and
+  ``last`` on its last. The engines count beats themselves; a flag that disagrees with
+  that count sets the sticky ``frame_error`` output.
+- ``o_stream``: one beat per image, ``{"scores": classes signed scores, "argmax": class}``;
+  a network truncated after a node emits that node's output instead
+  (``bnnhw.beats.elements_layout(*NetworkParams.out_elements)``).
 
 Images stream back to back with full valid/ready backpressure everywhere. The cycle model:
 each engine reports its cycles per image at steady state; the network's initiation
-interval (``cycles_per_image``) is the slowest engine's.
+interval (``cycles_per_image``) is the slowest engine's. The latency model (``latency``)
+follows one image's beats through every engine (``rtl_gen.block``).
 """
 
 from __future__ import annotations
@@ -32,14 +35,17 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-from amaranth import Module, Mux, Signal, unsigned
+from amaranth import Module, Mux, Signal
+from amaranth.hdl import Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bnnhw import ir
+from bnnhw.beats import TopFormat
 from bnnhw.folding import Fold, matrix_layers
-from bnnhw.packing import beats, pack, unpack
+from bnnhw.validate import ParameterError
 
+from .block import struct_layout
 from .classify import Classify, ClassifyParams
 from .fifo import Fifo, FifoParams
 from .input_encoder import InputEncoder, InputEncoderParams
@@ -87,14 +93,14 @@ class NetworkParams:
     def __post_init__(self):
         self.graph.check_lowered()
         if self.until is not None and self.until not in [n.name for n in self.graph.nodes]:
-            raise ValueError(f"network: no node named {self.until!r} to stop after")
+            raise ParameterError(f"network: no node named {self.until!r} to stop after")
         for layer in matrix_layers(self.graph):
             if layer.name not in self.folds:
-                raise ValueError(f"network: no folding given for layer {layer.name}")
+                raise ParameterError(f"network: no folding given for layer {layer.name}")
             layer.check(self.folds[layer.name])
         if self.fifo_depth < 3:
-            raise ValueError(f"network: fifo_depth must be at least 3 (full rate), "
-                             f"not {self.fifo_depth}")
+            raise ParameterError(f"network: fifo_depth must be at least 3 (full rate), "
+                                 f"not {self.fifo_depth}")
 
     @property
     def stages(self) -> tuple[Stage, ...]:
@@ -131,7 +137,7 @@ class NetworkParams:
                 convert(node.name, fold.simd, h * w * c, elem)
                 stages.append(Stage(f"{node.name}_window", SlidingWindowParams(
                     h, w, c, node.kernel, node.stride, node.padding, fold.simd, elem,
-                    node.pad, name=f"{node.name}_window"), node.name))
+                    node.pad_bit, name=f"{node.name}_window"), node.name))
                 oh, ow, r = node.out_shape
                 stages.append(Stage(f"{node.name}_mvtu", self._mvtu(node, fold, oh * ow),
                                     node.name))
@@ -156,10 +162,11 @@ class NetworkParams:
                         fold.pe, self.fifo_depth, node.rows // fold.pe,
                         name=f"{node.name}_fifo"), node.name))
                 else:
-                    sw = mvtu.score_shape.width
+                    sw = node.dot_bits
                     convert(node.name, node.rows, node.rows, sw, role="gather")
-                    stages.append(Stage("classify", ClassifyParams(node.rows, sw),
-                                        node.name))
+                    stages.append(Stage("classify", ClassifyParams(
+                        node.rows, sw, node.dot_max, tuple(node.class_scale),
+                        tuple(node.class_offset)), node.name))
             else:  # pragma: no cover - check_lowered admits no other node
                 raise TypeError(f"unexpected node {node!r}")
             if node.name == self.until:
@@ -189,8 +196,13 @@ class NetworkParams:
         return self.until is not None and self.until != self.graph.nodes[-1].name
 
     @property
+    def format(self) -> TopFormat:
+        """The beat formats of the top's ports (shared with the host)."""
+        return TopFormat.for_graph(self.graph)
+
+    @property
     def score_width(self) -> int:
-        return self.stages[-1].params.width
+        return self.format.score_width
 
     @property
     def pixels_per_image(self) -> int:
@@ -203,53 +215,22 @@ class NetworkParams:
         return max(s.cycles_per_image for s in self.stages)
 
     @property
+    def latency(self) -> int:
+        """Modelled cycles from the edge accepting an image's first pixel to the edge at
+        which its first output beat is taken, pixels arriving one per cycle into an idle
+        network (each engine's ``beat_times``, ``rtl_gen.block``)."""
+        t = np.arange(self.pixels_per_image, dtype=np.int64)
+        for stage in self.stages:
+            t = stage.params.beat_times(t)
+        return int(t[0])
+
+    @property
     def bottleneck(self) -> Stage:
         return max(self.stages, key=lambda s: s.cycles_per_image)
 
     @property
     def in_layout(self) -> data.StructLayout:
-        c = self.graph.input.in_shape[2]
-        return data.StructLayout({"data": unsigned(8 * c), "first": 1, "last": 1})
-
-
-    # Host-side packing of the top's beats ----------------------------------------------
-
-    def input_beats(self, images: np.ndarray) -> list[int]:
-        """Beats of ``images`` (uint8 ``[N, C, H, W]``) for ``i_stream``, framing included."""
-        images = np.asarray(images)
-        n, c, h, w = images.shape
-        if (h, w, c) != tuple(self.graph.input.in_shape):
-            raise ValueError(f"network: images of shape {(c, h, w)} do not match the "
-                             f"model input {self.graph.input.in_shape} (HWC)")
-        pixels = np.moveaxis(images, 1, -1).reshape(n, h * w, c)
-        data_bits = 8 * c
-        beats = []
-        for img in pixels:
-            for i, px in enumerate(img):
-                word = pack(px, 8)
-                word |= int(i == 0) << data_bits
-                word |= int(i == h * w - 1) << (data_bits + 1)
-                beats.append(word)
-        return beats
-
-    def node_beats(self, activations: np.ndarray) -> list[int]:
-        """Beats a truncated network emits for a node's golden activations ``[N, ...]``
-        (HWC, 0/1 bits or 8-bit pixels)."""
-        per_beat, elem = self.out_elements
-        flat = np.asarray(activations).reshape(len(activations), -1)
-        return [word for img in flat for word in beats(img, per_beat, elem)]
-
-    def decode_output(self, beat: int) -> tuple[np.ndarray, int]:
-        """``(scores int64 [classes], argmax)`` of one ``o_stream`` beat."""
-        k, sw = self.classes, self.score_width
-        scores = unpack(beat & ((1 << (k * sw)) - 1), k, sw, signed=True)
-        return scores, int(beat >> (k * sw))
-
-    def output_beat(self, scores: np.ndarray) -> int:
-        """The ``o_stream`` beat the network must emit for integer ``scores``."""
-        scores = np.asarray(scores)
-        argmax = int(np.argmax(scores))  # first maximum, like the hardware
-        return pack(scores, self.score_width) | argmax << (self.classes * self.score_width)
+        return struct_layout(self.format.in_layout)
 
 
 class Network(wiring.Component):
@@ -279,7 +260,7 @@ class Network(wiring.Component):
             m.submodules[stage.name] = block
 
         first = self.blocks[0]
-        m.d.comb += [first.i_stream.payload.eq(self.i_stream.payload.data),
+        m.d.comb += [first.i_stream.payload.eq(Value.cast(self.i_stream.payload.data)),
                      first.i_stream.valid.eq(self.i_stream.valid),
                      self.i_stream.ready.eq(first.i_stream.ready)]
         for a, b in zip(self.blocks, self.blocks[1:]):

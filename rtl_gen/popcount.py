@@ -27,6 +27,8 @@ from amaranth import Cat, Const, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from bnnhw.validate import ParameterError, choice, integer
+
 __all__ = ["OperandSum", "Popcount", "counter_groups", "final_heights", "tree_latency",
            "tree_plan"]
 
@@ -147,14 +149,14 @@ class _CompressorTree(wiring.Component):
 
     def __init__(self, count: int, width: int, *, levels_per_stage: int = 2, fanin: int = 6,
                  kind: str = "operand sum"):
-        for what, v, lo in (("count", count, 1), ("width", width, 1),
-                            ("levels_per_stage", levels_per_stage, 1)):
-            if not isinstance(v, int) or v < lo:
-                self._MustUse__used = True  # no "created but never used" warning on top
-                raise ValueError(f"{kind} {what} must be an integer >= {lo}, not {v!r}")
-        if fanin not in (3, 6):
-            self._MustUse__used = True
-            raise ValueError(f"{kind} fanin must be 3 or 6, not {fanin!r}")
+        try:
+            for what, v in (("count", count), ("width", width),
+                            ("levels_per_stage", levels_per_stage)):
+                integer(kind, what, v, 1)
+            choice(kind, "fanin", fanin, (3, 6))
+        except ParameterError:
+            self._MustUse__used = True  # no "created but never used" warning on top
+            raise
         self._count = count
         self._width = width
         self._levels_per_stage = levels_per_stage

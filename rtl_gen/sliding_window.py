@@ -29,19 +29,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from amaranth import Const, Module, Mux, Signal, unsigned
-from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 
+from bnnhw.numerics import conv_out_size
 from bnnhw.packing import pack
+from bnnhw.validate import ParameterError, divides, integer
+
+from .block import StreamBlock, output_register, paced
 
 __all__ = ["SlidingWindow", "SlidingWindowParams"]
-
-
-def _check_int(name: str, what: str, value, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}: {what} must be an integer >= {low}, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -62,30 +60,26 @@ class SlidingWindowParams:
     def __post_init__(self):
         n = self.name
         for what in ("height", "width", "channels", "kernel", "stride", "simd", "elem_width"):
-            _check_int(n, what, getattr(self, what), 1)
-        _check_int(n, "padding", self.padding, 0)
-        if self.channels % self.simd:
-            raise ValueError(f"{n}: simd must divide the {self.channels} channels, "
-                             f"not {self.simd}")
+            integer(n, what, getattr(self, what), 1)
+        integer(n, "padding", self.padding, 0)
+        divides(n, "simd", self.simd, self.channels, "channels")
         for what, size in (("height", self.height), ("width", self.width)):
             if self.kernel > size + 2 * self.padding:
-                raise ValueError(f"{n}: kernel {self.kernel} is larger than the padded "
-                                 f"{what} {size + 2 * self.padding}")
-        if (isinstance(self.pad_value, bool) or not isinstance(self.pad_value, int)
-                or not 0 <= self.pad_value < 1 << self.elem_width):
-            raise ValueError(f"{n}: pad_value must be an integer in 0..{(1 << self.elem_width) - 1}"
-                             f" for {self.elem_width}-bit elements, not {self.pad_value!r}")
+                raise ParameterError(f"{n}: kernel {self.kernel} is larger than the padded "
+                                     f"{what} {size + 2 * self.padding}")
+        integer(n, "pad_value", self.pad_value, 0,
+                (1 << self.elem_width) - 1)
 
     @property
     def out_height(self) -> int:
-        return (self.height + 2 * self.padding - self.kernel) // self.stride + 1
+        return conv_out_size(self.height, self.kernel, self.stride, self.padding)
 
     @property
     def out_width(self) -> int:
-        return (self.width + 2 * self.padding - self.kernel) // self.stride + 1
+        return conv_out_size(self.width, self.kernel, self.stride, self.padding)
 
     @property
-    def fold(self) -> int:
+    def beats_per_pixel(self) -> int:
         """Beats per pixel, ``C / simd``."""
         return self.channels // self.simd
 
@@ -94,20 +88,40 @@ class SlidingWindowParams:
         """Bits per beat on both ports."""
         return self.simd * self.elem_width
 
+    i_width = o_width = beat_width
+
     @property
     def in_beats(self) -> int:
         """Input beats per image."""
-        return self.height * self.width * self.fold
+        return self.height * self.width * self.beats_per_pixel
 
     @property
     def out_beats(self) -> int:
         """Output beats per image."""
-        return self.out_height * self.out_width * self.kernel ** 2 * self.fold
+        return self.out_height * self.out_width * self.kernel ** 2 * self.beats_per_pixel
 
     @property
     def cycles_per_image(self) -> int:
         """Cycles per image at steady state without stalls (one beat per cycle per side)."""
         return max(self.in_beats, self.out_beats)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from accepting a window's last input pixel to its first beat leaving."""
+        return 2
+
+    def beat_times(self, t_in):
+        """A window's beats leave ``latency`` cycles after its bottom-right input pixel
+        (inside the map) has been accepted, one per cycle (``rtl_gen.block``)."""
+        t_in = np.asarray(t_in, dtype=np.int64)
+        k, s, p, cf = self.kernel, self.stride, self.padding, self.beats_per_pixel
+        oy = np.arange(self.out_height)[:, None]
+        ox = np.arange(self.out_width)[None, :]
+        row = np.clip(oy * s - p + k - 1, 0, self.height - 1)
+        col = np.clip(ox * s - p + k - 1, 0, self.width - 1)
+        need = ((row * self.width + col) * cf + cf - 1).reshape(-1)
+        per_window = k * k * cf
+        return paced(np.repeat(t_in[need] + self.latency, per_window))
 
     @property
     def buffer_rows(self) -> int:
@@ -122,7 +136,7 @@ class SlidingWindowParams:
 
     @property
     def memory_depth(self) -> int:
-        return self.buffer_rows * self.width * self.fold
+        return self.buffer_rows * self.width * self.beats_per_pixel
 
     @property
     def memory_bits(self) -> int:
@@ -143,22 +157,15 @@ def _clamp(value, low: int, high: int):
     return Mux(value < low, low, Mux(value > high, high, value))
 
 
-class SlidingWindow(wiring.Component):
+class SlidingWindow(StreamBlock):
     """Sliding-window generator; ``i_stream``/``o_stream`` carry ``simd * elem_width``-bit
     beats. See the module docstring for order, padding, timing and backpressure."""
 
-    def __init__(self, params: SlidingWindowParams):
-        if not isinstance(params, SlidingWindowParams):
-            raise TypeError(f"SlidingWindow takes SlidingWindowParams, not {params!r}")
-        self.params = params
-        super().__init__({
-            "i_stream": In(stream.Signature(unsigned(params.beat_width))),
-            "o_stream": Out(stream.Signature(unsigned(params.beat_width))),
-        })
+    Params = SlidingWindowParams
 
     def elaborate(self, platform):
         p = self.params
-        h, w, cf, k, s, pad = p.height, p.width, p.fold, p.kernel, p.stride, p.padding
+        h, w, cf, k, s, pad = p.height, p.width, p.beats_per_pixel, p.kernel, p.stride, p.padding
         oh, ow, rows = p.out_height, p.out_width, p.buffer_rows
         row_words = w * cf
         depth = rows * row_words
@@ -236,20 +243,17 @@ class SlidingWindow(wiring.Component):
         is_pad = (iy < 0) | (iy >= h) | (ix < 0) | (ix >= w)
         pad_word = pack([p.pad_value] * p.simd, p.elem_width)
 
-        o_valid = Signal()
         pad_q = Signal()
         issue = Signal()
+        free = output_register(m, self.o_stream, issue)
         m.d.comb += [
-            issue.eq(available & (~o_valid | self.o_stream.ready)),
+            issue.eq(available & free),
             rd.addr.eq((row_addr + col_addr)[:len(rd.addr)]),
             rd.en.eq(issue),
-            self.o_stream.valid.eq(o_valid),
             self.o_stream.payload.eq(Mux(pad_q, pad_word, rd.data)),
         ]
         with m.If(issue):
-            m.d.sync += [o_valid.eq(1), pad_q.eq(is_pad)]
-        with m.Elif(self.o_stream.ready):
-            m.d.sync += o_valid.eq(0)
+            m.d.sync += pad_q.eq(is_pad)
 
         last_cf = cfc == cf - 1
         last_kx = kx == k - 1

@@ -9,7 +9,7 @@ the unit counts beats itself.
 Thresholds are signed integers and may lie outside the accumulator range (a constant
 channel). The memory stores them clamped to ``[acc_min, acc_max + 1]``, which keeps every
 comparison's result and bounds the word width; it holds one word per ``(cls, nf)`` at
-address ``cls * NF + nf`` (``bnnhw.packing.fold_table``), ``cls = row_class[oy] * NX +
+address ``cls * NF + nf`` (``bnnhw.packing.table_words``), ``cls = row_class[oy] * NX +
 col_class[ox]``. Rewriting them at run time goes through ``cfg`` (see
 ``rtl_gen.weight_memory``) with words from :meth:`ThresholdParams.threshold_words`.
 
@@ -22,54 +22,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth import Array, Cat, Const, Module, Shape, Signal
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth import Array, Cat, Const, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In
 
-from bnnhw.packing import fold_table
+from bnnhw.packing import table_words
+from bnnhw.validate import ParameterError, divides, int_array, integer
 
-from .weight_memory import FoldedMemory, FoldedMemoryParams, cfg_signature
+from .block import StreamBlock, output_register, range_shape
+from .weight_memory import FoldedMemory, FoldedMemoryParams, MemSel, cfg_signature
 
-__all__ = ["Threshold", "ThresholdParams", "check_classes", "check_int", "frozen_array"]
-
-
-def check_int(name: str, what: str, value, low: int | None = None) -> None:
-    """ValueError unless ``value`` is an integer (bool excluded), ``>= low`` if given."""
-    if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-            or (low is not None and value < low)):
-        bound = "" if low is None else f" >= {low}"
-        raise ValueError(f"{name}: {what} must be an integer{bound}, not {value!r}")
-
-
-def frozen_array(name: str, what: str, value, ndim: int) -> np.ndarray:
-    """``value`` as a read-only int64 array of ``ndim`` dimensions, or ValueError."""
-    a = np.asarray(value)
-    if a.dtype.kind not in "biu":
-        raise ValueError(f"{name}: {what} must hold integers, not dtype {a.dtype}")
-    if a.ndim != ndim:
-        raise ValueError(f"{name}: {what} must have {ndim} dimension(s), not shape {a.shape}")
-    a = a.astype(np.int64, copy=True)
-    a.setflags(write=False)
-    return a
+__all__ = ["Threshold", "ThresholdParams", "check_classes"]
 
 
 def check_classes(name: str, pixels: int, row_class, col_class, ny: int, nx: int,
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Validated border-class tables ``(row_class[OH], col_class[OW])``, ``OH * OW ==
-    pixels``; both ``None`` means one class for every pixel."""
+    pixels``, values below ``NY``/``NX``; both ``None`` means one class for every pixel."""
     if (row_class is None) != (col_class is None):
-        raise ValueError(f"{name}: give both row_class and col_class, or neither")
+        raise ParameterError(f"{name}: give both row_class and col_class, or neither")
     if row_class is None:
         row_class, col_class = np.zeros(pixels, np.int64), np.zeros(1, np.int64)
-    rc = frozen_array(name, "row_class", row_class, 1)
-    cc = frozen_array(name, "col_class", col_class, 1)
+    rc = int_array(name, "row_class", row_class, ndim=1, low=0, high=ny - 1)
+    cc = int_array(name, "col_class", col_class, ndim=1, low=0, high=nx - 1)
     if rc.size * cc.size != pixels:
-        raise ValueError(f"{name}: row_class ({rc.size}) x col_class ({cc.size}) must cover "
-                         f"the {pixels} output pixels")
-    for what, table, axis, n in (("row_class", rc, "NY", ny), ("col_class", cc, "NX", nx)):
-        if table.size and (table.min() < 0 or table.max() >= n):
-            raise ValueError(f"{name}: {what} values must lie in 0..{n - 1} (the thresholds "
-                             f"have {axis} = {n}), found {table.min()}..{table.max()}")
+        raise ParameterError(f"{name}: row_class ({rc.size}) x col_class ({cc.size}) must "
+                             f"cover the {pixels} output pixels")
     return rc, cc
 
 
@@ -95,21 +73,15 @@ class ThresholdParams:
 
     def __post_init__(self):
         n = self.name
-        check_int(n, "channels", self.channels, 1)
-        check_int(n, "pe", self.pe, 1)
-        check_int(n, "pixels", self.pixels, 1)
-        if self.channels % self.pe:
-            raise ValueError(f"{n}: pe must divide the {self.channels} output channels, "
-                             f"not {self.pe}")
-        check_int(n, "acc_min", self.acc_min)
-        check_int(n, "acc_max", self.acc_max)
-        if self.acc_min > self.acc_max:
-            raise ValueError(f"{n}: acc_min {self.acc_min} is larger than acc_max "
-                             f"{self.acc_max}")
-        t = frozen_array(n, "thresholds", self.thresholds, 3)
+        integer(n, "channels", self.channels, 1)
+        integer(n, "pixels", self.pixels, 1)
+        divides(n, "pe", self.pe, self.channels, "output channels")
+        integer(n, "acc_min", self.acc_min)
+        integer(n, "acc_max", self.acc_max, self.acc_min)
+        t = int_array(n, "thresholds", self.thresholds, ndim=3)
         if t.shape[2] != self.channels or 0 in t.shape:
-            raise ValueError(f"{n}: thresholds must have shape [NY, NX, {self.channels}], "
-                             f"not {t.shape}")
+            raise ParameterError(f"{n}: thresholds must have shape [NY, NX, "
+                                 f"{self.channels}], not {list(t.shape)}")
         object.__setattr__(self, "thresholds", t)
         rc, cc = check_classes(n, self.pixels, self.row_class, self.col_class, *t.shape[:2])
         object.__setattr__(self, "row_class", rc)
@@ -127,14 +99,14 @@ class ThresholdParams:
         return self.thresholds.shape[0], self.thresholds.shape[1]
 
     @property
-    def acc_shape(self) -> Shape:
+    def acc_shape(self):
         """Shape of one accumulator lane."""
-        return Shape.cast(range(self.acc_min, self.acc_max + 1))
+        return range_shape(self.acc_min, self.acc_max)
 
     @property
-    def threshold_shape(self) -> Shape:
+    def threshold_shape(self):
         """Shape of one stored (clamped) threshold."""
-        return Shape.cast(range(self.acc_min, self.acc_max + 2))
+        return range_shape(self.acc_min, self.acc_max + 1)
 
     @property
     def i_width(self) -> int:
@@ -148,6 +120,12 @@ class ThresholdParams:
     def cycles_per_image(self) -> int:
         return self.pixels * self.nf
 
+    @property
+    def latency(self) -> int:
+        """Cycles from the edge accepting an input beat to the first edge at which its
+        output beat can be taken."""
+        return 1
+
     def threshold_words(self, thresholds=None) -> list[int]:
         """Memory words of ``thresholds`` (default: this unit's), clamped and folded; for
         ``cfg_beats(MemSel.THRESHOLDS, words, memory.width)``."""
@@ -156,41 +134,29 @@ class ThresholdParams:
             raise ValueError(f"{self.name}: thresholds must have shape "
                              f"{self.thresholds.shape}, not {t.shape}")
         t = np.clip(t.astype(np.int64), self.acc_min, self.acc_max + 1)
-        return fold_table(t, self.pe, self.threshold_shape.width)
+        return table_words(t, self.pe, self.threshold_shape.width)
 
     @property
     def memory(self) -> FoldedMemoryParams:
         """Parameters of the threshold memory."""
         return FoldedMemoryParams(width=self.pe * self.threshold_shape.width,
-                                  init=tuple(self.threshold_words()), sel=1,
+                                  init=tuple(self.threshold_words()), sel=MemSel.THRESHOLDS,
                                   writable=self.runtime_writable,
                                   name=f"{self.name}.thresholds")
 
 
-class Threshold(wiring.Component):
+class Threshold(StreamBlock):
     """Threshold unit (see the module docstring).
 
     Ports: ``i_stream`` (``pe * acc_width`` bits), ``o_stream`` (``pe`` bits) and, when
     ``runtime_writable``, ``cfg`` (64-bit configuration beats, ``sel`` 1).
     """
 
-    def __init__(self, params: ThresholdParams):
-        self.params = params
-        members = {"i_stream": In(stream.Signature(params.i_width)),
-                   "o_stream": Out(stream.Signature(params.o_width))}
-        if params.runtime_writable:
-            members["cfg"] = In(cfg_signature())
-        super().__init__(members)
+    Params = ThresholdParams
 
-    @property
-    def cycles_per_image(self) -> int:
-        return self.params.cycles_per_image
-
-    @property
-    def latency(self) -> int:
-        """Cycles from the edge accepting an input beat to the first edge at which its
-        output beat can be taken."""
-        return 1
+    @classmethod
+    def extra_members(cls, params):
+        return {"cfg": In(cfg_signature())} if params.runtime_writable else {}
 
     def elaborate(self, platform):
         m = Module()
@@ -200,8 +166,9 @@ class Threshold(wiring.Component):
         if p.runtime_writable:
             wiring.connect(m, wiring.flipped(self.cfg), mem.cfg)
 
-        accept = self.i_stream.valid & self.i_stream.ready
-        m.d.comb += self.i_stream.ready.eq(~self.o_stream.valid | self.o_stream.ready)
+        accept = Signal()
+        free = output_register(m, self.o_stream, accept)
+        m.d.comb += [self.i_stream.ready.eq(free), accept.eq(self.i_stream.valid & free)]
 
         # Address of the (cls, nf) word: row_class[oy] * NX * NF + col_class[ox] * NF + nf,
         # from two small constant tables (no multiplier). Counters whose table is constant
@@ -235,8 +202,6 @@ class Threshold(wiring.Component):
         acc = Signal(p.i_width)
         with m.If(accept):
             m.d.sync += acc.eq(self.i_stream.payload)
-        with m.If(self.i_stream.ready):
-            m.d.sync += self.o_stream.valid.eq(self.i_stream.valid)
 
         aw, tw = p.acc_shape.width, p.threshold_shape.width
         signed = p.acc_shape.signed

@@ -1,8 +1,8 @@
 """Weight and threshold memories of the compute blocks, optionally rewritable at run time.
 
 A :class:`FoldedMemory` holds the words of a folded weight matrix (``bnnhw.packing.
-fold_matrix``: address ``nf * SF + sf``) or of a folded threshold table
-(``bnnhw.packing.fold_table``: address ``cls * NF + nf``) in one ``amaranth.lib.memory``
+matrix_words``: address ``nf * SF + sf``) or of a folded threshold table
+(``bnnhw.packing.table_words``: address ``cls * NF + nf``) in one ``amaranth.lib.memory``
 initialised with ``init=``. Its read port is synchronous (data one cycle after the address,
 held while ``en`` is 0), which maps onto block RAM.
 
@@ -15,7 +15,8 @@ bits    field       meaning
 0..31   ``data``    32 bits of a memory word
 32..41  ``chunk``   which 32 bits: word bits ``[chunk * 32, chunk * 32 + 32)``
 42..61  ``addr``    word address in the selected memory
-62..63  ``sel``     which memory of the block (:class:`MemSel`: 0 weights, 1 thresholds)
+62..63  ``sel``     which memory of the block (:class:`MemSel`: 0 weights, 1 thresholds,
+                    2 the class map)
 ======  ==========  ==============================================================
 
 A word of ``width`` bits takes ``ceil(width / 32)`` beats (any order; bits past ``width``
@@ -38,7 +39,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory, ReadPort
 from amaranth.lib.wiring import In, Out
 
-from bnnhw.packing import fold_matrix, fold_table
+from bnnhw.packing import matrix_words, table_words
+from bnnhw.validate import integer
 
 __all__ = ["CFG_ADDR_BITS", "CFG_CHUNK_BITS", "CFG_DATA_BITS", "CFG_LAYOUT", "CFG_WIDTH",
            "FoldedMemory", "FoldedMemoryParams", "MemSel", "cfg_beats", "cfg_signature",
@@ -58,6 +60,7 @@ class MemSel(enum.IntEnum):
 
     WEIGHTS = 0
     THRESHOLDS = 1
+    CLASSES = 2      # the classifier's integer class map (``rtl_gen.classify``)
 
 
 def cfg_signature() -> stream.Signature:
@@ -97,8 +100,7 @@ class FoldedMemoryParams:
 
     def __post_init__(self):
         n = self.name
-        if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 1:
-            raise ValueError(f"{n}: memory width must be an integer >= 1, not {self.width!r}")
+        integer(n, "memory width", self.width, 1)
         object.__setattr__(self, "init", tuple(int(w) for w in self.init))
         if not self.init:
             raise ValueError(f"{n}: memory needs at least one word")
@@ -120,15 +122,15 @@ class FoldedMemoryParams:
     @classmethod
     def for_weights(cls, name: str, w, pe: int, simd: int, writable: bool = False,
                     ) -> FoldedMemoryParams:
-        """Memory of a binary ``w[R, C]`` folded onto ``pe x simd`` (``fold_matrix``)."""
-        return cls(width=pe * simd, init=tuple(fold_matrix(w, pe, simd)),
+        """Memory of a binary ``w[R, C]`` folded onto ``pe x simd`` (``matrix_words``)."""
+        return cls(width=pe * simd, init=tuple(matrix_words(w, pe, simd)),
                    sel=MemSel.WEIGHTS, writable=writable, name=name)
 
     @classmethod
     def for_thresholds(cls, name: str, t, pe: int, width: int, writable: bool = False,
                        ) -> FoldedMemoryParams:
-        """Memory of a table ``t[..., R]`` of ``width``-bit entries on ``pe`` (``fold_table``)."""
-        return cls(width=pe * width, init=tuple(fold_table(t, pe, width)),
+        """Memory of a table ``t[..., R]`` of ``width``-bit entries on ``pe`` (``table_words``)."""
+        return cls(width=pe * width, init=tuple(table_words(t, pe, width)),
                    sel=MemSel.THRESHOLDS, writable=writable, name=name)
 
     @property

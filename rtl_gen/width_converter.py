@@ -26,11 +26,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import gcd
 
-from amaranth import Module, Mux, Signal, unsigned
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
+import numpy as np
+from amaranth import Module, Mux, Signal
+from amaranth.lib import wiring
 
-from .sliding_window import _check_int
+from bnnhw.validate import ParameterError, integer
+
+from .block import StreamBlock, paced
 
 __all__ = ["WidthConverter", "WidthConverterParams"]
 
@@ -48,11 +50,20 @@ class WidthConverterParams:
     def __post_init__(self):
         n = self.name
         for what in ("in_width", "out_width", "frame_elems", "elem_width"):
-            _check_int(n, what, getattr(self, what), 1)
+            integer(n, what, getattr(self, what), 1)
         for what in ("in_width", "out_width"):
             if getattr(self, what) % self.elem_width:
-                raise ValueError(f"{n}: {what} must be a multiple of the {self.elem_width}-bit "
-                                 f"element width, not {getattr(self, what)}")
+                raise ParameterError(f"{n}: {what} must be a multiple of the "
+                                     f"{self.elem_width}-bit element width, not "
+                                     f"{getattr(self, what)}")
+
+    @property
+    def i_width(self) -> int:
+        return self.in_width
+
+    @property
+    def o_width(self) -> int:
+        return self.out_width
 
     @property
     def frame_bits(self) -> int:
@@ -98,19 +109,27 @@ class WidthConverterParams:
         """Cycles per frame at steady state without stalls."""
         return max(self.in_beats, self.out_beats)
 
+    @property
+    def latency(self) -> int:
+        """Cycles from accepting the input beat that completes an output beat to that
+        beat leaving (0 for a wire)."""
+        return 0 if self.is_wire else 1
 
-class WidthConverter(wiring.Component):
+    def beat_times(self, t_in):
+        """An output beat leaves the cycle after the input beat that completes it
+        (``rtl_gen.block``)."""
+        t_in = np.asarray(t_in, dtype=np.int64)
+        if self.is_wire:
+            return t_in
+        ends = np.minimum((np.arange(self.out_beats) + 1) * self.out_width, self.frame_bits)
+        return paced(t_in[(ends - 1) // self.in_width] + 1)
+
+
+class WidthConverter(StreamBlock):
     """Width converter; ``i_stream`` carries ``in_width``-bit beats, ``o_stream``
     ``out_width``-bit beats. See the module docstring for order, framing and timing."""
 
-    def __init__(self, params: WidthConverterParams):
-        if not isinstance(params, WidthConverterParams):
-            raise TypeError(f"WidthConverter takes WidthConverterParams, not {params!r}")
-        self.params = params
-        super().__init__({
-            "i_stream": In(stream.Signature(unsigned(params.in_width))),
-            "o_stream": Out(stream.Signature(unsigned(params.out_width))),
-        })
+    Params = WidthConverterParams
 
     def elaborate(self, platform):
         p = self.params

@@ -9,7 +9,7 @@ Payloads are plain integers, also for struct-layout payloads (their flat bits).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from amaranth.hdl import Value
@@ -107,14 +107,3 @@ def run_stream(dut, inputs: Iterable[Any], n_outputs: int, *, seed: int = 0,
         raise TimeoutError(f"stream simulation: {len(outputs)} of {n_outputs} outputs "
                            f"after {max_cycles} cycles")
     return outputs
-
-
-def chunks(values: Sequence[int], width: int, per_word: int) -> list[int]:
-    """Pack ``values`` (each ``width`` bits) ``per_word`` at a time, element 0 in the LSBs."""
-    words = []
-    for i in range(0, len(values), per_word):
-        word = 0
-        for j, v in enumerate(values[i:i + per_word]):
-            word |= (int(v) & ((1 << width) - 1)) << (j * width)
-        words.append(word)
-    return words

@@ -9,13 +9,13 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from bnn_cases import spec_model, zoo_model
 
 from bnnhw import check, cli, frontend, golden, ir
 from bnnhw import reference as ref
 from bnnhw.checkpoint import save_checkpoint
 from bnnhw.commands import check as check_command
 from bnnhw.nn import build_model
+from tests.bnn_cases import spec_model, zoo_model
 
 
 def _swap(graph: ir.Graph, name: str, **changes) -> ir.Graph:

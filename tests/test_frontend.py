@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from bnn_cases import spec_model
 from torch import nn
 
 from bnnhw import frontend, golden, ir
 from bnnhw.errors import BnnhwError
 from bnnhw.nn import BinaryActivation, BinaryLinear, Scores
+from tests.bnn_cases import spec_model
 
 RNG = np.random.default_rng(0)
 
@@ -77,14 +77,14 @@ def _check_affine_pool_commute(scale, bias, mask_before, mask_after):
     assert np.array_equal(before, after)
 
 
-# --- pass 2: fold_affine ------------------------------------------------------------------------
+# --- pass 2: merge_affine ------------------------------------------------------------------------
 
 def test_fold_affine_composes_exactly():
     conv = _conv(np.array([0.5, 2.0, 0.25]), np.array([1.0, -0.5, 0.0]), source=("layers.0",))
     g = _graph(conv, ir.Affine("bn", (6, 6, 3), [2.0, -0.25, 4.0], [0.125, 1.0, -3.0],
                                ("layers.1",)),
                ir.Sign("sign", (6, 6, 3)), _final((6, 6, 3)))
-    out = frontend.fold_affine(g)
+    out = frontend.merge_affine(g)
     assert _ops(out) == ["input", "conv", "sign", "dense"]
     assert out["conv"].scale.tolist() == [1.0, -0.5, 1.0]  # s * a
     assert out["conv"].bias.tolist() == [2.125, 1.125, -3.0]  # s * b + t
@@ -95,7 +95,7 @@ def test_fold_affine_leaves_an_affine_after_a_sign():
     g = _graph(_conv(np.ones(3), np.zeros(3)), ir.Sign("sign", (6, 6, 3)),
                ir.Affine("bn", (6, 6, 3), np.ones(3), np.zeros(3)),
                ir.Sign("sign2", (6, 6, 3)), _final((6, 6, 3)))
-    assert frontend.fold_affine(g) == g
+    assert frontend.merge_affine(g) == g
 
 
 # --- pass 3: commute_sign_through_pool ----------------------------------------------------------
@@ -144,7 +144,7 @@ def test_flip_negative_rows_needs_a_sign():
     assert frontend.flip_negative_rows(g) == g  # the classifier keeps its weights
 
 
-# --- pass 5: fold_thresholds and its maths ------------------------------------------------------
+# --- pass 5: make_thresholds and its maths ------------------------------------------------------
 
 def test_border_classes_by_hand():
     cls, taps = frontend.border_classes(5, 3, 1, 1)
@@ -185,7 +185,7 @@ def test_fold_thresholds_dense_is_exact_on_every_accumulator(kind):
     d = ir.Dense("d", shape, _bits(9, n), a, c, input_kind=kind)
     g = ir.Graph((ir.InputEncoder("input", shape, "binary" if kind == "binary" else "uint8"),
                   d, ir.Sign("s", (9,)), _final((9,))))
-    node = frontend.fold_thresholds(g)[1]
+    node = frontend.make_thresholds(g)[1]
     assert node.thresholded and node.thresholds.shape == (1, 1, 9)
     _check_dense_thresholds(node, a, c)
 
@@ -211,7 +211,7 @@ def test_fold_thresholds_zero_padding_matches_a_zero_padded_convolution(seed):
                    zero_padding=True)
     g = ir.Graph((ir.InputEncoder("input", (h, w, c)), conv,
                   ir.Sign("s", conv.out_shape), _final(conv.out_shape)))
-    node = frontend.fold_thresholds(g)[1]
+    node = frontend.make_thresholds(g)[1]
     _check_zero_padded_conv(node, rng)
     assert node.border_classes == (len(frontend.border_classes(h, k, s, p)[1]),
                                    len(frontend.border_classes(w, k, s, p)[1]))
@@ -235,7 +235,7 @@ def _check_zero_padded_conv(node, rng):
 def test_thresholds_are_clamped_to_the_accumulator_range():
     d = ir.Dense("d", (6, 6, 2), _bits(3, 72), [1e-9, 1e-9, 0.0], [1e3, -1e3, -1.0])
     g = _graph(d, ir.Sign("s", (3,)), _final((3,)))
-    node = frontend.fold_thresholds(g)[1]
+    node = frontend.make_thresholds(g)[1]
     assert node.thresholds[0, 0].tolist() == [0, 73, 73]  # always on, always off, off
 
 
@@ -263,14 +263,14 @@ def test_frontend_checkers_catch_planted_faults():
     g = ir.Graph((ir.InputEncoder("input", (1, 1, 7)),
                   ir.Dense("d", (1, 1, 7), _bits(2, 7), a, c), ir.Sign("s", (2,)),
                   _final((2,))))
-    node = frontend.fold_thresholds(g)[1]
+    node = frontend.make_thresholds(g)[1]
     with pytest.raises(AssertionError):  # one threshold off by one
         _check_dense_thresholds(node.replace(thresholds=node.thresholds + [[[1, 0]]]), a, c)
     conv = ir.Conv("conv", (5, 5, 2), 3, _bits(4, 18), [1.0, 0.5, 2.0, 1.0],
                    [0.5, -1.0, 3.0, 0.0], padding=1, zero_padding=True)
     g = ir.Graph((ir.InputEncoder("input", (5, 5, 2)), conv, ir.Sign("s", conv.out_shape),
                   _final(conv.out_shape)))
-    node = frontend.fold_thresholds(g)[1]
+    node = frontend.make_thresholds(g)[1]
     interior = node.thresholds[node.row_class[2], node.col_class[2]]
     with pytest.raises(AssertionError):  # no border correction: interior thresholds everywhere
         _check_zero_padded_conv(node.replace(thresholds=np.broadcast_to(
@@ -296,8 +296,8 @@ def test_pool_before_bn_lowers_to_and_masks():
 
 def test_passes_are_the_documented_list():
     assert [p.__name__ for p in frontend.PASSES] == [
-        "commute_affine_through_pool", "fold_affine", "commute_sign_through_pool",
-        "flip_negative_rows", "fold_thresholds"]
+        "commute_affine_through_pool", "merge_affine", "commute_sign_through_pool",
+        "flip_negative_rows", "make_thresholds", "lower_class_map"]
     model = spec_model([{"type": "conv", "out": 3, "kernel": 3}, {"type": "dense", "out": 2}])
     g = frontend.import_model(model)
     for p in frontend.PASSES:

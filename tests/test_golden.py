@@ -8,11 +8,11 @@ import collections
 import numpy as np
 import pytest
 import torch
-from bnn_cases import random_model, random_spec, zoo_model
 
 from bnnhw import frontend, golden, ir
 from bnnhw.check import check_model, random_images
 from bnnhw.errors import BnnhwError
+from tests.bnn_cases import random_model, random_spec, zoo_model
 
 ZOO = [  # (name, kwargs, images)
     ("tfc", {}, 16),

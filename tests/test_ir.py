@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from bnn_cases import random_model, spec_model, zoo_model
 
 from bnnhw import frontend, ir
 from bnnhw.errors import BnnhwError
+from tests.bnn_cases import random_model, spec_model, zoo_model
 
 
 def _w(r, c, seed=0):
@@ -73,10 +73,10 @@ def test_node_shapes():
     ({"weights": _w(4, 44)}, r"conv 'c': weights must have shape \[R, 45\]"),
     ({"weights": _w(4, 45) * 2}, r"conv 'c': weights must hold bits 0/1"),
     ({"scale": [1.0, 2.0, float("nan"), 1.0]}, r"conv 'c': scale must be finite"),
-    ({"stride": 0}, r"conv 'c': stride must be an integer >= 1, not 0"),
-    ({"pad": 2}, r"conv 'c': pad must be an integer in 0..1, not 2"),
-    ({"input_kind": "uint8", "pad": 1}, r"pad must be an integer in 0..0"),
-    ({"zero_padding": True}, r"zero_padding needs binary inputs, padding > 0 and pad 0"),
+    ({"stride": 0}, r"conv 'c': stride must be a positive integer, not 0"),
+    ({"pad_bit": 2}, r"conv 'c': pad_bit must be an integer in 0..1, not 2"),
+    ({"input_kind": "uint8", "pad_bit": 1}, r"pad_bit must be an integer in 0..0"),
+    ({"zero_padding": True}, r"zero_padding needs binary inputs, padding > 0 and pad_bit 0"),
     ({"input_kind": "real"}, r"input_kind must be one of binary, uint8"),
     ({"thresholds": np.zeros((1, 1, 4), np.int64)}, "thresholds, row_class and col_class go"),
     ({"thresholds": np.full((1, 1, 4), 47), "row_class": np.zeros(6, np.int64),
@@ -84,7 +84,7 @@ def test_node_shapes():
     ({"thresholds": np.zeros((2, 1, 4), np.int64), "row_class": np.zeros(6, np.int64),
       "col_class": np.zeros(6, np.int64)}, r"border classes \(NY, NX\) = \(1, 1\) without"),
     ({"thresholds": np.zeros((1, 1, 4), np.int64), "row_class": np.ones(6, np.int64),
-      "col_class": np.zeros(6, np.int64)}, r"row_class values must lie in 0..0"),
+      "col_class": np.zeros(6, np.int64)}, r"row_class must lie in 0..0"),
     ({"name": "two words"}, "node name must be a non-empty word"),
 ])
 def test_conv_validation(kw, pattern):
@@ -193,7 +193,7 @@ def test_graph_equality_catches_planted_faults(graphs):
 def test_file_layout(graphs, tmp_path):
     path = ir.save_graph(graphs[1], tmp_path / "m.ir")
     doc = json.loads(path.read_text())
-    assert doc["format"] == "bnnhw-ir" and doc["version"] == 1
+    assert doc["format"] == "bnnhw-ir" and doc["version"] == 2
     assert doc["arrays"]["file"] == "m.ir.npz" and (tmp_path / "m.ir.npz").exists()
     dense = doc["nodes"][1]
     assert dense["op"] == "dense" and dense["weights"] == {
@@ -218,11 +218,11 @@ def test_load_errors(graphs, tmp_path):
         ir.load_graph(other)
     path = ir.save_graph(graphs[1], tmp_path / "c.ir")
     doc = json.loads(path.read_text())
-    doc["version"] = 2
-    path.write_text(json.dumps(doc))
-    with pytest.raises(BnnhwError, match="has version 2; this bnnhw reads version 1 only"):
-        ir.load_graph(path)
     doc["version"] = 1
+    path.write_text(json.dumps(doc))
+    with pytest.raises(BnnhwError, match="has version 1; this bnnhw reads version 2 only"):
+        ir.load_graph(path)
+    doc["version"] = 2
     doc["nodes"][1]["op"] = "lstm"
     path.write_text(json.dumps(doc))
     with pytest.raises(BnnhwError, match="malformed: node 1: unknown op 'lstm'"):

@@ -72,15 +72,15 @@ def _check_fold_matrix(words, w, pe, simd, width):
 ])
 def test_fold_matrix_layout_and_round_trip(rows, cols, pe, simd, width):
     w = RNG.integers(0, 1 << width, size=(rows, cols))
-    words = packing.fold_matrix(w, pe, simd, width)
+    words = packing.matrix_words(w, pe, simd, width)
     _check_fold_matrix(words, w, pe, simd, width)
-    assert np.array_equal(packing.unfold_matrix(words, rows, cols, pe, simd, width), w)
+    assert np.array_equal(packing.words_to_matrix(words, rows, cols, pe, simd, width), w)
 
 
 def test_fold_matrix_signed_round_trip():
     w = RNG.integers(-8, 8, size=(6, 4))
-    words = packing.fold_matrix(w, 3, 2, 4)
-    assert np.array_equal(packing.unfold_matrix(words, 6, 4, 3, 2, 4, signed=True), w)
+    words = packing.matrix_words(w, 3, 2, 4)
+    assert np.array_equal(packing.words_to_matrix(words, 6, 4, 3, 2, 4, signed=True), w)
 
 
 def _check_fold_table(words, t, pe, width):
@@ -98,32 +98,32 @@ def _check_fold_table(words, t, pe, width):
 @pytest.mark.parametrize("pe", [1, 2, 3, 6])
 def test_fold_table_layout_and_round_trip(shape, pe):
     t = RNG.integers(-50, 50, size=shape)
-    words = packing.fold_table(t, pe, 7)
+    words = packing.table_words(t, pe, 7)
     _check_fold_table(words, t, pe, 7)
-    assert np.array_equal(packing.unfold_table(words, shape, pe, 7, signed=True), t)
+    assert np.array_equal(packing.words_to_table(words, shape, pe, 7, signed=True), t)
 
 
 def test_fold_errors_name_the_problem():
     with pytest.raises(ValueError, match="pe must divide the 6 output channels, not 4"):
-        packing.fold_matrix(np.zeros((6, 4), np.int64), 4, 1)
+        packing.matrix_words(np.zeros((6, 4), np.int64), 4, 1)
     with pytest.raises(ValueError, match="simd must divide the 4 inputs, not 3"):
-        packing.fold_matrix(np.zeros((6, 4), np.int64), 2, 3)
-    with pytest.raises(ValueError, match="conv3: pe must divide"):
-        packing.fold_shape(6, 4, 0, 1, "conv3")
+        packing.matrix_words(np.zeros((6, 4), np.int64), 2, 3)
+    with pytest.raises(ValueError, match="conv3: pe must be a positive integer, not 0"):
+        packing.fold_counts(6, 4, 0, 1, "conv3")
     with pytest.raises(ValueError, match="pe must divide the 5 output channels"):
-        packing.fold_table(np.zeros(5, np.int64), 2, 4)
+        packing.table_words(np.zeros(5, np.int64), 2, 4)
 
 
 def test_layout_checkers_catch_planted_faults():
     w = RNG.integers(0, 2, size=(4, 6))
-    words = packing.fold_matrix(w, 2, 3)
+    words = packing.matrix_words(w, 2, 3)
     with pytest.raises(AssertionError):  # PE order reversed inside each word
-        _check_fold_matrix(packing.fold_matrix(w[[1, 0, 3, 2]], 2, 3), w, 2, 3, 1)
+        _check_fold_matrix(packing.matrix_words(w[[1, 0, 3, 2]], 2, 3), w, 2, 3, 1)
     with pytest.raises(AssertionError):  # synapse folds stored before neuron folds
         sf_major = [words[nf * 2 + sf] for sf in range(2) for nf in range(2)]
         _check_fold_matrix(sf_major, w, 2, 3, 1)
     t = RNG.integers(-50, 50, size=(2, 1, 4))
     with pytest.raises(AssertionError):  # classes in the wrong order
-        _check_fold_table(packing.fold_table(t[::-1], 2, 7), t, 2, 7)
+        _check_fold_table(packing.table_words(t[::-1], 2, 7), t, 2, 7)
     with pytest.raises(AssertionError):  # element 0 in the most significant field
         assert packing.pack([1, 0, 0], 2) == _pack_by_string([0, 0, 1], 2)

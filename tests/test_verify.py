@@ -12,9 +12,9 @@ import pytest
 from bnnhw.check import random_images
 from bnnhw.checkpoint import save_checkpoint
 from bnnhw.cli import main
+from bnnhw.flows.verify import verify_graph
 from bnnhw.folding import Fold, default_folding, matrix_layers, save_folding, two_foldings
 from bnnhw.frontend import compile_model
-from bnnhw.verify import verify_graph
 from tests.bnn_cases import VERIFY_MODELS, zoo_model
 
 IMAGES = 6

@@ -7,11 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from ..checkpoint import load_model
 from ..errors import BnnhwError
+from ..flows.verify import verify_graph
 from ..folding import default_folding, default_target, load_folding, matrix_layers
 from ..frontend import compile_model
-from ..verify import verify_graph
 from .common import add_image_arguments, select_images
 
 HELP = ("Co-simulate the generated accelerator (Verilator + cocotb) on images and compare "
@@ -34,6 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def qat_predictions(model, images):
+    """The QAT model's own classes of ``images`` (eval mode, float32 as trained)."""
+    import torch
+
+    with torch.no_grad():
+        x = torch.as_tensor(np.asarray(images)).to(torch.float32)
+        return model(x).argmax(dim=1).numpy()
+
+
 def run(args: argparse.Namespace) -> int:
     if not 0 <= args.stall < 1:
         raise BnnhwError(f"--stall must be a probability in [0, 1), not {args.stall}")
@@ -52,8 +63,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"  {msg}...", file=sys.stderr, flush=True)
 
+    qat_classes = qat_predictions(model, images)
     report = verify_graph(graph, folds, images, stall=args.stall, seed=args.seed,
-                          waves_dir=Path(args.waves), progress=progress)
+                          waves_dir=Path(args.waves), progress=progress,
+                          qat_classes=qat_classes)
     if args.json:
         print(json.dumps({"model": str(args.model), "source": source,
                           "target_ii": None if args.folding else

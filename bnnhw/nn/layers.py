@@ -20,15 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..numerics import ENCODINGS, PAD_VALUES, thermometer_thresholds
 from .binarize import binarize_activation, binarize_weight
 
-ENCODINGS = ("binary", "uint8", "thermometer")
-PAD_VALUES = (0, 1, -1)
-
-
-def thermometer_thresholds(levels: int) -> list[int]:
-    """Pixel thresholds of a ``levels``-level thermometer code, evenly spread over 0..255."""
-    return [((k + 1) * 256) // (levels + 1) for k in range(levels)]
+__all__ = ["ENCODINGS", "PAD_VALUES", "BinaryActivation", "BinaryConv2d", "BinaryLinear",
+           "InputEncoder", "Scores", "clip_latent_weights", "thermometer_thresholds"]
 
 
 class InputEncoder(nn.Module):
@@ -93,14 +89,14 @@ class BinaryConv2d(nn.Conv2d):
                          padding=0, bias=bias)
         if pad_value not in PAD_VALUES:
             raise ValueError(f"pad_value must be one of {PAD_VALUES}, not {pad_value!r}")
-        self.pad = int(padding)
+        self.pad_amount = int(padding)
         self.pad_value = int(pad_value)
         self.scale = scale
         nn.init.uniform_(self.weight, -1.0, 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pad:
-            x = F.pad(x, (self.pad,) * 4, value=float(self.pad_value))
+        if self.pad_amount:
+            x = F.pad(x, (self.pad_amount,) * 4, value=float(self.pad_value))
         y = F.conv2d(x, binarize_weight(self.weight), stride=self.stride)
         if self.scale:
             y = y * _xnor_scale(self.weight).view(1, -1, 1, 1)
@@ -110,7 +106,7 @@ class BinaryConv2d(nn.Conv2d):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (
-            f", pad={self.pad}, pad_value={self.pad_value}, scale={self.scale}")
+            f", pad_amount={self.pad_amount}, pad_value={self.pad_value}, scale={self.scale}")
 
 
 class BinaryActivation(nn.Module):

@@ -17,8 +17,8 @@ BatchNorm and sign.
 Keys and defaults:
 
 - ``input``: ``shape`` [C, H, W] (required), ``encoding`` ``binary`` | ``uint8`` |
-  ``thermometer`` (``binary``), ``threshold`` 0..255 for ``binary`` (128), ``levels`` for
-  ``thermometer`` (8);
+  ``thermometer`` (``binary``), ``threshold`` 0..255 for ``binary`` (128), ``levels``
+  1..255 for ``thermometer`` (8);
 - ``conv``: ``out``, ``kernel`` (required), ``stride`` (1), ``padding`` (0),
   ``pad_value`` 0 | 1 | -1 (0: zero padding), ``scale`` (false, XNOR-Net per-channel
   scale), ``bias`` (false);
@@ -36,18 +36,12 @@ from typing import Any
 
 from torch import nn
 
-from .layers import (
-    ENCODINGS,
-    PAD_VALUES,
-    BinaryActivation,
-    BinaryConv2d,
-    BinaryLinear,
-    InputEncoder,
-    Scores,
-)
+from .. import numerics as nx
+from ..validate import ParameterError, choice, flag, integer
+from .layers import BinaryActivation, BinaryConv2d, BinaryLinear, InputEncoder, Scores
 
 
-class SpecError(ValueError):
+class SpecError(ParameterError):
     """A model spec that cannot describe a model; the message names the layer and value."""
 
 
@@ -60,17 +54,12 @@ _LAYER_KEYS = {
 }
 
 
-def _int(where: str, key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise SpecError(f"{where}: {key} must be {kind}, not {value!r}")
-    return value
+def _int(where: str, key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    return integer(where, key, value, minimum, maximum, error=SpecError, plain=True)
 
 
 def _bool(where: str, key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise SpecError(f"{where}: {key} must be true or false, not {value!r}")
-    return value
+    return flag(where, key, value, error=SpecError)
 
 
 def _fill(where: str, given: Any, keys: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +85,11 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
     Raises ``SpecError`` naming the layer and the offending value, including for shapes
     that cannot be computed (a kernel larger than its padded input, ...).
     """
+    return _normalize(spec)[0]
+
+
+def _normalize(spec: Any) -> tuple[dict[str, Any], list[tuple[int, ...]]]:
+    """``normalize_spec`` and the output shape of every layer (see ``layer_shapes``)."""
     if not isinstance(spec, dict):
         raise SpecError(f"a model spec must be an object, not {type(spec).__name__}")
     unknown = sorted(set(spec) - {"input", "layers", "name"})
@@ -110,22 +104,18 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
             or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape)):
         raise SpecError(f"input: shape must be three positive integers [C, H, W], not {shape!r}")
     inp["shape"] = list(shape)
-    if inp["encoding"] not in ENCODINGS:
-        raise SpecError(f"input: encoding must be one of {', '.join(ENCODINGS)}, "
-                        f"not {inp['encoding']!r}")
-    thr = inp["threshold"]
-    if isinstance(thr, bool) or not isinstance(thr, int) or not 0 <= thr <= 255:
-        raise SpecError(f"input: threshold must be an integer in 0..255, not {thr!r}")
-    _int("input", "levels", inp["levels"], 1)
+    choice("input", "encoding", inp["encoding"], nx.ENCODINGS, error=SpecError)
+    _int("input", "threshold", inp["threshold"], 0, nx.PIXEL_MAX)
+    _int("input", "levels", inp["levels"], 1, nx.MAX_THERMOMETER_LEVELS)
 
     layers = spec["layers"]
     if not isinstance(layers, list) or not layers:
         raise SpecError("model spec: 'layers' must be a non-empty list")
     c, h, w = inp["shape"]
-    if inp["encoding"] == "thermometer":
-        c *= inp["levels"]
+    c = nx.encoded_channels(c, inp["encoding"], inp["levels"])
     flat = None  # feature count once flattened by a dense layer
     out_layers = []
+    shapes: list[tuple[int, ...]] = []
     prev = None
     for i, layer in enumerate(layers):
         if not isinstance(layer, dict):
@@ -143,10 +133,7 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
             k = _int(where, "kernel", lay["kernel"], 1)
             s = _int(where, "stride", lay["stride"], 1)
             p = _int(where, "padding", lay["padding"], 0)
-            pv = lay["pad_value"]
-            if type(pv) is not int or pv not in PAD_VALUES:
-                raise SpecError(f"{where}: pad_value must be 0, 1 or -1, not "
-                                f"{lay['pad_value']!r}")
+            choice(where, "pad_value", lay["pad_value"], nx.PAD_VALUES, error=SpecError)
             if i == 0 and inp["encoding"] == "uint8" and p and lay["pad_value"] != 0:
                 raise SpecError(f"{where}: a conv on uint8 pixels pads with zeros only, "
                                 f"not pad_value {lay['pad_value']}")
@@ -155,7 +142,7 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
             if k > h + 2 * p or k > w + 2 * p:
                 raise SpecError(f"{where}: kernel {k} is larger than its padded input "
                                 f"{h + 2 * p}x{w + 2 * p}")
-            c, h, w = out, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+            c, h, w = out, nx.conv_out_size(h, k, s, p), nx.conv_out_size(w, k, s, p)
         elif kind == "maxpool":
             if prev is None or flat is not None:
                 raise SpecError(f"{where}: a maxpool must follow a conv or another maxpool")
@@ -168,43 +155,27 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
                 raise SpecError(f"{where}: only one maxpool can pool before BatchNorm")
             if k > h or k > w:
                 raise SpecError(f"{where}: kernel {k} is larger than its input {h}x{w}")
-            h, w = (h - k) // s + 1, (w - k) // s + 1
+            h, w = nx.conv_out_size(h, k, s), nx.conv_out_size(w, k, s)
         else:
             out = _int(where, "out", lay["out"], 1)
             _bool(where, "scale", lay["scale"])
             _bool(where, "bias", lay["bias"])
             flat = out
         out_layers.append(lay)
+        shapes.append((c, h, w) if flat is None else (flat,))
         prev = lay
     if out_layers[-1]["type"] != "dense":
         raise SpecError(f"layer {len(out_layers) - 1}: the last layer must be a dense "
                         f"classifier, not {out_layers[-1]['type']}")
-    result = {"input": inp, "layers": out_layers}
+    result: dict[str, Any] = {"input": inp, "layers": out_layers}
     if "name" in spec:
         result["name"] = str(spec["name"])
-    return result
+    return result, shapes
 
 
 def layer_shapes(spec: dict[str, Any]) -> list[tuple[int, ...]]:
     """Output shape of every spec layer (``(C, H, W)`` or ``(N,)``), spec normalised first."""
-    spec = normalize_spec(spec)
-    inp = spec["input"]
-    c, h, w = inp["shape"]
-    if inp["encoding"] == "thermometer":
-        c *= inp["levels"]
-    shapes: list[tuple[int, ...]] = []
-    for lay in spec["layers"]:
-        if lay["type"] == "conv":
-            k, s, p = lay["kernel"], lay["stride"], lay["padding"]
-            c, h, w = lay["out"], (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-            shapes.append((c, h, w))
-        elif lay["type"] == "maxpool":
-            k, s = lay["kernel"], lay["stride"]
-            h, w = (h - k) // s + 1, (w - k) // s + 1
-            shapes.append((c, h, w))
-        else:
-            shapes.append((lay["out"],))
-    return shapes
+    return _normalize(spec)[1]
 
 
 class BNN(nn.Module):
@@ -223,8 +194,7 @@ class BNN(nn.Module):
         inp = self.spec["input"]
         self.encoder = InputEncoder(inp["encoding"], inp["threshold"], inp["levels"])
         c, h, w = inp["shape"]
-        if inp["encoding"] == "thermometer":
-            c *= inp["levels"]
+        c = nx.encoded_channels(c, inp["encoding"], inp["levels"])
         shapes = layer_shapes(self.spec)
         specs = self.spec["layers"]
         mods: list[nn.Module] = []

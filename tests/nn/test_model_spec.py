@@ -61,7 +61,7 @@ def test_module_sequence():
                      BinaryLinear, Scores]
     assert isinstance(model.encoder, InputEncoder)
     conv = model.layers[0]
-    assert (conv.pad, conv.pad_value, conv.stride) == (1, -1, (1, 1))
+    assert (conv.pad_amount, conv.pad_value, conv.stride) == (1, -1, (1, 1))
     assert model.layers[2].num_features == 4
     assert model.layers[9].in_features == 6
     out = model.eval()(torch.randint(0, 256, (2, 1, 12, 12)).float())
@@ -105,7 +105,8 @@ BAD = [
     (("input", "shape"), [1, 0, 12], "shape must be three positive integers"),
     (("input", "encoding"), "float", "encoding must be one of"),
     (("input", "threshold"), 256, "threshold must be an integer in 0..255"),
-    (("input", "levels"), 0, "levels must be a positive integer"),
+    (("input", "levels"), 0, "levels must be an integer in 1..255, not 0"),
+    (("input", "levels"), 256, "levels must be an integer in 1..255, not 256"),
     (("layers", 0, "type"), "lstm", "layer 0: unknown layer type 'lstm'"),
     (("layers", 0, "out"), _DELETE, "layer 0 (conv): missing required key 'out'"),
     (("layers", 0, "out"), 0, "layer 0 (conv): out must be a positive integer, not 0"),
@@ -113,9 +114,9 @@ BAD = [
     (("layers", 0, "kernel"), 2.0, "kernel must be a positive integer, not 2.0"),
     (("layers", 0, "kernel"), 15, "kernel 15 is larger than its padded input 14x14"),
     (("layers", 0, "padding"), -1, "padding must be an integer >= 0"),
-    (("layers", 0, "pad_value"), 2, "pad_value must be 0, 1 or -1"),
-    (("layers", 0, "pad_value"), True, "pad_value must be 0, 1 or -1"),
-    (("layers", 0, "pad_value"), 1.0, "pad_value must be 0, 1 or -1"),
+    (("layers", 0, "pad_value"), 2, "pad_value must be one of 0, 1, -1"),
+    (("layers", 0, "pad_value"), True, "pad_value must be one of 0, 1, -1"),
+    (("layers", 0, "pad_value"), 1.0, "pad_value must be one of 0, 1, -1"),
     (("layers", 0, "scale"), 1, "scale must be true or false"),
     (("layers", 0, "dilation"), 2, "unknown key 'dilation'"),
     (("layers", 3, "kernel"), 3, "layer 3 (maxpool): kernel 3 is larger than its input 2x2"),

@@ -4,13 +4,13 @@ on and around every threshold, images back to back, random stalls."""
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from stream_helpers import clocked, output_cycles
 
 from bnnhw import reference
 from bnnhw.nn import thermometer_thresholds
 from bnnhw.packing import beats
 from rtl_gen.input_encoder import InputEncoder, InputEncoderParams
 from sim.stream_sim import run_stream
+from tests.stream_helpers import clocked, output_cycles
 
 
 def pixels(params, images, rng):
@@ -29,7 +29,7 @@ def check(params, images=2, seed=0, dut=None, stall=0.3):
     x = pixels(params, images, rng)
     enc = reference.encode(x, params.encoding, params.threshold, params.levels)
     width = 8 if params.encoding == "uint8" else 1
-    expected = beats(enc.reshape(-1).tolist(), params.out_width // width, width)
+    expected = beats(enc.reshape(-1).tolist(), params.o_width // width, width)
     got = run_stream(clocked(dut or InputEncoder(params)), beats(x.reshape(-1), params.simd, 8),
                      len(expected), seed=seed, stall_in=stall, stall_out=stall)
     return got, expected
@@ -68,7 +68,7 @@ def test_params_are_validated():
     with pytest.raises(ValueError, match="enc: encoding must be one of binary, uint8, "
                                          "thermometer, not 'gray'"):
         InputEncoderParams(4, 4, 3, "gray", name="enc")
-    with pytest.raises(ValueError, match="threshold must lie in 0..255, not 256"):
+    with pytest.raises(ValueError, match="threshold must be an integer in 0..255, not 256"):
         InputEncoderParams(4, 4, 3, threshold=256)
     with pytest.raises(ValueError, match="simd must divide the 3 channels, not 2"):
         InputEncoderParams(4, 4, 3, simd=2)
@@ -76,7 +76,7 @@ def test_params_are_validated():
 
 def test_derived_figures():
     p = InputEncoderParams(32, 32, 3, "thermometer", simd=3, levels=8)
-    assert (p.in_width, p.out_width, p.out_channels) == (24, 24, 24)
+    assert (p.i_width, p.o_width, p.out_channels) == (24, 24, 24)
     assert p.cycles_per_image == 32 * 32
 
 

@@ -6,12 +6,12 @@ import random
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from stream_helpers import output_cycles, steady_cycles
 
 from bnnhw import reference
 from bnnhw.packing import beats
 from rtl_gen.maxpool import MaxPool, MaxPoolParams
 from sim.stream_sim import run_stream
+from tests.stream_helpers import output_cycles, steady_cycles
 
 
 def check(params, images=2, seed=0, dut=None, stall=0.3):
@@ -76,7 +76,7 @@ def test_ignored_and_mask_is_caught():
 
     class OrOnly(MaxPoolParams):
         def mask_words(self):
-            return [0] * self.fold
+            return [0] * self.beats_per_pixel
 
     p = MaxPoolParams(4, 4, 4, 2, simd=2, and_mask=(1, 0, 1, 1))
     got, expected = check(p, images=2, seed=5, dut=MaxPool(OrOnly(**vars(p))))
@@ -84,9 +84,9 @@ def test_ignored_and_mask_is_caught():
 
 
 def test_params_are_validated():
-    with pytest.raises(ValueError, match="pool1: and_mask must be a tuple of 3 bits"):
+    with pytest.raises(ValueError, match=r"pool1: and_mask must have shape \[3\]"):
         MaxPoolParams(4, 4, 3, 2, and_mask=(1, 0), name="pool1")
-    with pytest.raises(ValueError, match="and_mask entries must be 0 or 1"):
+    with pytest.raises(ValueError, match="and_mask must hold bits 0/1"):
         MaxPoolParams(4, 4, 2, 2, and_mask=(1, 2))
     with pytest.raises(ValueError, match="simd must divide the 6 channels, not 4"):
         MaxPoolParams(4, 4, 6, 2, simd=4)
@@ -96,7 +96,7 @@ def test_params_are_validated():
 
 def test_derived_figures():
     p = MaxPoolParams(28, 28, 64, 2, simd=16)
-    assert (p.step, p.out_height, p.out_width, p.fold) == (2, 14, 14, 4)
+    assert (p.step, p.out_height, p.out_width, p.beats_per_pixel) == (2, 14, 14, 4)
     assert p.cycles_per_image == 28 * 28 * 4
     assert p.memory_bits == 14 * 64
     assert p.mask_words() == [0, 0, 0, 0]

@@ -5,10 +5,9 @@ cycles per image against the cycle model."""
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from stream_helpers import output_cycles, steady_cycles
-from test_mvtu import SerialInput
 
 from bnnhw import golden
+from bnnhw.beats import element_beats
 from bnnhw.check import random_images
 from bnnhw.errors import BnnhwError
 from bnnhw.folding import Fold, default_folding, matrix_layers
@@ -16,6 +15,7 @@ from bnnhw.frontend import compile_model
 from rtl_gen.network import Network, NetworkParams
 from sim.stream_sim import run_stream
 from tests.bnn_cases import random_model, spec_model, zoo_model
+from tests.stream_helpers import SerialInput, output_cycles, steady_cycles
 
 
 def random_folding(graph, rng):
@@ -28,13 +28,15 @@ def random_folding(graph, rng):
 
 
 def simulate(params, images, seed=0, stall=0.3):
-    out = run_stream(Network(params), params.input_beats(images), len(images), seed=seed,
+    out = run_stream(Network(params), params.format.image_beats(images), len(images), seed=seed,
                      stall_in=stall, stall_out=stall, max_cycles=400_000)
     return [int(o) for o in out]
 
 
 def expected_beats(params, graph, images):
-    return [params.output_beat(s) for s in golden.run(graph, images).scores.numpy()]
+    gold = golden.run(graph, images)
+    return [params.format.result_beat(s, c)
+            for s, c in zip(gold.scores.numpy(), gold.classes.numpy())]
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -53,8 +55,8 @@ def test_truncated_network_streams_golden_activations():
     acts = golden.run(graph, images, activations=True).activations
     for node in (graph.nodes[0].name, graph.nodes[1].name, graph.nodes[2].name):
         params = NetworkParams(graph, default_folding(graph), until=node)
-        want = params.node_beats(acts[node].numpy())
-        out = run_stream(Network(params), params.input_beats(images), len(want), seed=1,
+        want = element_beats(acts[node].numpy(), *params.out_elements)
+        out = run_stream(Network(params), params.format.image_beats(images), len(want), seed=1,
                          max_cycles=200_000)
         assert [int(o) for o in out] == want
 
@@ -78,7 +80,7 @@ def test_frame_flags_checked():
     graph = compile_model(model)
     params = NetworkParams(graph, default_folding(graph))
     images = random_images(model.spec["input"]["shape"], 1, 0)
-    beats = params.input_beats(images)
+    beats = params.format.image_beats(images)
     data_bits = 8 * graph.input.in_shape[2]
 
     for corrupt, flagged in ((None, 0), (5, 1)):
@@ -150,7 +152,7 @@ def measured_cycles(name, serial_mvtu=None):
         p = params.stages[i].params
         net.blocks[i] = SerialInput(net.blocks[i], p.sf, (p.nf - 1) * p.sf)
     images = random_images(shape, 3, 4)
-    stamps, out = output_cycles(net, params.input_beats(images), len(images))
+    stamps, out = output_cycles(net, params.format.image_beats(images), len(images))
     return (steady_cycles(stamps, 1), params.cycles_per_image, [int(o) for o in out],
             expected_beats(params, graph, images))
 

@@ -94,9 +94,9 @@ def test_tree_is_logarithmic_and_ends_in_two_rows():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"n": 0}, "popcount count must be an integer >= 1, not 0"),
-    ({"n": 8, "levels_per_stage": 0}, "popcount levels_per_stage must be an integer >= 1"),
-    ({"n": 8, "fanin": 4}, "popcount fanin must be 3 or 6, not 4"),
+    ({"n": 0}, "popcount: count must be a positive integer, not 0"),
+    ({"n": 8, "levels_per_stage": 0}, "popcount: levels_per_stage must be a positive integer"),
+    ({"n": 8, "fanin": 4}, "popcount: fanin must be one of 3, 6, not 4"),
 ])
 def test_bad_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):

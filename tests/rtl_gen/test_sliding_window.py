@@ -6,12 +6,12 @@ import random
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from stream_helpers import output_cycles, steady_cycles
 
 from bnnhw import reference
 from bnnhw.packing import beats
 from rtl_gen.sliding_window import SlidingWindow, SlidingWindowParams
 from sim.stream_sim import run_stream
+from tests.stream_helpers import output_cycles, steady_cycles
 
 
 def check(params, images=2, seed=0, dut=None, stall=0.3):
@@ -83,7 +83,7 @@ def test_cycles_per_image_matches_model(args):
         assert abs(measured - p.cycles_per_image) <= 0.05 * p.cycles_per_image
     # first window: needs input pixel (K-1-P, K-1-P), accepted at beat index below
     first_pixel = (p.kernel - 1 - p.padding) * p.width + (p.kernel - 1 - p.padding)
-    assert stamps[0] == (first_pixel + 1) * p.fold - 1 + 2
+    assert stamps[0] == (first_pixel + 1) * p.beats_per_pixel - 1 + 2
 
 
 def test_missing_overwrite_guard_is_caught():
@@ -107,13 +107,13 @@ def test_params_are_validated():
         SlidingWindowParams(2, 8, 1, 5, padding=1)
     with pytest.raises(ValueError, match="pad_value must be an integer in 0..1"):
         SlidingWindowParams(4, 4, 1, 3, pad_value=2)
-    with pytest.raises(ValueError, match="stride must be an integer >= 1, not 0"):
+    with pytest.raises(ValueError, match="stride must be a positive integer, not 0"):
         SlidingWindowParams(4, 4, 1, 3, stride=0)
 
 
 def test_derived_figures():
     p = SlidingWindowParams(32, 32, 64, 3, 1, 0, simd=16)
-    assert (p.out_height, p.out_width, p.fold) == (30, 30, 4)
+    assert (p.out_height, p.out_width, p.beats_per_pixel) == (30, 30, 4)
     assert p.out_beats == 30 * 30 * 9 * 4
     assert p.cycles_per_image == p.out_beats
     assert p.buffer_rows == 6

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from bnnhw.packing import fold_matrix, unfold_matrix, unfold_table
+from bnnhw.packing import matrix_words, words_to_matrix, words_to_table
 from rtl_gen.weight_memory import (
     CFG_LAYOUT,
     FoldedMemory,
@@ -57,7 +57,7 @@ def test_weights_init_follows_fold_matrix():
     params = FoldedMemoryParams.for_weights("conv1", w, pe=3, simd=4)
     assert (params.depth, params.width) == (2 * 3, 12)
     words = simulate(params)
-    assert np.array_equal(unfold_matrix(words, 6, 12, 3, 4), w)
+    assert np.array_equal(words_to_matrix(words, 6, 12, 3, 4), w)
 
 
 def test_thresholds_init_follows_fold_table():
@@ -65,12 +65,12 @@ def test_thresholds_init_follows_fold_table():
     t = rng.integers(-40, 40, size=(2, 3, 4))
     params = FoldedMemoryParams.for_thresholds("conv1", t, pe=2, width=7)
     words = simulate(params)
-    assert np.array_equal(unfold_table(words, t.shape, 2, 7, signed=True), t)
+    assert np.array_equal(words_to_table(words, t.shape, 2, 7, signed=True), t)
 
 
 def rewrite_beats(new_w, pe, simd, seed):
     """cfg beats of new_w in shuffled order, mixed with beats every memory must ignore."""
-    words = fold_matrix(new_w, pe, simd)
+    words = matrix_words(new_w, pe, simd)
     beats = cfg_beats(MemSel.WEIGHTS, words, pe * simd)
     depth = len(words)
     beats += [cfg_word(MemSel.THRESHOLDS, 0, 0, 0xFFFFFFFF),   # other memory
@@ -87,7 +87,7 @@ def test_runtime_rewrite(pe, simd, seed):
     new_w = rng.integers(0, 2, size=old_w.shape)
     params = FoldedMemoryParams.for_weights("fc1", old_w, pe, simd, writable=True)
     words = simulate(params, rewrite_beats(new_w, pe, simd, seed), seed)
-    assert np.array_equal(unfold_matrix(words, *old_w.shape, pe, simd), new_w)
+    assert np.array_equal(words_to_matrix(words, *old_w.shape, pe, simd), new_w)
 
 
 def test_runtime_rewrite_of_a_one_word_memory():
@@ -105,7 +105,7 @@ def test_dropped_cfg_beat_is_caught():
                       == 1))
     params = FoldedMemoryParams.for_weights("fc1", old_w, 2, 20, writable=True)
     words = simulate(params, beats)
-    assert not np.array_equal(unfold_matrix(words, 4, 40, 2, 20), new_w)
+    assert not np.array_equal(words_to_matrix(words, 4, 40, 2, 20), new_w)
 
 
 def test_cfg_layout_is_the_documented_one():
@@ -116,7 +116,7 @@ def test_cfg_layout_is_the_documented_one():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"width": 0, "init": (0,)}, "fc2: memory width must be an integer >= 1, not 0"),
+    ({"width": 0, "init": (0,)}, "fc2: memory width must be a positive integer, not 0"),
     ({"width": 4, "init": ()}, "fc2: memory needs at least one word"),
     ({"width": 4, "init": (16,)}, "fc2: memory word 16 does not fit 4 bits"),
     ({"width": 4, "init": (0,), "sel": 3}, "fc2: sel must be one of"),

@@ -6,11 +6,11 @@ import random
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from stream_helpers import clocked, output_cycles, steady_cycles
 
 from bnnhw.packing import pack
 from rtl_gen.width_converter import WidthConverter, WidthConverterParams
 from sim.stream_sim import run_stream
+from tests.stream_helpers import clocked, output_cycles, steady_cycles
 
 
 def frame_beats(bits, width, garbage=None):
@@ -105,7 +105,7 @@ def test_params_are_validated():
     with pytest.raises(ValueError, match="wc2: out_width must be a multiple of the 4-bit "
                                          "element width, not 10"):
         WidthConverterParams(8, 10, 4, elem_width=4, name="wc2")
-    with pytest.raises(ValueError, match="frame_elems must be an integer >= 1, not 0"):
+    with pytest.raises(ValueError, match="frame_elems must be a positive integer, not 0"):
         WidthConverterParams(8, 8, 0)
 
 

@@ -6,7 +6,7 @@ from amaranth import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sim.stream_sim import chunks, run_stream
+from sim.stream_sim import run_stream
 
 
 class Passthrough(wiring.Component):
@@ -47,8 +47,3 @@ def test_dropped_beat_is_caught():
     data = list(range(20))
     with pytest.raises(TimeoutError):
         run_stream(Passthrough(drop=True), data, len(data), max_cycles=2000)
-
-
-def test_chunks_lsb_first():
-    assert chunks([1, 0, 1, 1], 1, 2) == [0b01, 0b11]
-    assert chunks([0x12, 0x34, 0x56], 8, 2) == [0x3412, 0x56]

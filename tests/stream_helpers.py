@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-from amaranth import Module, Signal
+from amaranth import Module, Mux, Signal
 from amaranth.hdl import Value
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
@@ -80,3 +80,30 @@ def steady_cycles(stamps: list[int], beats_per_image: int) -> list[int]:
     """Cycles between the last beats of consecutive images."""
     ends = [stamps[i - 1] for i in range(beats_per_image, len(stamps) + 1, beats_per_image)]
     return [b - a for a, b in pairwise(ends)]
+
+
+class SerialInput(wiring.Component):
+    """A planted rate fault: ``dut`` behind an input that, like a single input buffer,
+    refuses beats for ``gap`` cycles after each pixel's ``sf`` beats."""
+
+    def __init__(self, dut, sf, gap):
+        self._dut, self._sf, self._gap = dut, sf, gap
+        super().__init__({"i_stream": dut.signature.members["i_stream"],
+                          "o_stream": dut.signature.members["o_stream"]})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = dut = self._dut
+        count, hold = Signal(range(self._sf)), Signal(range(self._gap + 1))
+        open_ = hold == 0
+        m.d.comb += [dut.i_stream.payload.eq(self.i_stream.payload),
+                     dut.i_stream.valid.eq(self.i_stream.valid & open_),
+                     self.i_stream.ready.eq(dut.i_stream.ready & open_)]
+        with m.If(~open_):
+            m.d.sync += hold.eq(hold - 1)
+        with m.If(self.i_stream.valid & self.i_stream.ready):
+            m.d.sync += count.eq(Mux(count == self._sf - 1, 0, count + 1))
+            with m.If(count == self._sf - 1):
+                m.d.sync += hold.eq(self._gap)
+        wiring.connect(m, dut.o_stream, wiring.flipped(self.o_stream))
+        return m
