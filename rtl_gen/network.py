@@ -29,7 +29,7 @@ follows one image's beats through every engine (``rtl_gen.block``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -237,12 +237,20 @@ class Network(wiring.Component):
     """The accelerator of a ``NetworkParams`` (see the module docstring).
 
     ``frame_error`` goes high, and stays high, when an input beat's ``first``/``last``
-    flag disagrees with the pixel count of the image being received.
+    flag disagrees with the pixel count of the image being received. ``blocks`` maps stage
+    names to other block classes for those engines (a planted fault in a test); the
+    others are the ones ``rtl_gen`` makes for their parameters.
     """
 
-    def __init__(self, params: NetworkParams):
+    def __init__(self, params: NetworkParams,
+                 blocks: Mapping[str, Callable[[Any], wiring.Component]] | None = None):
         self.params = params
-        self.blocks = [_BLOCKS[type(s.params)](s.params) for s in params.stages]
+        chosen = dict(blocks or {})
+        unknown = set(chosen) - {s.name for s in params.stages}
+        if unknown:
+            raise ParameterError(f"network: no stage named {min(unknown)!r}")
+        self.blocks = [chosen.get(s.name, _BLOCKS[type(s.params)])(s.params)
+                       for s in params.stages]
         super().__init__({
             "i_stream": In(stream.Signature(params.in_layout)),
             "o_stream": self.blocks[-1].signature.members["o_stream"],

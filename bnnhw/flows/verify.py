@@ -138,11 +138,13 @@ def _steady_cycles(out_cycles: list[int]) -> float | None:
     return (out_cycles[-1] - out_cycles[1]) / (len(out_cycles) - 2)
 
 
-def _network(graph: ir.Graph, folds: Mapping[str, Fold], until: str | None = None):
+def _network(graph: ir.Graph, folds: Mapping[str, Fold], until: str | None = None,
+             blocks: Mapping[str, Any] | None = None):
     from rtl_gen.network import Network, NetworkParams
 
     params = NetworkParams(graph, folds, until=until)
-    return params, Network(params)
+    names = {s.name for s in params.stages}
+    return params, Network(params, {k: v for k, v in (blocks or {}).items() if k in names})
 
 
 def _cosim(net, params, beats: list[int], n_out: int, *, seed: int, stall: float,
@@ -173,7 +175,8 @@ def _first_difference(expected: np.ndarray, got: np.ndarray, shape: tuple[int, .
 
 
 def _trace(graph: ir.Graph, hw: ir.Graph, folds: Mapping[str, Fold], images: np.ndarray,
-           seed: int, stall: float, progress: Callable[[str], None]) -> Mismatch:
+           seed: int, stall: float, progress: Callable[[str], None],
+           blocks: Mapping[str, Any] | None) -> Mismatch:
     """Bisect networks of ``hw`` truncated after each node, replaying ``images`` with the
     failing run's stalls, against the golden activations of ``graph``, for the first
     layer whose input is right and whose output is wrong."""
@@ -184,7 +187,7 @@ def _trace(graph: ir.Graph, hw: ir.Graph, folds: Mapping[str, Fold], images: np.
     while hi - lo > 1:
         mid = (lo + hi) // 2
         progress(f"tracing the mismatch: checking the output of {nodes[mid]}")
-        params, net = _network(hw, folds, until=nodes[mid])
+        params, net = _network(hw, folds, until=nodes[mid], blocks=blocks)
         expected = element_beats(acts[nodes[mid]].numpy(), *params.out_elements)
         res = _cosim(net, params, params.format.image_beats(images), len(expected),
                      seed=seed, stall=stall)
@@ -195,7 +198,7 @@ def _trace(graph: ir.Graph, hw: ir.Graph, folds: Mapping[str, Fold], images: np.
     node = graph.nodes[hi]
     want = acts[node.name].numpy()
     if hi == len(nodes) - 1:
-        params, net = _network(hw, folds)
+        params, net = _network(hw, folds, blocks=blocks)
         res = _cosim(net, params, params.format.image_beats(images), len(images), seed=seed,
                      stall=stall)
         decoded = [params.format.decode_result(b) for b in res.out_beats]
@@ -222,24 +225,24 @@ def verify_graph(graph: ir.Graph, folds: Mapping[str, Fold], images: np.ndarray,
                  progress: Callable[[str], None] = lambda _: None,
                  hardware_graph: ir.Graph | None = None,
                  qat_classes: np.ndarray | None = None,
-                 network: Callable[..., Any] | None = None) -> VerifyReport:
+                 blocks: Mapping[str, Any] | None = None) -> VerifyReport:
     """Co-simulate the network of ``graph`` on ``images`` (``[N, C, H, W]`` 8-bit pixels).
 
     The first run streams the images back to back with no stalls (exact comparison plus
     the cycle and latency measurements); with ``stall > 0`` a second run repeats the
     comparison with seeded random stalls on both ends. ``qat_classes`` (the QAT model's
     predictions) adds the class agreement. ``hardware_graph`` builds the hardware from
-    another graph than the reference, and ``network(graph, folds, until=None)`` replaces
-    how the hardware is built (both plant faults: the check must then report them).
+    another graph than the reference, and ``blocks`` (stage name -> block class, see
+    ``rtl_gen.network.Network``) replaces engines: both plant faults, which the check must
+    then report and the tracer attribute.
     """
-    build = network or _network
     images = np.asarray(images)
     hw = graph if hardware_graph is None else hardware_graph
     progress("golden model")
     gold = golden.run(graph, images)
     scores, classes = gold.scores.numpy(), gold.classes.numpy()
     progress("generating the network")
-    params, net = build(hw, folds)
+    params, net = _network(hw, folds, blocks=blocks)
     fmt = params.format
     expected = [fmt.result_beat(s, c) for s, c in zip(scores, classes)]
     beats = fmt.image_beats(images)
@@ -262,12 +265,8 @@ def verify_graph(graph: ir.Graph, folds: Mapping[str, Fold], images: np.ndarray,
     first = None
     if bad and trace:
         i = bad[0]
-        first = _trace(graph, hw, folds, images[:i + 1], seed, failing_stall, progress) \
-            if network is None else None
-        if first is None:  # a custom build cannot be truncated: name the image only
-            got = fmt.decode_result(runs[-1][0].out_beats[i])
-            first = Mismatch(i, "network", "output beat", fmt.decode_result(expected[i]),
-                             got)
+        first = _trace(graph, hw, folds, images[:i + 1], seed, failing_stall, progress,
+                       blocks)
         if waves_dir is not None:
             progress("recording a waveform of the failing run")
             path = Path(waves_dir) / f"mismatch-image{i}.vcd"
