@@ -440,21 +440,26 @@ _EXACT_SEARCH_CLASSES = 256  # above this many classes the exactness search is s
 
 
 def _pair_exact(ui: Fraction, uj: Fraction, mi: int, mj: int, bi: int, bj: int,
-                big: int) -> bool:
+                big: int, dot_max: int) -> bool:
     """Whether ``i`` (the lower index) beats ``j`` under the integer map exactly when it
-    does under the float map, for every pair of integer dots: the float map is
-    ``a * dot + a * u`` (``a > 0`` for classes with ``m == big``, ``0`` for ``m == 0``),
-    the integer map ``m * dot + b``; ties go to ``i``."""
-    if mi and mj:       # d_i - d_j >= u_j - u_i  vs  >= (b_j - b_i) / big
-        return math.ceil(uj - ui) == -((bi - bj) // big)
-    if mi:              # d_i >= u_j - u_i  vs  d_i >= (b_j - b_i) / big
-        return math.ceil(uj - ui) == -((bi - bj) // big)
-    if mj:              # d_j <= u_i - u_j  vs  d_j <= (b_i - b_j) / big
-        return math.floor(ui - uj) == (bi - bj) // big
-    return (ui >= uj) == (bi >= bj)
+    does under the float map, for every pair of dots in ``-dot_max..dot_max``: the float
+    map is ``a * dot + a * u`` (``a > 0`` for classes with ``m == big``, ``0`` for ``m ==
+    0``), the integer map ``m * dot + b``; ties go to ``i``. Each side is a condition
+    ``x >= t`` (or ``<=``) on an integer ``x`` of a known range: two thresholds give the
+    same condition when they round to the same integer within that range."""
+    if not (mi or mj):
+        return (ui >= uj) == (bi >= bj)
+    # both scaled: d_i - d_j >= u_j - u_i; one: d_i >= u_j - u_i, or -d_j >= u_j - u_i;
+    # against >= (b_j - b_i) / big on the integer side, for x in -r..r
+    r = 2 * dot_max if mi and mj else dot_max
+
+    def clip(v: int) -> int:
+        return min(max(v, -r), r + 1)
+
+    return clip(math.ceil(uj - ui)) == clip(-((bi - bj) // big))
 
 
-def _common_scale_map(scale: np.ndarray, bias: np.ndarray
+def _common_scale_map(scale: np.ndarray, bias: np.ndarray, dot_max: int
                       ) -> tuple[np.ndarray, np.ndarray, float, bool] | None:
     """The exact map when every nonzero class scale is the same ``a``: ``m = 2**k`` (or 0),
     ``b = floor(2**k * bias / a)``, for the smallest ``k`` that keeps every pairwise
@@ -470,7 +475,7 @@ def _common_scale_map(scale: np.ndarray, bias: np.ndarray
         big = 1 << k
         m = [big if o else 0 for o in on]
         b = [math.floor(big * x) for x in u]
-        if all(_pair_exact(u[i], u[j], m[i], m[j], b[i], b[j], big)
+        if all(_pair_exact(u[i], u[j], m[i], m[j], b[i], b[j], big, dot_max)
                for i in range(len(u)) for j in range(i + 1, len(u))):
             return (np.array(m, np.int64), np.array(b, dtype=object),
                     float(big / a), True)
@@ -480,7 +485,8 @@ def _common_scale_map(scale: np.ndarray, bias: np.ndarray
 def _clamp_offsets(m: np.ndarray, b: np.ndarray, dot_max: int) -> np.ndarray:
     """Offsets moved as close together as the argmax allows: a class whose largest logit
     is below another's smallest never wins, and stays so one below that; a class whose
-    smallest logit is above every other's largest always wins, and stays so one above."""
+    smallest logit is above every other's largest always wins, and stays so one above;
+    then all are centred on 0."""
     m = [int(x) for x in m]
     b = [int(x) for x in b]
     lo = [bc - mc * dot_max for mc, bc in zip(m, b)]
@@ -491,7 +497,8 @@ def _clamp_offsets(m: np.ndarray, b: np.ndarray, dot_max: int) -> np.ndarray:
         others = max((h for i, h in enumerate(hi) if i != c), default=None)
         if others is not None and b[c] - m[c] * dot_max > others:
             b[c] = others + m[c] * dot_max + 1
-    return np.array(b, dtype=object)
+    centre = (max(b) + min(b)) // 2  # a common shift changes no argmax
+    return np.array([bc - centre for bc in b], dtype=object)
 
 
 def class_map(scale: np.ndarray, bias: np.ndarray, dot_max: int
@@ -509,7 +516,7 @@ def class_map(scale: np.ndarray, bias: np.ndarray, dot_max: int
     counts such images as ties. Offsets are clamped (``_clamp_offsets``) without changing
     any argmax.
     """
-    exact = _common_scale_map(scale, bias)
+    exact = _common_scale_map(scale, bias, dot_max)
     if exact is not None:
         m, b, gain, ok = exact
     else:
