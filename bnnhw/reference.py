@@ -3,7 +3,7 @@
 These are the integer models the golden model (``bnnhw.golden``) is assembled from and the
 RTL block tests compare against. Every function accepts numpy arrays or torch tensors,
 allows leading batch dimensions, uses integer torch operations only and returns a torch
-``int64`` tensor. Conventions (DESIGN.md §3):
+``int64`` tensor. Conventions (docs/architecture.md, "Numeric conventions"):
 
 - a binary value is a bit ``b`` standing for ``2b - 1`` (bit 1 is +1, bit 0 is -1);
 - feature maps are HWC: ``x[..., H, W, C]``, channel innermost;
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .nn.layers import ENCODINGS, thermometer_thresholds
+from .numerics import ENCODINGS, thermometer_thresholds
 
 __all__ = [
     "as_int64", "encode", "maxpool", "popcount_matvec", "signed_matvec", "sliding_window",

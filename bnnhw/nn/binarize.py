@@ -1,6 +1,7 @@
 """Binarizers with straight-through estimators.
 
-Convention (DESIGN.md §3): a binary value is +1 or -1 and ``sign(0) = +1``.
+Convention (docs/architecture.md, "Numeric conventions"): a binary value is +1 or -1 and
+``sign(0) = +1``.
 """
 
 from __future__ import annotations
