@@ -3,9 +3,9 @@
 A matrix layer (conv as a sliding-window matrix product, or dense) has ``rows`` output
 channels, ``cols`` inputs per output pixel and ``pixels`` output pixels per image. Folded
 onto ``pe`` rows and ``simd`` columns it takes ``pixels * (rows / pe) * (cols / simd)``
-cycles per image (docs/architecture.md, "Cycle model"). ``simd`` must divide ``simd_base`` (the input channel
-count for a conv, whose window streams channel-innermost; ``cols`` for a dense layer) and
-``pe`` must divide ``rows``.
+cycles per image (docs/architecture.md, "Cycle model"). ``simd`` must divide ``simd_base``
+(the input channel count for a conv, whose window streams channel-innermost; ``cols`` for
+a dense layer) and ``pe`` must divide ``rows``.
 
 ``fold_for_target`` gives each layer the cheapest folding (fewest ``pe * simd`` lanes)
 that meets a target initiation interval; the network's II is then its slowest layer.

@@ -341,12 +341,18 @@ def flip_negative_rows(graph: ir.Graph) -> ir.Graph:
         if not (isinstance(a, (ir.Conv, ir.Dense)) and not a.thresholded
                 and isinstance(b, ir.Sign)):
             return None
-        neg = a.scale < 0
-        if not neg.any():
+        if not (a.scale < 0).any():
             return None
-        weights = np.where(neg[:, None], 1 - a.weights, a.weights)
-        return [a.replace(weights=weights, scale=np.where(neg, -a.scale, a.scale)), b]
+        return [_flip_negative(a), b]
     return _rewrite_pairs(graph, rule)
+
+
+def _flip_negative(node: ir.Conv | ir.Dense) -> ir.Conv | ir.Dense:
+    """``node`` with the weight bits of every row of ``scale < 0`` inverted and its scale
+    negated: ``dot' = -dot``, so ``scale * dot`` is unchanged."""
+    neg = node.scale < 0
+    weights = np.where(neg[:, None], 1 - node.weights, node.weights)
+    return node.replace(weights=weights, scale=np.where(neg, -node.scale, node.scale))
 
 
 def border_classes(size: int, kernel: int, stride: int, padding: int
@@ -539,12 +545,9 @@ def lower_class_map(graph: ir.Graph) -> ir.Graph:
     last = graph.nodes[-1]
     if not isinstance(last, ir.Dense) or last.thresholded or last.classifier:
         return graph
-    neg = last.scale < 0
-    weights = np.where(neg[:, None], 1 - last.weights, last.weights)
-    scale = np.where(neg, -last.scale, last.scale)
-    m, b, gain, exact = class_map(scale, last.bias, last.dot_max)
-    node = last.replace(weights=weights, scale=scale, class_scale=m, class_offset=b,
-                        class_gain=gain, class_exact=exact)
+    flipped = _flip_negative(last)
+    m, b, gain, exact = class_map(flipped.scale, flipped.bias, flipped.dot_max)
+    node = flipped.replace(class_scale=m, class_offset=b, class_gain=gain, class_exact=exact)
     return graph.replace([*graph.nodes[:-1], node])
 
 

@@ -8,14 +8,15 @@ Hardware nodes (what a lowered graph holds, see ``Graph.check_lowered``):
 
 - ``InputEncoder``: 8-bit pixels ``(H, W, C)`` -> binary bits (``binary``,
   ``thermometer``) or the pixels unchanged (``uint8``); see ``bnnhw.reference.encode``.
-- ``Conv``: a binary convolution as a matrix-vector-threshold unit. ``weights`` is
-  ``uint8 [R, K*K*C]`` (bits, column order ``(ky, kx, c)``). The accumulator is
+- ``Conv``: a binary convolution as a matrix-vector-threshold unit. ``weights`` is ``uint8
+  [R, K*K*C]`` (bits, column order ``(ky, kx, c)``). The accumulator is
   ``popcount(xnor(window, w))`` for binary inputs and ``sum x * (2w - 1)`` for uint8
   inputs. The output bit is ``acc >= thresholds[row_class[oy], col_class[ox], r]``
   (``thresholds int64 [NY, NX, R]``; ``NY = NX = 1`` and all-zero classes unless
-  ``zero_padding``). The input is padded with ``pad_bit`` (the hardware pad element: bit
-  0 or 1, pixel 0 for uint8) ``padding`` rows and columns deep; ``zero_padding`` says the model padded with the value 0 and
-  the per-border-class thresholds absorb the difference (see ``bnnhw.frontend``).
+  ``zero_padding``). The input is padded with ``pad_bit`` (the hardware pad element: bit 0
+  or 1, pixel 0 for uint8) ``padding`` rows and columns deep; ``zero_padding`` says the
+  model padded with the value 0 and the per-border-class thresholds absorb the difference
+  (see ``bnnhw.frontend``).
 - ``MaxPool``: max over each ``kernel x kernel`` window (stride ``stride``, no padding,
   floor output size), or min for the channels whose ``and_mask`` bit is 1. On bits: OR,
   and AND for masked channels.
@@ -33,7 +34,8 @@ Every ``Conv``/``Dense`` carries ``scale``/``bias`` (``float64 [R]``): its real-
 pre-activation is ``y = scale * dot + bias`` with ``dot`` the signed dot product of its
 (stored, possibly flipped) weights against the true input (zero padding included). For
 thresholded nodes they are provenance (tie margins in ``bnnhw.check``); for the last node
-they are the float logit map a host may apply to the scores. The golden model never reads them for hidden layers.
+they are the float logit map a host may apply to the scores. The golden model never reads
+them for hidden layers.
 
 Frontend nodes (only between frontend passes; never in a lowered graph): ``Affine``
 (per-channel ``y = scale * x + bias``, from BatchNorm or the classifier's ``Scores``) and

@@ -113,14 +113,21 @@ def sliding_window(x: Any, kernel: int, stride: int = 1, padding: int = 0,
     return win.permute(*range(len(lead)), -5, -4, -2, -1, -3).reshape(*lead, oh, ow, k * k * c)
 
 
-def popcount_matvec(x: Any, w: Any) -> torch.Tensor:
-    """``popcount(xnor(x, w[r]))`` for every row: bits ``x[..., C]``, ``w[R, C]`` -> ``[..., R]``."""
+def _matvec_operands(name: str, x: Any, w: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x[..., C]`` and bit weights ``w[R, C]`` as int64 tensors, or ValueError."""
     x, w = as_int64(x), as_int64(w)
     if w.dim() != 2 or x.shape[-1] != w.shape[1]:
-        raise ValueError(f"popcount_matvec needs x[..., C] and w[R, C], not shapes "
+        raise ValueError(f"{name} needs x[..., C] and w[R, C], not shapes "
                          f"{tuple(x.shape)} and {tuple(w.shape)}")
-    _check_bits("x", x)
     _check_bits("w", w)
+    return x, w
+
+
+def popcount_matvec(x: Any, w: Any) -> torch.Tensor:
+    """``popcount(xnor(x, w[r]))`` for every row: bits ``x[..., C]``, ``w[R, C]`` ->
+    ``[..., R]``."""
+    x, w = _matvec_operands("popcount_matvec", x, w)
+    _check_bits("x", x)
     # popcount(xnor(x, w)) = x.w + (1 - x).(1 - w) = 2 x.w - sum(x) - sum(w) + C: one
     # matmul on the bits themselves, no elementwise pass over the (large) window tensor
     c = w.shape[1]
@@ -130,11 +137,7 @@ def popcount_matvec(x: Any, w: Any) -> torch.Tensor:
 
 def signed_matvec(x: Any, w: Any) -> torch.Tensor:
     """``sum_c x[..., c] * (2 * w[r, c] - 1)``: integers ``x[..., C]``, bits ``w[R, C]``."""
-    x, w = as_int64(x), as_int64(w)
-    if w.dim() != 2 or x.shape[-1] != w.shape[1]:
-        raise ValueError(f"signed_matvec needs x[..., C] and w[R, C], not shapes "
-                         f"{tuple(x.shape)} and {tuple(w.shape)}")
-    _check_bits("w", w)
+    x, w = _matvec_operands("signed_matvec", x, w)
     bound = int(x.abs().max()) * w.shape[1] if x.numel() else 0
     return _matmul(x, 2 * w - 1, bound)
 

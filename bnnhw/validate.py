@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["ParameterError", "bit_array", "choice", "divides", "flag", "float_array",
-           "int_array", "integer", "positive_shape"]
+           "int_array", "integer", "positive_fields", "positive_shape"]
 
 
 class ParameterError(ValueError):
@@ -40,6 +40,12 @@ def integer(where: str, name: str, value: Any, low: int | None = None,
             want = "an integer"
         raise error(f"{where}: {name} must be {want}, not {value!r}")
     return int(value)
+
+
+def positive_fields(where: str, obj: Any, *names: str) -> None:
+    """Every attribute ``names`` of ``obj`` must be a positive integer (``integer``)."""
+    for name in names:
+        integer(where, name, getattr(obj, name), 1)
 
 
 def divides(where: str, name: str, value: int, total: int, what: str,

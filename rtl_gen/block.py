@@ -4,7 +4,8 @@ A block is built from one frozen, validated parameter object (``StreamBlock.Para
 that states ``i_width``/``o_width`` (bits per beat, or a ``data.Layout`` for a struct
 payload), ``cycles_per_image`` and, where the block has one, ``latency``. The block's
 signature is ``i_stream: In(stream.Signature(i_width))``, ``o_stream:
-Out(stream.Signature(o_width))`` plus whatever ``extra_members`` adds (a ``cfg`` stream).
+Out(stream.Signature(o_width))`` plus whatever ``extra_members`` adds (the ``cfg``
+stream of a block with run-time writable memories).
 
 Latency model. Each ``Params`` also has ``beat_times(t_in)``: given the clock edges at which
 the block accepts the input beats of one image (it starts idle), the edges at which an
@@ -77,7 +78,12 @@ class StreamBlock(wiring.Component):
 
     @classmethod
     def extra_members(cls, params: Any) -> dict[str, Any]:
-        """Signature members beyond the two streams (none by default)."""
+        """Signature members beyond the two streams: the ``cfg`` stream of a block whose
+        memories are ``runtime_writable`` (``rtl_gen.weight_memory``)."""
+        if getattr(params, "runtime_writable", False):
+            from .weight_memory import cfg_signature
+
+            return {"cfg": In(cfg_signature())}
         return {}
 
     @property

@@ -20,7 +20,7 @@ from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 
-from bnnhw.validate import integer
+from bnnhw.validate import positive_fields
 
 from .block import StreamBlock, paced
 
@@ -37,8 +37,7 @@ class FifoParams:
     name: str = "fifo"
 
     def __post_init__(self):
-        for what in ("width", "depth", "beats_per_image"):
-            integer(self.name, what, getattr(self, what), 1)
+        positive_fields(self.name, self, "width", "depth", "beats_per_image")
 
     @property
     def i_width(self) -> int:

@@ -22,7 +22,7 @@ import numpy as np
 from amaranth import Cat, Module
 
 from bnnhw import numerics as nx
-from bnnhw.validate import choice, divides, integer
+from bnnhw.validate import choice, divides, integer, positive_fields
 
 from .block import StreamBlock
 
@@ -45,8 +45,7 @@ class InputEncoderParams:
 
     def __post_init__(self):
         n = self.name
-        for what in ("height", "width", "channels"):
-            integer(n, what, getattr(self, what), 1)
+        positive_fields(n, self, "height", "width", "channels")
         choice(n, "encoding", self.encoding, nx.ENCODINGS)
         divides(n, "simd", self.simd, self.channels, "channels")
         integer(n, "threshold", self.threshold, 0, nx.PIXEL_MAX)

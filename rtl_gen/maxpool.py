@@ -33,7 +33,7 @@ from amaranth.lib.memory import Memory
 
 from bnnhw.numerics import conv_out_size
 from bnnhw.packing import pack
-from bnnhw.validate import ParameterError, bit_array, divides, integer
+from bnnhw.validate import ParameterError, bit_array, divides, integer, positive_fields
 
 from .block import StreamBlock, output_register, paced
 from .sliding_window import SlidingWindow, SlidingWindowParams
@@ -60,8 +60,7 @@ class MaxPoolParams:
 
     def __post_init__(self):
         n = self.name
-        for what in ("height", "width", "channels", "kernel", "simd"):
-            integer(n, what, getattr(self, what), 1)
+        positive_fields(n, self, "height", "width", "channels", "kernel", "simd")
         if self.stride is not None:
             integer(n, "stride", self.stride, 1)
         divides(n, "simd", self.simd, self.channels, "channels")

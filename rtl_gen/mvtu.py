@@ -63,16 +63,15 @@ import numpy as np
 from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In
 
 from bnnhw import numerics as nx
 from bnnhw.packing import fold_counts, matrix_words
-from bnnhw.validate import ParameterError, bit_array, choice, integer
+from bnnhw.validate import ParameterError, bit_array, choice, positive_fields
 
 from .block import StreamBlock, paced, range_shape
 from .popcount import OperandSum, Popcount, tree_latency
 from .threshold import Threshold, ThresholdParams, check_classes
-from .weight_memory import FoldedMemory, FoldedMemoryParams, MemSel, cfg_signature
+from .weight_memory import FoldedMemory, FoldedMemoryParams, MemSel
 
 __all__ = ["MVTU", "MVTUParams"]
 
@@ -105,8 +104,7 @@ class MVTUParams:
         n = self.name
         if not isinstance(n, str) or not n:
             raise ParameterError(f"MVTU name must be a non-empty string, not {n!r}")
-        for what in ("rows", "cols", "pe", "simd", "pixels", "levels_per_stage"):
-            integer(n, what, getattr(self, what), 1)
+        positive_fields(n, self, "rows", "cols", "pe", "simd", "pixels", "levels_per_stage")
         fold_counts(self.rows, self.cols, self.pe, self.simd, n)
         choice(n, "input_kind", self.input_kind, nx.INPUT_KINDS)
         object.__setattr__(self, "weights", bit_array(n, "weights", self.weights,
@@ -249,10 +247,6 @@ class MVTU(StreamBlock):
     """
 
     Params = MVTUParams
-
-    @classmethod
-    def extra_members(cls, params):
-        return {"cfg": In(cfg_signature())} if params.runtime_writable else {}
 
     def elaborate(self, platform):
         m = Module()

@@ -6,8 +6,9 @@ compresses each bit column independently, so no carry ripples until the very end
 compress greedily while a column holds more than three bits; one last level then brings
 every column to at most two bits, compressing each only as far as the carry it receives
 from the column below requires (Dadda's rule). One carry-propagate adder (a carry chain on
-FPGAs) gives the binary result. ``bench/popcount_cost.py`` measures the cost. The same tree sums ``count`` unsigned operands of ``width`` bits
-(:class:`OperandSum`): column ``k`` then starts with bit ``k`` of every operand.
+FPGAs) gives the binary result. ``bench/popcount_cost.py`` measures the cost. The same
+tree sums ``count`` unsigned operands of ``width`` bits (:class:`OperandSum`): column
+``k`` then starts with bit ``k`` of every operand.
 
 Pipeline interface (no backpressure of its own; the user stalls it):
 

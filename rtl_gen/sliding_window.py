@@ -35,7 +35,7 @@ from amaranth.lib.memory import Memory
 
 from bnnhw.numerics import conv_out_size
 from bnnhw.packing import pack
-from bnnhw.validate import ParameterError, divides, integer
+from bnnhw.validate import ParameterError, divides, integer, positive_fields
 
 from .block import StreamBlock, output_register, paced
 
@@ -59,8 +59,8 @@ class SlidingWindowParams:
 
     def __post_init__(self):
         n = self.name
-        for what in ("height", "width", "channels", "kernel", "stride", "simd", "elem_width"):
-            integer(n, what, getattr(self, what), 1)
+        positive_fields(n, self, "height", "width", "channels", "kernel", "stride", "simd",
+                        "elem_width")
         integer(n, "padding", self.padding, 0)
         divides(n, "simd", self.simd, self.channels, "channels")
         for what, size in (("height", self.height), ("width", self.width)):

@@ -24,13 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 from amaranth import Array, Cat, Const, Module, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In
 
 from bnnhw.packing import table_words
 from bnnhw.validate import ParameterError, divides, int_array, integer
 
 from .block import StreamBlock, output_register, range_shape
-from .weight_memory import FoldedMemory, FoldedMemoryParams, MemSel, cfg_signature
+from .weight_memory import FoldedMemory, FoldedMemoryParams, MemSel
 
 __all__ = ["Threshold", "ThresholdParams", "check_classes"]
 
@@ -153,10 +152,6 @@ class Threshold(StreamBlock):
     """
 
     Params = ThresholdParams
-
-    @classmethod
-    def extra_members(cls, params):
-        return {"cfg": In(cfg_signature())} if params.runtime_writable else {}
 
     def elaborate(self, platform):
         m = Module()

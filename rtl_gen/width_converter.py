@@ -30,7 +30,7 @@ import numpy as np
 from amaranth import Module, Mux, Signal
 from amaranth.lib import wiring
 
-from bnnhw.validate import ParameterError, integer
+from bnnhw.validate import ParameterError, positive_fields
 
 from .block import StreamBlock, paced
 
@@ -49,8 +49,7 @@ class WidthConverterParams:
 
     def __post_init__(self):
         n = self.name
-        for what in ("in_width", "out_width", "frame_elems", "elem_width"):
-            integer(n, what, getattr(self, what), 1)
+        positive_fields(n, self, "in_width", "out_width", "frame_elems", "elem_width")
         for what in ("in_width", "out_width"):
             if getattr(self, what) % self.elem_width:
                 raise ParameterError(f"{n}: {what} must be a multiple of the "

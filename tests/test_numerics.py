@@ -32,7 +32,8 @@ def test_ranges_and_encodings():
     assert nx.acc_range("binary", 9) == (0, 9) and nx.acc_range("uint8", 2) == (-510, 510)
     assert nx.dot_range("binary", 9) == (-9, 9) and nx.threshold_range("binary", 9) == (0, 10)
     assert [nx.acc_to_dot("binary", 9, a) for a in (0, 9)] == [-9, 9]
-    assert nx.encoded_channels(3, "thermometer", 4) == 12 and nx.encoded_channels(3, "uint8", 4) == 3
+    assert nx.encoded_channels(3, "thermometer", 4) == 12
+    assert nx.encoded_channels(3, "uint8", 4) == 3
     assert nx.thermometer_thresholds(3) == [64, 128, 192]
     assert nx.thermometer_thresholds(255) == list(range(1, 256))
 
