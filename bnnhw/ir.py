@@ -28,7 +28,8 @@ Hardware nodes (what a lowered graph holds, see ``Graph.check_lowered``):
   ``class_scale >= 0``). The frontend chooses that integer map so its argmax is the
   model's (``bnnhw.frontend.lower_class_map``): ``class_gain`` is the factor by which it
   approximates the float logits ``scale * dot + bias``, and ``class_exact`` says the
-  integer argmax provably equals the float64 argmax for every reachable ``dot``.
+  integer argmax provably equals the argmax of the exact float64 logits for every
+  reachable ``dot``.
 
 Every ``Conv``/``Dense`` carries ``scale``/``bias`` (``float64 [R]``): its real-valued
 pre-activation is ``y = scale * dot + bias`` with ``dot`` the signed dot product of its

@@ -1,7 +1,7 @@
 """The classifier's integer class map (``bnnhw.frontend.class_map``, pass 6).
 
-With one common scale the integer argmax must equal the float64 argmax (first index on
-ties) for every pair of reachable dot products: checked exhaustively on small ranges. With
+With one common scale the integer argmax must equal the exact argmax of the float64 map
+(first index on ties) for every pair of reachable dot products: checked exhaustively on small ranges. With
 distinct scales it may differ only where the stated rounding bound allows, which
 ``bnnhw.check.class_tie`` counts as a tie. A wrong map is caught by the same checks.
 """
@@ -9,10 +9,13 @@ distinct scales it may differ only where the stated rounding bound allows, which
 from __future__ import annotations
 
 import itertools
+from fractions import Fraction
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bnnhw import frontend, golden, ir
 from bnnhw.check import check_model, class_tie, random_images
@@ -32,9 +35,18 @@ def all_dots(classes, dot_max, step=1):
     return np.array(list(itertools.product(axis, repeat=classes)), dtype=np.int64)
 
 
+def exact_argmax(scale, bias, dots):
+    """The first index of the largest logit ``scale * dot + bias``, computed exactly on the
+    float64 values (no rounding at all)."""
+    coef = [Fraction(float(a)) for a in scale]
+    off = [Fraction(float(c)) for c in bias]
+    return np.array([max(range(len(row)), key=lambda c: (coef[c] * int(row[c]) + off[c], -c))
+                     for row in dots])
+
+
 def exhaustive_disagreements(scale, bias, m, b, dot_max, step=1):
     dots = all_dots(len(scale), dot_max, step)
-    return int((float_argmax(scale, bias, dots) != int_argmax(m, b, dots)).sum())
+    return int((exact_argmax(scale, bias, dots) != int_argmax(m, b, dots)).sum())
 
 
 COMMON = [  # (scale, bias): one common scale, biases of every kind
@@ -162,3 +174,21 @@ def test_check_reports_a_wrong_class_map_as_a_bug():
     bad = graph.replace([*graph.nodes[:-1], last.replace(class_offset=offsets)])
     report = check_model(model, images, bad)
     assert not report.ok and report.class_bugs > 0 and report.class_ties == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-2, 2, allow_nan=False), min_size=2, max_size=4),
+       st.floats(0.01, 3), st.integers(1, 4))
+def test_common_scale_maps_are_exact_property(biases, scale, dot_max):
+    """Any common scale and biases: the integer argmax is the exact argmax of the float64
+    map, or (where a near-tie needs more than the largest shift) within the bound."""
+    scale_v, bias = np.full(len(biases), scale), np.array(biases)
+    m, b, gain, exact = frontend.class_map(scale_v, bias, dot_max)
+    dots = all_dots(len(biases), dot_max)
+    fa, ia = exact_argmax(scale_v, bias, dots), int_argmax(m, b, dots)
+    if exact:
+        assert np.array_equal(fa, ia)
+    else:
+        node = _classifier(scale_v, bias, m, b, gain, exact, dot_max)
+        assert all(class_tie(node, dots[i], int(ia[i]), int(fa[i]), eps=0.0)
+                   for i in np.flatnonzero(fa != ia))
