@@ -1,12 +1,13 @@
-"""Measured vs modelled cycles per image of whole networks under Verilator.
+"""Measured vs modelled cycles per image and latency of whole networks under Verilator.
 
 For zoo ``tfc``, ``sfc``, ``tiny`` and a small CNV-shaped net (``cnv12``: uint8 3x12x12,
 conv 8 k3 valid, conv 8 k3, max-pool 2, conv 16 k3, dense 10), each at its default
 folding and at one other folding, streams random images back to back with no stalls
-(``bnnhw.verify.verify_graph``) and prints the steady-state cycles per image (distance
-between consecutive images' output beats) next to the cycle model (the slowest engine's
-``cycles_per_image``), the gap, the bottleneck engine and whether every score matched
-the golden model. The bound the network is held to is 5%.
+(``bnnhw.flows.verify.verify_graph``) and prints the steady-state cycles per image
+(distance between consecutive images' output beats) next to the cycle model (the slowest
+engine's ``cycles_per_image``), the latency (first pixel in to result out) next to the
+latency model (``NetworkParams.latency``), both gaps, the bottleneck engine and whether
+every beat matched the golden model. The bound both are held to is 5%.
 
 Usage: ``python bench/network_cycles.py [--images N] [NAME ...]``. Each distinct design
 costs one Verilator build (cached in ``BNNHW_SIM_CACHE`` or ``build/sim_cache``).
@@ -56,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in args.names if n not in OTHER]
     if unknown:
         ap.error(f"unknown net {unknown[0]!r}: choose from {', '.join(OTHER)}")
-    print(f"{'net':6} {'folding':8} {'model':>7} {'measured':>9} {'gap':>7}  ok    "
-          "bottleneck   (pe, simd) per layer")
+    print(f"{'net':6} {'folding':8} {'II model':>8} {'measured':>9} {'gap':>7} "
+          f"{'lat. model':>10} {'measured':>9} {'gap':>7}  ok    bottleneck   "
+          "(pe, simd) per layer")
     worst = 0.0
     for name in args.names or OTHER:
         model, graph = build(name)
@@ -66,14 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         other = {k: Fold(*f) for k, f in zip(default, OTHER[name], strict=True)}
         for label, folds in (("default", default), ("other", other)):
             r = verify_graph(graph, folds, images, trace=False)
-            gap = r.cycle_error
-            worst = max(worst, abs(gap or 0.0))
+            gap, lat_gap = r.cycle_error, r.latency_error
+            worst = max(worst, abs(gap or 0.0), abs(lat_gap or 0.0))
             folding = " ".join(f"({f.pe},{f.simd})" for f in folds.values())
             measured = "-" if r.cycles_per_image is None else f"{r.cycles_per_image:.0f}"
             gap_text = "-" if gap is None else f"{gap:+.1%}"
-            print(f"{name:6} {label:8} {r.model_cycles_per_image:7} {measured:>9} "
-                  f"{gap_text:>7}  {r.mismatches == 0!s:5} {r.bottleneck:12} {folding}",
-                  flush=True)
+            lat_text = "-" if lat_gap is None else f"{lat_gap:+.1%}"
+            print(f"{name:6} {label:8} {r.model_cycles_per_image:8} {measured:>9} "
+                  f"{gap_text:>7} {r.model_latency_cycles:10} {r.latency_cycles or '-':>9} "
+                  f"{lat_text:>7}  {r.ok!s:5} {r.bottleneck:12} {folding}", flush=True)
     print(f"largest gap {worst:.1%} (bound 5%)")
     return 0 if worst <= 0.05 else 1
 
