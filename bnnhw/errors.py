@@ -113,14 +113,16 @@ def memory_bytes() -> int:
     return total
 
 
-def format_bytes(n: float) -> str:
-    """``n`` bytes as a short phrase: ``512 bytes``, ``3.1 GB``, ``12.5 TB``."""
+def format_bytes(n: int) -> str:
+    """``n`` bytes as a short phrase: ``512 bytes``, ``3.1 GB``, ``12.5 TB``, any size."""
+    n = int(n)
     if n < 1000:
-        return f"{int(n)} bytes"
-    for unit in ("kB", "MB", "GB", "TB", "PB", "EB"):
-        n /= 1000
-        if n < 1000 or unit == "EB":
-            return f"{n:.1f} {unit}"
+        return f"{n} bytes"
+    for power, unit in enumerate(("kB", "MB", "GB", "TB", "PB", "EB"), 1):
+        if n < 1000 ** (power + 1) or unit == "EB":
+            if n >= 1000 ** (power + 1):  # beyond what a float holds exactly: integers
+                return f"{n // 1000 ** power:,} {unit}"
+            return f"{n / 1000 ** power:.1f} {unit}"
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -144,8 +146,11 @@ def _refuse_non_regular(path: Path, what: str, advice: str = "give a file name")
     except FileNotFoundError:
         return  # nothing there (or a dangling link, which a rename replaces)
     except NotADirectoryError:
-        raise BnnhwError(f"{what} {path} cannot be created: a part of its folder path is a "
-                         f"file, not a folder") from None
+        folder = path.parent
+        while not folder.exists():
+            folder = folder.parent
+        raise BnnhwError(f"{what} {path} cannot be created: {folder} is a file, not a "
+                         f"folder") from None
     if stat.S_ISDIR(mode):
         raise BnnhwError(f"{what} {path} is a folder; {advice}")
     kind = _special_kind(mode)

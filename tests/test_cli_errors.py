@@ -189,6 +189,8 @@ SETUPS = {
     "data-dir-list": lambda w: _edit_checkpoint(
         w, "bad.pt", lambda p: p["meta"].update(data_dir=["a"])),
     "data-int": lambda w: _edit_checkpoint(w, "bad.pt", lambda p: p["meta"].update(data=3)),
+    "data-dir-gone": lambda w: _edit_checkpoint(
+        w, "bad.pt", lambda p: p["meta"].update(data_dir=str(w / "gone"))),
     "data-unknown": lambda w: _edit_checkpoint(
         w, "bad.pt", lambda p: p["meta"].update(data="imagenet")),
     "nan-weights": lambda w: _edit_checkpoint(w, "bad.pt", _nan_weights),
@@ -290,9 +292,9 @@ CASES = {
                          "announces 4,704,000,000 data bytes"),
     # bnnhw train: the outputs, all checked before training
     "out-under-a-file": (None, TRAIN + ["--model", "tfc", "--out", "spec.json/x.pt"],
-                         "--out spec.json/x.pt cannot be created"),
+                         "--out spec.json/x.pt cannot be created: spec.json is a file"),
     "out-deep-under-a-file": (None, TRAIN + ["--model", "tfc", "--out", "spec.json/a/x.pt"],
-                              "cannot be created"),
+                              "cannot be created: spec.json is a file, not a folder"),
     "out-folder": (None, TRAIN + ["--model", "tfc", "--out", "sub"], "--out sub is a folder"),
     "out-trailing-slash": (None, TRAIN + ["--model", "tfc", "--out", "newdir/"],
                            "--out newdir/ must be a file name, not a folder"),
@@ -346,6 +348,8 @@ CASES = {
                            "its meta 'data_dir' must be a folder name, not int 5"),
     "check-data-dir-list": ("data-dir-list", ["check", "--model", "bad.pt"],
                             "its meta 'data_dir' must be a folder name, not list"),
+    "check-data-dir-gone": ("data-dir-gone", ["check", "--model", "bad.pt"],
+                            "gone does not exist (the data folder checkpoint bad.pt was"),
     "check-data-int": ("data-int", ["check", "--model", "bad.pt"],
                        "its meta 'data' 3 is not a data set bnnhw knows"),
     "check-data-unknown": ("data-unknown", ["check", "--model", "bad.pt"],

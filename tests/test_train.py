@@ -360,3 +360,14 @@ def test_resolve_model_reads_a_spec_with_a_byte_order_mark(tmp_path):
     spec = {"input": {"shape": [1, 8, 8]}, "layers": [{"type": "dense", "out": 10}]}
     (tmp_path / "m.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(spec).encode())
     assert resolve_model(str(tmp_path / "m.json"))[1]["layers"][0]["out"] == 10
+
+
+def test_format_bytes():
+    from bnnhw.errors import format_bytes
+
+    assert format_bytes(512) == "512 bytes"
+    assert format_bytes(3_100_000_000) == "3.1 GB"
+    assert format_bytes(12_500_000_000_000) == "12.5 TB"
+    assert format_bytes(999 * 10**18) == "999.0 EB"
+    assert format_bytes(1_254_400 * 10**18) == "1,254,400 EB"
+    assert format_bytes(10**400).endswith(" EB")  # no float overflow

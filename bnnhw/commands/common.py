@@ -151,7 +151,13 @@ def select_images(args: argparse.Namespace, spec: dict[str, Any], ckpt: Any) -> 
             raise BnnhwError(f"checkpoint {ckpt.path}: its meta 'data_dir' must be a folder "
                              f"name, not {type(data_dir).__name__} {data_dir!r}; give "
                              f"--data-dir or use --random")
-    data = load_dataset(name, data_dir)
+    try:
+        data = load_dataset(name, data_dir)
+    except BnnhwError as e:
+        if args.data_dir is not None or data_dir is None:
+            raise
+        raise BnnhwError(f"{e} (the data folder checkpoint {ckpt.path} was trained on; give "
+                         f"--data-dir or use --random)") from None
     images = adapt(data.test_x[:args.images], shape)
     if len(images) < args.images:
         raise BnnhwError(f"the {name} test set holds only {len(images)} images, "
