@@ -1,8 +1,14 @@
 """The ``bnnhw`` command line: one subcommand per module in ``bnnhw.commands``.
 
-Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
-``run(args) -> int``. User errors (``BnnhwError``, ``SpecError``) print one sentence
-and exit with status 2, never a traceback.
+``COMMANDS`` names every command with its one-line help, so that ``bnnhw --help`` needs no
+command module at all. Only the module of the command being run is imported
+(``bnnhw.commands.<name>``, which defines ``add_arguments(parser)`` and ``run(args) ->
+int``); command modules import nothing heavy at their top, so ``bnnhw COMMAND --help``
+does not import torch either.
+
+User errors (``BnnhwError``, ``SpecError``, bad arguments) print one line,
+``bnnhw COMMAND: error: ...`` (``bnnhw: error: ...`` before a command is known), and
+exit with status 2, never a traceback; Ctrl-C exits with status 130.
 """
 
 from __future__ import annotations
@@ -13,9 +19,27 @@ import sys
 from typing import NoReturn
 
 from .errors import BnnhwError
-from .nn.spec import SpecError
 
-COMMANDS = ("train", "compile", "check", "verify")
+COMMANDS = {
+    "train": ("Train a binary network (zoo model or spec JSON) with quantisation-aware "
+              "training and write its checkpoint and training curve."),
+    "compile": "Lower a trained checkpoint to the integer IR (JSON graph + .npz arrays).",
+    "check": ("Compare the QAT model with the golden model of its IR: classes and every "
+              "activation bit."),
+    "verify": ("Co-simulate the generated accelerator (Verilator + cocotb) on images and "
+               "compare every score with the golden model."),
+}
+
+
+def version() -> str:
+    """The installed package's version (``importlib.metadata``)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("bnnhw")
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree, not installed
+        return "unknown (not installed)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,6 +48,7 @@ class _Parser(argparse.ArgumentParser):
     command = False  # a subcommand's parser reports unknown options itself
 
     def error(self, message: str) -> NoReturn:
+        message = " ".join(message.split())  # argparse may wrap long messages
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 
@@ -34,36 +59,76 @@ class _Parser(argparse.ArgumentParser):
         return namespace, extras
 
 
-def _parser() -> argparse.ArgumentParser:
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print bnnhw's version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"bnnhw {version()}")
+        parser.exit(0)
+
+
+def _command_name(argv: list[str]) -> str | None:
+    """The command ``argv`` asks for: its first word that is not an option."""
+    for arg in argv:
+        if arg == "--":
+            return None
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _parser(selected: str | None) -> argparse.ArgumentParser:
+    """The parser, with the options of command ``selected`` only (its module imported)."""
     parser = _Parser(
         prog="bnnhw", description="Binary neural networks to FPGA dataflow accelerators.")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"bnnhw.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"bnnhw.commands.{name}":
-                raise
-            continue
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
         p.command = True
-        module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        if name == selected:
+            module = importlib.import_module(f"bnnhw.commands.{name}")
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
     return parser
 
 
+def _is_spec_error(error: BaseException) -> bool:
+    """Whether ``error`` is a ``bnnhw.nn.spec.SpecError`` (without importing torch: if
+    the spec module was never imported, nothing can have raised one)."""
+    spec = sys.modules.get("bnnhw.nn.spec")
+    return spec is not None and isinstance(error, spec.SpecError)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser(_command_name(argv))
     args = parser.parse_args(argv)
+    prefix = f"bnnhw {args.command}"
     try:
         return int(args._run(args) or 0)
-    except (BnnhwError, SpecError) as e:
-        print(f"bnnhw {args.command}: error: {e}", file=sys.stderr)
+    except BnnhwError as e:
+        print(f"{prefix}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        if not _is_spec_error(e):
+            raise
+        print(f"{prefix}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{prefix}: error: out of memory; use a smaller model or fewer images",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"bnnhw {args.command}: interrupted", file=sys.stderr)
+        print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
 
 
 if __name__ == "__main__":

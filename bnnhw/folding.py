@@ -120,24 +120,50 @@ def initiation_interval(layers: Sequence[MatrixLayer], folds: dict[str, Fold]) -
 
 
 def save_folding(path: str | Path, folds: dict[str, Fold]) -> None:
-    """Write a folding as JSON: ``{"layers": {name: {"pe": .., "simd": ..}}}``."""
-    Path(path).write_text(json.dumps(
-        {"layers": {name: asdict(f) for name, f in folds.items()}}, indent=2) + "\n")
+    """Write a folding as JSON: ``{"layers": {name: {"pe": .., "simd": ..}}}`` (atomically,
+    replacing only a regular file)."""
+    from .errors import write_together
+
+    text = json.dumps({"layers": {name: asdict(f) for name, f in folds.items()}}, indent=2)
+    write_together([(Path(path), lambda f: f.write((text + "\n").encode()))])
+
+
+_FOLD_SHAPE = '{"layers": {name: {"pe": N, "simd": N}, ...}}'
 
 
 def load_folding(path: str | Path, layers: Sequence[MatrixLayer]) -> dict[str, Fold]:
-    """Read a folding file and check it against ``layers`` (one sentence on any error)."""
+    """Read a folding file and check it against ``layers`` (one sentence on any error).
+
+    Refused: a missing file or a folder, text that is not JSON or nests deeper than
+    ``bnnhw.errors.MAX_DEPTH``, keys other than ``layers`` (and ``pe``/``simd`` in an
+    entry), an entry that is not an object, unknown or missing layers, and ``pe``/``simd``
+    that are not positive integers dividing the layer.
+    """
+    from .errors import check_json_depth
+
     path = Path(path)
+    if path.is_dir():
+        raise BnnhwError(f"folding file {path} is a folder; give a JSON file {_FOLD_SHAPE}")
     try:
-        data = json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise BnnhwError(f"folding file {path} does not exist") from None
-    except (OSError, ValueError) as e:
+    except UnicodeDecodeError:
+        raise BnnhwError(f"folding file {path} is not a text file") from None
+    except OSError as e:
+        raise BnnhwError(f"folding file {path} cannot be read ({e.strerror})") from None
+    check_json_depth(text, f"folding file {path}")
+    try:
+        data = json.loads(text)
+    except ValueError as e:
         raise BnnhwError(f"folding file {path} is not valid JSON ({e})") from None
     entries = data.get("layers") if isinstance(data, dict) else None
     if not isinstance(entries, dict):
-        raise BnnhwError(f"folding file {path} must hold an object "
-                         f'{{"layers": {{name: {{"pe": N, "simd": N}}}}}}')
+        raise BnnhwError(f"folding file {path} must hold an object {_FOLD_SHAPE}")
+    extra = sorted(set(data) - {"layers"})
+    if extra:
+        raise BnnhwError(f"folding file {path} has an unknown key {extra[0]!r} (the only key "
+                         f"is 'layers': {_FOLD_SHAPE})")
     names = [layer.name for layer in layers]
     unknown = sorted(set(entries) - set(names))
     if unknown:
@@ -148,11 +174,22 @@ def load_folding(path: str | Path, layers: Sequence[MatrixLayer]) -> dict[str, F
         entry = entries.get(layer.name)
         if entry is None:
             raise BnnhwError(f"folding file {path} has no entry for layer {layer.name}")
-        pe, simd = (entry.get("pe"), entry.get("simd")) if isinstance(entry, dict) else (0, 0)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (pe, simd)):
-            raise BnnhwError(f"folding file {path}: layer {layer.name} needs integer "
-                             f"'pe' and 'simd'")
+        if not isinstance(entry, dict):
+            raise BnnhwError(f"folding file {path}: the entry of layer {layer.name} must be "
+                             f'an object {{"pe": N, "simd": N}}, not {json.dumps(entry)}')
+        extra = sorted(set(entry) - {"pe", "simd"})
+        if extra:
+            raise BnnhwError(f"folding file {path}: layer {layer.name} has an unknown key "
+                             f"{extra[0]!r} (the keys are 'pe' and 'simd')")
+        pe, simd = entry.get("pe"), entry.get("simd")
+        for key, v in (("pe", pe), ("simd", simd)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise BnnhwError(f"folding file {path}: layer {layer.name} needs a positive "
+                                 f"integer {key!r}, not {json.dumps(v)}")
         fold = Fold(pe, simd)
-        layer.check(fold)
+        try:
+            layer.check(fold)
+        except BnnhwError as e:
+            raise BnnhwError(f"folding file {path}: {e}") from None
         folds[layer.name] = fold
     return folds

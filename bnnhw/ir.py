@@ -676,7 +676,14 @@ def arrays_path(path: str | os.PathLike[str]) -> Path:
 
 
 def save_graph(graph: Graph, path: str | os.PathLike[str]) -> Path:
-    """Write ``graph`` to ``path`` (JSON) and ``<path>.npz`` (arrays); return ``path``."""
+    """Write ``graph`` to ``path`` (JSON) and ``<path>.npz`` (arrays); return ``path``.
+
+    The two files are written together (``bnnhw.errors.write_together``): each to a
+    temporary beside it, then both renamed; a failure leaves neither new file behind.
+    Only regular files are replaced (``BnnhwError`` for a folder, a device, ...).
+    """
+    from .errors import write_together
+
     path = Path(path)
     doc, arrays = graph_to_json(graph)
     buf = io.BytesIO()
@@ -685,40 +692,66 @@ def save_graph(graph: Graph, path: str | os.PathLike[str]) -> Path:
     doc["arrays"] = {"file": arrays_path(path).name, "sha256": hashlib.sha256(blob).hexdigest()}
     try:
         text = json.dumps(doc, indent=1, allow_nan=False)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RecursionError) as e:
         raise ValueError(f"graph meta must be plain JSON values ({e})") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays_path(path).write_bytes(blob)
-    path.write_text(text + "\n")
+    write_together([(arrays_path(path), lambda f: f.write(blob)),
+                    (path, lambda f: f.write((text + "\n").encode()))])
     return path
 
 
 def load_graph(path: str | os.PathLike[str]) -> Graph:
     """Read a graph written by ``save_graph`` (BnnhwError naming what is wrong)."""
+    import zipfile
+
+    from .errors import check_json_depth
+
     path = Path(path)
+    if path.is_dir():
+        raise BnnhwError(f"IR file {path} is a folder, not a file")
     try:
-        doc = json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise BnnhwError(f"IR file {path} does not exist") from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except UnicodeDecodeError:
+        raise BnnhwError(f"{path} is not a bnnhw IR file (it is not JSON)") from None
+    except OSError as e:
+        raise BnnhwError(f"IR file {path} cannot be read ({e.strerror})") from None
+    check_json_depth(text, f"IR file {path}")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
         raise BnnhwError(f"{path} is not a bnnhw IR file (it is not JSON)") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise BnnhwError(f"{path} is not a bnnhw IR file (no 'format': {FORMAT!r} entry)")
-    if doc.get("version") != VERSION:
+    if type(doc.get("version")) is not int or doc.get("version") != VERSION:
         raise BnnhwError(f"IR file {path} has version {doc.get('version')!r}; this bnnhw "
                          f"reads version {VERSION} only")
-    npz = path.with_name(doc.get("arrays", {}).get("file", arrays_path(path).name))
+    entry = doc.get("arrays")
+    name = entry.get("file") if isinstance(entry, dict) else None
+    if not (isinstance(name, str) and name and Path(name).name == name
+            and isinstance(entry.get("sha256"), str)):
+        raise BnnhwError(f"IR file {path} is malformed: its 'arrays' entry must name the "
+                         f"arrays file beside it and its sha256")
+    npz = path.with_name(name)
     try:
         blob = npz.read_bytes()
     except FileNotFoundError:
         raise BnnhwError(f"IR file {path} needs its arrays file {npz}, which does not "
                          f"exist") from None
-    if hashlib.sha256(blob).hexdigest() != doc["arrays"].get("sha256"):
+    except OSError as e:
+        raise BnnhwError(f"arrays file {npz} of IR file {path} cannot be read "
+                         f"({e.strerror})") from None
+    if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
         raise BnnhwError(f"arrays file {npz} does not belong to IR file {path} (checksum "
                          f"mismatch)")
-    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise BnnhwError(f"arrays file {npz} of IR file {path} cannot be read ({e})") from None
+    if not isinstance(doc.get("nodes"), list):
+        raise BnnhwError(f"IR file {path} is malformed: 'nodes' must be a list")
     try:
         return graph_from_json(doc, arrays)
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise BnnhwError(f"IR file {path} is malformed: {e}") from None

@@ -20,14 +20,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .checkpoint import check_model_fits
 from .data import Dataset, adapt
-from .errors import BnnhwError
+from .errors import BnnhwError, check_json_depth, format_bytes, memory_bytes, write_together
 from .nn import (
     BNN,
     BinaryConv2d,
@@ -47,6 +48,11 @@ SCHEDULES = ("cosine", "step")
 # SGD (with Glorot-scaled rates for the latent weights, see _sgd_groups) is slower: 78%
 # after 10 epochs and 87% after 30 at its best rate, 0.03.
 DEFAULT_LR = {"adam": 0.1, "sgd": 0.03}
+MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
+# Training memory per float: weight, gradient and two Adam moments per parameter; per
+# activation value of a batch image, its output and its gradient with some slack.
+TRAIN_BYTES_PER_PARAMETER = 16
+TRAIN_BYTES_PER_ACTIVATION = 24
 
 
 @dataclass(frozen=True)
@@ -84,8 +90,9 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, "
                              f"not {self.schedule!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, not {self.seed!r}")
+        if (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                or not 0 <= self.seed <= MAX_SEED):
+            raise ValueError(f"seed must be an integer in 0..2**63-1, not {self.seed!r}")
         if self.limit is not None and (isinstance(self.limit, bool)
                                        or not isinstance(self.limit, int) or self.limit < 2):
             raise ValueError(f"limit must be an integer >= 2, not {self.limit!r}")
@@ -114,6 +121,9 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+MAX_SPEC_BYTES = 1 << 20  # a spec is a few hundred bytes; a larger file is something else
+
+
 def resolve_model(model: str) -> tuple[str, dict[str, Any]]:
     """``(arch, spec)`` for a zoo name or the path of a spec JSON file (``arch`` "spec")."""
     if model in zoo.NAMES:
@@ -122,12 +132,28 @@ def resolve_model(model: str) -> tuple[str, dict[str, Any]]:
     if path.suffix.lower() != ".json" and not path.exists():
         raise BnnhwError(f"unknown model {model!r}: choose one of {', '.join(zoo.NAMES)} "
                          f"or give a spec JSON file")
-    if not path.is_file():
+    if path.is_dir():
+        raise BnnhwError(f"model spec file {path} is a folder; give a spec JSON file or one "
+                         f"of {', '.join(zoo.NAMES)}")
+    if not path.exists():
         raise BnnhwError(f"model spec file {path} does not exist")
+    if path.suffix.lower() == ".pt":
+        raise BnnhwError(f"{path} looks like a checkpoint; --model takes a zoo model "
+                         f"({', '.join(zoo.NAMES)}) or a model spec JSON file")
+    if not path.is_file():
+        raise BnnhwError(f"model spec file {path} is not a regular file")
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise BnnhwError(f"model spec file {path} holds {path.stat().st_size:,} bytes; a "
+                         f"spec is a small JSON file (at most {MAX_SPEC_BYTES:,} bytes)")
     try:
-        raw = json.loads(path.read_text())
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise BnnhwError(f"model spec file {path} is not a text file") from None
+    except OSError as e:
+        raise BnnhwError(f"model spec file {path} cannot be read ({e.strerror})") from None
+    check_json_depth(text, f"model spec file {path}")
+    try:
+        raw = json.loads(text)
     except json.JSONDecodeError as e:
         raise BnnhwError(f"model spec file {path} is not valid JSON: {e.msg} at line "
                          f"{e.lineno} column {e.colno}") from None
@@ -202,20 +228,60 @@ def _lr_factor(schedule: str, step: int, total: int) -> float:
     return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
 
 
+def check_trainable(spec: dict[str, Any], batch_size: int, what: str = "the model") -> None:
+    """Refuse (``BnnhwError``) a spec whose training would not fit in this machine's
+    memory, before building it (``bnnhw.checkpoint.check_model_fits``)."""
+    check_model_fits(spec, what, batch_size, TRAIN_BYTES_PER_PARAMETER,
+                     TRAIN_BYTES_PER_ACTIVATION, "for training")
+
+
+class Diverged(BnnhwError):
+    """Training produced a non-finite loss or weight; nothing should be written."""
+
+
+def _non_finite(model: BNN) -> str | None:
+    """The name of the first parameter or buffer of ``model`` holding NaN/inf, or None."""
+    for name, t in (*model.named_parameters(), *model.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
+
+
 def train(spec: dict[str, Any], data: Dataset, config: TrainConfig, progress: bool = False,
-          desc: str = "train") -> TrainResult:
+          desc: str = "train", what: str = "the model") -> TrainResult:
     """Build ``spec`` under ``config.seed`` and train it on ``data``; see the module doc.
 
     Images are fitted to the model's input with ``adapt``. Raises ``BnnhwError`` when the
-    data cannot feed the model (shape, class count). ``progress`` shows a tqdm bar on
-    stderr. The global torch RNG is left as it was.
+    data cannot feed the model (shape, class count, no test image), for a shift as large
+    as the model's input, when the model (``what`` names it) or the fitted images would
+    not fit in memory (checked before anything is allocated), and ``Diverged`` (a
+    ``BnnhwError``) at the first step whose loss, weights or BatchNorm statistics are
+    not finite. ``progress`` shows a tqdm bar on stderr. The global torch RNG is left as
+    it was.
     """
     spec = normalize_spec(spec)
     classes = classifier_outputs(spec)
     if classes != len(data.classes):
         raise BnnhwError(f"the model emits {classes} class scores but data set {data.name} "
                          f"has {len(data.classes)} classes")
+    if len(data.test_y) == 0:
+        raise BnnhwError(f"data set {data.name} has no test images; training needs at least "
+                         f"one to measure its accuracy")
     shape = tuple(spec["input"]["shape"])
+    if config.shift >= max(shape[1:]):
+        raise BnnhwError(f"a shift of {config.shift} pixels moves every image out of the "
+                         f"model's {shape[1]}x{shape[2]} input; give a shift below "
+                         f"{max(shape[1:])}")
+    n_train = len(data.train_y) if config.limit is None else min(config.limit,
+                                                                  len(data.train_y))
+    check_trainable(spec, max(1, min(config.batch_size, n_train)), what)
+    pixels = (len(data.train_y) + len(data.test_y)) * math.prod(shape)
+    if pixels > memory_bytes():
+        raise BnnhwError(f"the {len(data.train_y) + len(data.test_y):,} images of data set "
+                         f"{data.name}, fitted to the model's input "
+                         f"{'x'.join(map(str, shape))}, need {format_bytes(pixels)} of "
+                         f"memory, more than the {format_bytes(memory_bytes())} this machine "
+                         f"has")
     train_x, test_x = adapt(data.train_x, shape), adapt(data.test_x, shape)
     train_y, test_y = data.train_y, data.test_y
 
@@ -253,16 +319,33 @@ def train(spec: dict[str, Any], data: Dataset, config: TrainConfig, progress: bo
             model.train()
             order = torch.randperm(n, generator=gen)[:usable]
             loss_sum, correct = 0.0, 0
-            for i in range(0, usable, bs):
+            for batch, i in enumerate(range(0, usable, bs), 1):
                 idx = order[i:i + bs]
                 xb = random_shift(train_x[idx], config.shift, gen).to(torch.float32)
                 yb = train_y[idx]
                 out = model(xb)
                 loss = F.cross_entropy(out, yb)
+                where = f"epoch {epoch}, batch {batch}"
+                if not math.isfinite(loss.item()):
+                    raise Diverged(f"training diverged at {where}: the loss is "
+                                   f"{loss.item()}; nothing was written; train with a "
+                                   f"smaller --lr")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                opt.step()
+                try:
+                    opt.step()
+                except RuntimeError as e:
+                    if "overflow" not in str(e):
+                        raise
+                    raise Diverged(f"training diverged at {where}: the optimizer step "
+                                   f"overflowed (learning rate {lr:g}); nothing was "
+                                   f"written; train with a smaller --lr") from None
                 clip_latent_weights(model)
+                bad = _non_finite(model)
+                if bad is not None:
+                    raise Diverged(f"training diverged at {where}: {bad} holds NaN or "
+                                   f"infinite values; nothing was written; train with a "
+                                   f"smaller --lr")
                 sched.step()
                 loss_sum += loss.item() * len(idx)
                 correct += int((out.argmax(dim=1) == yb).sum())
@@ -298,10 +381,16 @@ def curve_path(out: str | os.PathLike[str]) -> Path:
 
 def plot_curve(history: list[dict[str, float]], path: str | os.PathLike[str],
                title: str = "") -> Path:
-    """Draw loss and train/test accuracy per epoch to a PNG (matplotlib, Agg backend)."""
-    import matplotlib
+    """Draw loss and train/test accuracy per epoch to a PNG file, written atomically."""
+    path = Path(path)
+    write_together([(path, lambda f: render_curve(history, f, title))])
+    return path
 
-    matplotlib.use("Agg")
+
+def render_curve(history: list[dict[str, float]], f: BinaryIO, title: str = "") -> None:
+    """Draw loss and train/test accuracy per epoch as PNG bytes into the binary file ``f``
+    (matplotlib's Agg backend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     epochs = [h["epoch"] for h in history]
@@ -321,7 +410,5 @@ def plot_curve(history: list[dict[str, float]], path: str | os.PathLike[str],
             ax.set_xticks(epochs)
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    FigureCanvasAgg(fig)
+    fig.savefig(f, format="png", dpi=100)

@@ -122,22 +122,34 @@ def _wave_format(waves: bool | str | Path) -> WaveFormat | None:
     return "fst" if waves is not True and Path(waves).suffix == ".fst" else "vcd"
 
 
+INTERRUPT_GRACE_S = 10.0  # how long Ctrl-C waits for the simulator to stop
+
+
 def _with_progress(simulate: Callable[[], None], path: Path,
                    progress: Callable[[int, int], None]) -> None:
-    """Run ``simulate`` in a thread, passing what the testbench writes to ``path`` on."""
-    worker = threading.Thread(target=simulate, name="cosim")
+    """Run ``simulate`` in a thread, passing what the testbench writes to ``path`` on.
+
+    On Ctrl-C (``KeyboardInterrupt`` in this, the main thread) it waits up to
+    ``INTERRUPT_GRACE_S`` for the simulation to end (the simulator gets the terminal's
+    interrupt too) before passing the interrupt on, so that its run folder can go.
+    """
+    worker = threading.Thread(target=simulate, name="cosim", daemon=True)
     worker.start()
     seen = None
-    while worker.is_alive():
-        worker.join(0.25)
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        if text != seen and text.strip():
-            seen = text
-            beats, cycle = map(int, text.split())
-            progress(beats, cycle)
+    try:
+        while worker.is_alive():
+            worker.join(0.25)
+            try:
+                text = path.read_text()
+            except OSError:
+                continue
+            if text != seen and text.strip():
+                seen = text
+                beats, cycle = map(int, text.split())
+                progress(beats, cycle)
+    except KeyboardInterrupt:
+        worker.join(INTERRUPT_GRACE_S)
+        raise
 
 
 def run_stream_cosim(design, in_beats: Iterable[int], n_out: int, *, seed: int = 0,
@@ -159,6 +171,7 @@ def run_stream_cosim(design, in_beats: Iterable[int], n_out: int, *, seed: int =
     folder (kept; its path is ``result.waves``); a path records there, FST when it ends
     in ``.fst``. The run folder (under the cache root, ``runs/``) is removed after a
     successful run unless ``keep`` or waves in it; on failure it is kept and named.
+    An interrupted run (Ctrl-C) removes its run folder before passing the interrupt on.
     ``i_port``/``o_port`` name the two streams. ``progress(beats, cycle)``, if given,
     is called about twice a second during the run with the output beats collected so
     far and the cycle of the last (e.g. to move a tqdm bar), and once at the end.
@@ -188,6 +201,23 @@ def run_stream_cosim(design, in_beats: Iterable[int], n_out: int, *, seed: int =
     runs = cache_root() / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix=f"{toplevel}-", dir=runs))
+    try:
+        return _run_in(run_dir, build, beats, n_out, seed=seed, stall_in=stall_in,
+                       stall_out=stall_out, timeout_cycles=timeout_cycles,
+                       linger_cycles=linger_cycles, waves=waves, toplevel=toplevel,
+                       reset_cycles=reset_cycles, keep=keep, i_port=i_port, o_port=o_port,
+                       progress=progress)
+    except KeyboardInterrupt:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _run_in(run_dir: Path, build: VerilatorBuild, beats: list[int], n_out: int, *,
+            seed: int, stall_in: float, stall_out: float, timeout_cycles: int,
+            linger_cycles: int, waves: bool | str | Path, toplevel: str, reset_cycles: int,
+            keep: bool, i_port: str, o_port: str,
+            progress: Callable[[int, int], None] | None) -> CosimResult:
+    """The part of ``run_stream_cosim`` that runs in the run folder ``run_dir``."""
     wave_path = None if build.waves is None else \
         run_dir / "dump.vcd" if waves is True else Path(waves).resolve()
 

@@ -226,7 +226,7 @@ def _config(fn):
 
 CASES = {
     "missing": (None, None, ["does not exist"]),
-    "folder": (None, None, ["is not a file"]),
+    "folder": (None, None, ["is a folder, not a file"]),
     "empty": (None, b"", ["is empty"]),
     "text": (None, b"hello, this is not a checkpoint\n", ["is not a torch checkpoint file"]),
     "random": (None, bytes(range(7, 250)), ["is not a torch checkpoint file"]),
@@ -279,3 +279,164 @@ def test_bad_file_gives_one_clear_sentence(tmp_path, case):
     expect_error(path, str(path), *fragments)
     with pytest.raises(BnnhwError):
         load_checkpoint(path)
+
+
+# -- files that are not what they claim, nesting, sizes, NaN ---------------------------------
+
+MARK = "NESTED_PLACEHOLDER"
+
+
+def nested_checkpoint(path, key, depth=100_000):
+    """A checkpoint whose ``key`` ('config' or 'meta') holds a list nested ``depth`` deep.
+
+    torch.save cannot write one (its pickler recurses), so a marker string is saved and
+    its pickle opcode swapped for ``depth + 1`` EMPTY_LISTs and ``depth`` APPENDs."""
+    import zipfile
+
+    payload = good_payload()
+    if key == "meta":
+        payload["meta"] = {"x": MARK}
+    else:
+        payload["config"] = {**payload["config"], "name": MARK}
+    torch.save(payload, path)
+    with zipfile.ZipFile(path) as z:
+        items = [(info, z.read(info.filename)) for info in z.infolist()]
+    op = b"X" + len(MARK).to_bytes(4, "little") + MARK.encode()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for info, data in items:
+            if info.filename.endswith("data.pkl"):
+                assert data.count(op) == 1
+                data = data.replace(op, b"]" * (depth + 1) + b"a" * depth)
+            z.writestr(info, data)
+    return path
+
+
+def test_nested_checkpoint_helper_nests(tmp_path):
+    path = nested_checkpoint(tmp_path / "m.pt", "meta", depth=40)
+    x = torch.load(path, weights_only=True)["meta"]["x"]
+    depth = 0
+    while isinstance(x, list) and x:
+        x, depth = x[0], depth + 1
+    assert depth == 40
+
+
+def _zip(path, entries):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+    return path
+
+
+def _garbage_pickle(path, tmp_path):
+    import zipfile
+
+    good = _write(tmp_path / "good.pt")
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(path, "w") as z:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            z.writestr(info, b"\x80\x02garbage!!" if info.filename.endswith("data.pkl")
+                       else data)
+    return path
+
+
+def _nan_weight(p):
+    p["state_dict"]["layers.0.weight"] = p["state_dict"]["layers.0.weight"].clone()
+    p["state_dict"]["layers.0.weight"][0, 0, 0, 0] = float("nan")
+
+
+MORE_CASES = {
+    "version-true": (lambda path, tmp: _write(path, _set("version", True)),
+                     ["format version True", "version 1 only"]),
+    "version-float": (lambda path, tmp: _write(path, _set("version", 1.0)),
+                      ["format version 1.0"]),
+    "deep-meta": (lambda path, tmp: nested_checkpoint(path, "meta"),
+                  ["its 'meta' entry nests lists or dicts more than 32 levels deep"]),
+    "deep-config": (lambda path, tmp: nested_checkpoint(path, "config"),
+                    ["its 'config' entry nests lists or dicts more than 32 levels deep"]),
+    "npz": (lambda path, tmp: _npz(path), ["is a numpy .npz archive, not a torch checkpoint"]),
+    "plain-zip": (lambda path, tmp: _zip(path, {"hello.txt": "hi"}),
+                  ["is a zip archive but not a torch checkpoint (it holds no data.pkl)"]),
+    "garbage-pickle": (_garbage_pickle, ["is corrupt: its pickled data is not valid"]),
+    "nan-weight": (lambda path, tmp: _write(path, _nan_weight),
+                   ["'layers.0.weight' holds NaN or infinite values"]),
+    "nan-meta": (lambda path, tmp: _write(path, _set("meta", {"acc": float("nan")})),
+                 ["meta.acc must be a finite number"]),
+    "tensor-meta": (lambda path, tmp: _write(path, _set("meta", {"t": torch.zeros(1)})),
+                    ["meta.t must be a plain value"]),
+    "huge-config": (lambda path, tmp: _write(path, _config(
+        lambda c: c["layers"][2].__setitem__("out", 10**12))),
+        ["needs about", "of memory to run", "more than the", "this machine has"]),
+    "huge-padding": (lambda path, tmp: _write(path, _config(
+        lambda c: c["layers"][0].__setitem__("padding", 10**6))),
+        ["needs about", "of memory to run"]),
+}
+
+
+def _npz(path):
+    import numpy as np
+
+    with open(path, "wb") as f:
+        np.savez(f, x=np.zeros(3))
+    return path
+
+
+@pytest.mark.parametrize("case", list(MORE_CASES))
+def test_more_bad_files(tmp_path, case):
+    make, fragments = MORE_CASES[case]
+    path = make(tmp_path / f"{case}.pt", tmp_path)
+    text = expect_error(path, str(path), *fragments)
+    if case == "garbage-pickle":
+        assert "could run code" not in text
+
+
+def test_deep_but_reasonable_meta_loads(tmp_path):
+    path = nested_checkpoint(tmp_path / "m.pt", "meta", depth=20)
+    assert load_checkpoint(path).meta["x"]
+
+
+def test_save_refuses_special_files(tmp_path):
+    fifo = tmp_path / "pipe.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(BnnhwError, match="is a named pipe, not a regular file"):
+        save_checkpoint(fifo, trained_tiny(), "tiny")
+    assert fifo.is_fifo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.pt"]
+
+
+def test_companions_are_written_with_the_checkpoint(tmp_path):
+    path = tmp_path / "sub" / "m.pt"
+    save_checkpoint(path, trained_tiny(), "tiny", companions=[
+        (tmp_path / "sub" / "m.txt", lambda f: f.write(b"hello"))])
+    assert (tmp_path / "sub" / "m.txt").read_bytes() == b"hello"
+    load_checkpoint(path)
+
+
+@pytest.mark.parametrize("fail", ["companion", "interrupt", "second-rename"])
+def test_checkpoint_and_companion_both_or_neither(tmp_path, monkeypatch, fail):
+    from bnnhw import errors
+
+    def companion(f):
+        if fail == "companion":
+            raise OSError("disk full")
+        if fail == "interrupt":
+            raise KeyboardInterrupt
+        f.write(b"curve")
+
+    real_replace = os.replace
+    calls = []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if fail == "second-rename" and len(calls) == 2:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(errors.os, "replace", replace)
+    with pytest.raises((OSError, KeyboardInterrupt)):
+        save_checkpoint(tmp_path / "new" / "m.pt", trained_tiny(), "tiny",
+                        companions=[(tmp_path / "new" / "m.png", companion)])
+    assert list(tmp_path.iterdir()) == []
+    if fail == "second-rename":
+        assert len(calls) == 2  # the first file had been renamed into place, then removed

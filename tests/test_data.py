@@ -336,3 +336,151 @@ def test_adapt_refuses_other_mismatches(src, dst):
     with pytest.raises(BnnhwError, match=f"images of shape {names[0]} do not fit a model "
                                          f"input of shape {names[1]}"):
         adapt(x, dst)
+
+
+# -- IDX sizes are checked before the data is read or inflated ---------------------------
+
+def _gz_member(raw):
+    return gzip.compress(raw)
+
+
+def _zero_bomb(header, megabytes):
+    """A valid gzip file of ``header`` then ``megabytes`` MiB of zeros, built from one
+    compressed block repeated (after a full flush, every block of zeros compresses to the
+    same bytes), so a file that inflates to hundreds of MB takes no time to make."""
+    import zlib
+
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    zeros = bytes(1 << 20)
+    head = c.compress(header) + c.flush(zlib.Z_FULL_FLUSH)
+    first = c.compress(zeros) + c.flush(zlib.Z_FULL_FLUSH)
+    block = c.compress(zeros) + c.flush(zlib.Z_FULL_FLUSH)
+    tail = c.flush()
+    crc = zlib.crc32(header)
+    for _ in range(megabytes):
+        crc = zlib.crc32(zeros, crc)
+    size = (len(header) + megabytes * len(zeros)) & 0xFFFFFFFF
+    return (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + head + first
+            + block * (megabytes - 1) + tail + struct.pack("<II", crc, size))
+
+
+def test_zero_bomb_helper_really_inflates():
+    import zlib
+
+    raw = _zero_bomb(b"head", 3)
+    assert len(zlib.decompress(raw, 31)) == 4 + 3 * (1 << 20)
+
+
+def idx_header(*shape):
+    return bytes([0, 0, 0x08, len(shape)]) + b"".join(struct.pack(">I", s) for s in shape)
+
+
+@pytest.mark.parametrize("case,message", [
+    ("overflow", "announces 18,446,744,073,709,551,616 data bytes (shape [2147483648, 2147"),
+    ("too-large", "announces 4,704,000,000 data bytes (shape [6000000, 28, 28]), more than"),
+    ("gz-too-large", "announces 4,704,000,000 data bytes (shape [6000000, 28, 28]), more than"),
+    ("gz-impossible", "announces 47,040,000 data bytes (shape [60000, 28, 28]), more than its"),
+    ("bomb", "decompresses to more than the 4704 data bytes its header announces"),
+    ("corrupt-header", "cannot be decompressed (corrupt gzip data"),
+    ("corrupt-deflate", "cannot be decompressed (corrupt gzip data"),
+    ("truncated-gz", "cannot be decompressed (the gzip data ends early"),
+    ("short-gz", "holds 700 data bytes but its header announces 4704"),
+    ("folder", "is not a regular file"),
+])
+def test_bad_idx_sizes(tmp_path, case, message):
+    arrays = write_mnist(tmp_path)
+    name = "train-images-idx3-ubyte"
+    good = idx_bytes(arrays[name])
+    (tmp_path / name).unlink()
+    target = tmp_path / f"{name}.gz"
+    if case == "overflow":  # the product overflows 64 bits; the body is empty
+        target = tmp_path / name
+        target.write_bytes(idx_header(2**31, 2**31, 4))
+    elif case == "too-large":
+        target = tmp_path / name
+        target.write_bytes(idx_header(6_000_000, 28, 28))
+    elif case == "gz-too-large":
+        target.write_bytes(_gz_member(idx_header(6_000_000, 28, 28)))
+    elif case == "gz-impossible":  # 47 MB announced, 40-odd compressed bytes
+        target.write_bytes(_gz_member(idx_header(60000, 28, 28) + bytes(10)))
+    elif case == "bomb":
+        target.write_bytes(_zero_bomb(good, 64))
+    elif case == "corrupt-header":
+        target.write_bytes(b"\x1f\x8b\x08" + bytes(range(40)))
+    elif case == "corrupt-deflate":
+        raw = bytearray(_gz_member(good))
+        raw[10:30] = b"\xff" * 20
+        target.write_bytes(bytes(raw))
+    elif case == "truncated-gz":
+        raw = _gz_member(good)
+        target.write_bytes(raw[:len(raw) // 2])
+    elif case == "short-gz":
+        target.write_bytes(_gz_member(good[:16 + 700]))
+    elif case == "folder":
+        target.mkdir()
+    with pytest.raises(BnnhwError, match=re.escape(message)):
+        load_dataset("mnist", tmp_path)
+
+
+def test_a_gzip_bomb_is_never_inflated(tmp_path):
+    """A header announcing 6 images over 256 MiB of zeros: reading stops one byte past
+    what the header announces, so the peak memory stays far below the bomb's size."""
+    import tracemalloc
+
+    arrays = write_mnist(tmp_path)
+    name = "train-images-idx3-ubyte"
+    (tmp_path / name).unlink()
+    (tmp_path / f"{name}.gz").write_bytes(_zero_bomb(idx_bytes(arrays[name]), 256))
+    tracemalloc.start()
+    try:
+        with pytest.raises(BnnhwError, match="decompresses to more than"):
+            load_dataset("mnist", tmp_path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20, peak
+
+
+def test_the_memory_probe_sees_a_full_inflation():
+    """The peak the bomb test measures does see a full inflation (the test can fail)."""
+    import tracemalloc
+    import zlib
+
+    raw = _zero_bomb(b"x", 64)
+    tracemalloc.start()
+    try:
+        zlib.decompress(raw, 31)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak >= 64 << 20
+
+
+def test_gzip_with_several_members_and_padding(tmp_path):
+    arrays = write_mnist(tmp_path)
+    name = "train-images-idx3-ubyte"
+    raw = idx_bytes(arrays[name])
+    (tmp_path / name).unlink()
+    (tmp_path / f"{name}.gz").write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:])
+                                          + bytes(8))
+    ds = load_dataset("mnist", tmp_path)
+    assert np.array_equal(ds.train_x.numpy()[:, 0], arrays[name])
+
+
+def test_input_files():
+    from bnnhw.data import input_files
+
+    assert input_files("mnist", None) == []
+    names = [p.name for p in input_files("mnist", "d")]
+    assert "t10k-images-idx3-ubyte" in names and "train-labels-idx1-ubyte.gz" in names
+    assert len(names) == 8
+    cifar = [str(p) for p in input_files("cifar10", "d")]
+    assert "d/test_batch" in cifar and "d/cifar-10-batches-py/data_batch_5" in cifar
+
+
+def test_cifar_batch_that_is_a_folder(tmp_path):
+    write_cifar(tmp_path)
+    (tmp_path / "data_batch_2").unlink()
+    (tmp_path / "data_batch_2").mkdir()
+    with pytest.raises(BnnhwError, match="data_batch_2 is not a regular file"):
+        load_dataset("cifar10", tmp_path)

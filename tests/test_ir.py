@@ -227,3 +227,73 @@ def test_load_errors(graphs, tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(BnnhwError, match="malformed: node 1: unknown op 'lstm'"):
         ir.load_graph(path)
+
+
+@pytest.mark.parametrize("fail", ["arrays", "graph", "second-rename"])
+def test_save_writes_both_files_or_neither(graphs, tmp_path, monkeypatch, fail):
+    import os
+
+    from bnnhw import errors
+
+    path = tmp_path / "new" / "m.ir"
+    calls = []
+    real_replace, real_fdopen = os.replace, os.fdopen
+
+    def replace(src, dst):
+        calls.append(dst)
+        if fail == "second-rename" and len(calls) == 2:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    opened = []
+
+    def fdopen(fd, mode):
+        opened.append(fd)
+        if (fail == "arrays" and len(opened) == 1) or (fail == "graph" and len(opened) == 2):
+            os.close(fd)
+            raise OSError(28, "No space left on device")
+        return real_fdopen(fd, mode)
+
+    monkeypatch.setattr(errors.os, "replace", replace)
+    monkeypatch.setattr(errors.os, "fdopen", fdopen)
+    with pytest.raises((OSError, KeyboardInterrupt)):
+        ir.save_graph(graphs[1], path)
+    assert list(tmp_path.iterdir()) == []
+    if fail == "second-rename":
+        assert len(calls) == 2
+
+
+def test_save_refuses_a_folder_or_special_file(graphs, tmp_path):
+    import os
+
+    (tmp_path / "d.ir").mkdir()
+    with pytest.raises(BnnhwError, match="is a folder"):
+        ir.save_graph(graphs[1], tmp_path / "d.ir")
+    os.mkfifo(tmp_path / "p.ir.npz")
+    with pytest.raises(BnnhwError, match="p.ir.npz is a named pipe"):
+        ir.save_graph(graphs[1], tmp_path / "p.ir")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.ir", "p.ir.npz"]
+
+
+def test_more_load_errors(graphs, tmp_path):
+    (tmp_path / "d.ir").mkdir()
+    with pytest.raises(BnnhwError, match="IR file .*d.ir is a folder"):
+        ir.load_graph(tmp_path / "d.ir")
+    (tmp_path / "deep.ir").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(BnnhwError, match="nests brackets more than 32 levels deep"):
+        ir.load_graph(tmp_path / "deep.ir")
+    path = ir.save_graph(graphs[1], tmp_path / "a.ir")
+    doc = json.loads(path.read_text())
+    for arrays in ({"file": "../a.ir.npz", "sha256": "0"}, "a.ir.npz", {"file": 3}):
+        path.write_text(json.dumps({**doc, "arrays": arrays}))
+        with pytest.raises(BnnhwError, match="its 'arrays' entry must name the arrays file"):
+            ir.load_graph(path)
+    path.write_text(json.dumps({**doc, "version": True}))
+    with pytest.raises(BnnhwError, match="has version True"):
+        ir.load_graph(path)
+    path.write_text(json.dumps({**doc, "nodes": {"a": 1}}))
+    with pytest.raises(BnnhwError, match="'nodes' must be a list"):
+        ir.load_graph(path)
+    path.write_text(json.dumps({**doc, "nodes": [1]}))
+    with pytest.raises(BnnhwError, match="malformed"):
+        ir.load_graph(path)

@@ -54,7 +54,8 @@ def subset(ds, n_train, n_test):
     ({"lr": True}, "learning rate must be a positive number"),
     ({"optimizer": "rmsprop"}, "optimizer must be one of adam, sgd, not 'rmsprop'"),
     ({"schedule": "linear"}, "schedule must be one of cosine, step, not 'linear'"),
-    ({"seed": -1}, "seed must be a non-negative integer"),
+    ({"seed": -1}, r"seed must be an integer in 0\.\.2\*\*63-1, not -1"),
+    ({"seed": 2**63}, r"seed must be an integer in 0\.\.2\*\*63-1, not 9223372036854775808"),
     ({"limit": 1}, "limit must be an integer >= 2"),
     ({"shift": -2}, "shift must be a non-negative integer"),
 ])
@@ -238,3 +239,135 @@ def test_plot_curve(tmp_path):
     path = plot_curve(history, tmp_path / "deep" / "m.curve.png", title="t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 5000
+
+
+# -- divergence, sizes and data that cannot train -----------------------------------------
+
+@pytest.mark.parametrize("lr,message", [
+    (1e38, "the optimizer step overflowed"),
+    (1e30, "holds NaN or infinite values"),
+])
+def test_divergence_stops_at_once(mnist, lr, message):
+    from bnnhw.train import Diverged
+
+    with pytest.raises(Diverged, match=r"training diverged at epoch 1, batch \d+: .*" + message):
+        train(zoo.get_spec("tfc"), subset(mnist, 100, 10),
+              TrainConfig(epochs=3, batch_size=50, lr=lr))
+
+
+def test_a_nan_loss_stops_training(mnist, monkeypatch):
+    from bnnhw import train as train_mod
+
+    def nan_loss(out, y):
+        return (out * float("nan")).sum()
+
+    monkeypatch.setattr(train_mod.F, "cross_entropy", nan_loss)
+    with pytest.raises(train_mod.Diverged, match="at epoch 1, batch 1: the loss is nan"):
+        train(zoo.get_spec("tfc"), subset(mnist, 100, 10), TrainConfig(epochs=1,
+                                                                       batch_size=50))
+
+
+def test_an_empty_test_set_is_refused(mnist):
+    data = subset(mnist, 20, 10)
+    empty = Dataset(data.name, data.train_x, data.train_y, data.test_x[:0], data.test_y[:0],
+                    data.classes, data.shape)
+    with pytest.raises(BnnhwError, match="data set mnist has no test images"):
+        train(zoo.get_spec("tfc"), empty, TrainConfig(epochs=1))
+
+
+@pytest.mark.parametrize("spec", [
+    {"input": {"shape": [1, 28, 28]},
+     "layers": [{"type": "dense", "out": 10**9}, {"type": "dense", "out": 10}]},
+    {"input": {"shape": [1, 28, 28]},
+     "layers": [{"type": "conv", "out": 4, "kernel": 3, "padding": 10**6},
+                {"type": "dense", "out": 10}]},
+    {"input": {"shape": [1, 100000, 100000]}, "layers": [{"type": "dense", "out": 10}]},
+    {"input": {"shape": [3, 4000, 4000], "encoding": "thermometer", "levels": 255},
+     "layers": [{"type": "dense", "out": 10}]},
+], ids=["dense-out", "padding", "input", "thermometer"])
+def test_models_too_large_for_memory_are_refused_before_building(mnist, spec, monkeypatch):
+    from bnnhw import train as train_mod
+
+    def no_build(spec):
+        raise AssertionError("build_model was called")
+
+    monkeypatch.setattr(train_mod, "build_model", no_build)
+    with pytest.raises(BnnhwError, match="needs about .* of memory for training .* more "
+                                         "than the .* this machine has"):
+        train(spec, subset(mnist, 20, 10), TrainConfig(epochs=1), what="the spec")
+
+
+def test_model_size_counts():
+    from bnnhw.checkpoint import model_size
+
+    spec = {"input": {"shape": [1, 4, 4]},
+            "layers": [{"type": "conv", "out": 2, "kernel": 3, "padding": 1},
+                       {"type": "dense", "out": 3}]}
+    size = model_size(spec)
+    # conv: 2*1*3*3 weights + 6*2; dense: 3 * (2*4*4) + 6*3
+    assert size.parameters == 18 + 12 + 96 + 18
+    # pixels 16, encoded 16, padded input 36, conv outputs 3*32, dense outputs 3*3
+    assert size.activations == 16 + 16 + 36 + 96 + 9
+
+
+def test_a_shift_as_large_as_the_input_is_refused(mnist):
+    with pytest.raises(BnnhwError, match="a shift of 28 pixels moves every image out of the "
+                                         "model's 28x28 input"):
+        train(zoo.get_spec("tfc"), subset(mnist, 20, 10), TrainConfig(epochs=1, shift=28))
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p.mkdir(), "is a folder; give a spec JSON file"),
+    (lambda p: p.write_text("[" * 100_000 + "]" * 100_000), "nests brackets more than 32"),
+    (lambda p: p.write_text('{"input": {"shape": [1, 8, 8]}, "layers": [{"type": "dense", '
+                            '"out": 10}], "name": ' + "[" * 40 + "]" * 40 + "}"),
+     "nests brackets more than 32"),
+])
+def test_resolve_model_refuses_folders_and_deep_json(tmp_path, make, message):
+    path = tmp_path / "m.json"
+    make(path)
+    with pytest.raises(BnnhwError, match=message):
+        resolve_model(str(path))
+
+
+def test_json_depth_ignores_brackets_in_strings():
+    from bnnhw.errors import json_depth
+
+    assert json_depth('{"a": "[[[[[[", "b": [1, {"c": "]]]"}]}') == 3
+    assert json_depth('"\\"[[["') == 0
+    assert json_depth("[" * 50, limit=32) == 33
+
+
+def test_resolve_model_refuses_a_checkpoint(tmp_path):
+    path = tmp_path / "m.pt"
+    path.write_bytes(b"PK\x03\x04")
+    with pytest.raises(BnnhwError, match="looks like a checkpoint; --model takes a zoo model"):
+        resolve_model(str(path))
+
+
+def test_plot_curve_replaces_only_regular_files(tmp_path):
+    import os
+
+    history = [{"epoch": 1, "loss": 1.0, "train_accuracy": 0.5, "test_accuracy": 0.5}]
+    fifo = tmp_path / "c.png"
+    os.mkfifo(fifo)
+    with pytest.raises(BnnhwError, match="is a named pipe"):
+        plot_curve(history, fifo)
+    assert fifo.is_fifo()
+
+
+def test_resolve_model_reads_a_spec_with_a_byte_order_mark(tmp_path):
+    spec = {"input": {"shape": [1, 8, 8]}, "layers": [{"type": "dense", "out": 10}]}
+    (tmp_path / "m.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(spec).encode())
+    assert resolve_model(str(tmp_path / "m.json"))[1]["layers"][0]["out"] == 10
+
+
+def test_format_bytes():
+    from bnnhw.errors import format_bytes
+
+    assert format_bytes(512) == "512 bytes"
+    assert format_bytes(3_100_000_000) == "3.1 GB"
+    assert format_bytes(12_500_000_000_000) == "12.5 TB"
+    assert format_bytes(999 * 10**18) == "999.0 EB"
+    assert format_bytes(1_254_400 * 10**18) == "1,254,400 EB"
+    assert format_bytes(10**400).endswith(" EB")  # no float overflow

@@ -1,33 +1,136 @@
-"""Argument helpers shared by the commands that run a checkpoint on images."""
+"""Argument types and helpers shared by the commands.
+
+Light on purpose: only the standard library and ``bnnhw.errors`` at import time, so that
+``bnnhw --help`` and ``bnnhw COMMAND --help`` never import torch; everything heavy is
+imported inside the functions that need it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from typing import Any
 
-import numpy as np
+from ..errors import BnnhwError, format_bytes, memory_bytes
 
-from ..check import random_images
-from ..checkpoint import Checkpoint
-from ..data import adapt, load_dataset
-from ..errors import BnnhwError
+MAX_SEED = 2**63 - 1  # torch and numpy seeds are 64-bit
+# Memory per image value when checking (the uint8 pixels and their int64 copy, with
+# slack) and per pixel when verifying (a Python integer per input beat and its hex line).
+CHECK_BYTES_PER_VALUE = 16
+VERIFY_BYTES_PER_PIXEL = 256
 
+
+# -- argument types (argparse turns their ArgumentTypeError into one line, exit 2) ----------
+
+def _integer(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, not {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = _integer(text, "a positive integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return value
+
+
+def natural_int(text: str) -> int:
+    value = _integer(text, "a non-negative integer")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, not {text!r}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """A seed: an integer in 0..2**63-1."""
+    value = _integer(text, "an integer seed in 0..2**63-1")
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer seed in 0..2**63-1, not "
+                                         f"{text!r}")
+    return value
+
+
+def cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+def thread_count(text: str) -> int:
+    """A thread count: 1 up to the machine's CPU count."""
+    cpus = cpu_count()
+    what = f"a number of threads in 1..{cpus} (the CPUs of this machine)"
+    value = _integer(text, what)
+    if not 1 <= value <= cpus:
+        raise argparse.ArgumentTypeError(f"expected {what}, not {text!r}")
+    return value
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, not {text!r}") from None
+
+
+def positive_float(text: str) -> float:
+    value = _number(text, "a positive number")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, not {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = _number(text, "a finite number >= 0")
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, not {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    value = _number(text, "a probability in [0, 1)")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), not {text!r}")
+    return value
+
+
+# -- images ---------------------------------------------------------------------------------
 
 def add_image_arguments(parser: argparse.ArgumentParser, default: int) -> None:
     """``--images N --random --seed S --data-dir D``."""
-    parser.add_argument("--images", type=int, default=default, metavar="N",
+    parser.add_argument("--images", type=positive_int, default=default, metavar="N",
                         help=f"number of images (default {default})")
     parser.add_argument("--random", action="store_true",
                         help="random 8-bit images of the model's input shape instead of the "
                              "checkpoint's test set")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --random images")
+    parser.add_argument("--seed", type=seed_int, default=0,
+                        help="seed of --random images, 0..2**63-1 (default 0)")
     parser.add_argument("--data-dir", metavar="D",
                         help="data folder (default: the checkpoint's data_dir, else bundled)")
 
 
-def select_images(args: argparse.Namespace, spec: dict[str, Any],
-                  ckpt: Checkpoint) -> tuple[np.ndarray | Any, str]:
-    """The images ``args`` ask for, ``[N, C, H, W]`` 8-bit pixels, and a phrase naming them."""
+def check_image_memory(count: int, shape: Any, per_value: int, per_pixel: int = 0) -> None:
+    """Refuse ``--images count`` of ``shape`` [C, H, W] when holding them would take more
+    than this machine's memory (``per_value`` bytes per pixel value, ``per_pixel`` more
+    per pixel), before anything is allocated."""
+    c, h, w = (int(s) for s in shape)
+    need = count * (c * h * w * per_value + h * w * per_pixel)
+    have = memory_bytes()
+    if need > have:
+        raise BnnhwError(f"--images {count} needs about {format_bytes(need)} of memory for "
+                         f"{count:,} images of {c}x{h}x{w} pixels, more than the "
+                         f"{format_bytes(have)} this machine has; ask for fewer images")
+
+
+def select_images(args: argparse.Namespace, spec: dict[str, Any], ckpt: Any) -> tuple[Any, str]:
+    """The images ``args`` ask for, ``[N, C, H, W]`` 8-bit pixels, and a phrase naming them.
+
+    ``ckpt`` is the ``bnnhw.checkpoint.Checkpoint`` whose meta names the data set.
+    """
+    from ..check import random_images
+    from ..data import NAMES, adapt, load_dataset
+
     if args.images < 1:
         raise BnnhwError(f"--images must be at least 1, not {args.images}")
     shape = spec["input"]["shape"]
@@ -35,12 +138,39 @@ def select_images(args: argparse.Namespace, spec: dict[str, Any],
         return (random_images(shape, args.images, args.seed),
                 f"{args.images} random images (seed {args.seed})")
     name = ckpt.meta.get("data")
-    if not isinstance(name, str):
+    if name is None:
         raise BnnhwError(f"checkpoint {ckpt.path} does not say which data set it was "
                          f"trained on (no meta 'data'); use --random")
-    data = load_dataset(name, args.data_dir or ckpt.meta.get("data_dir"))
+    if not isinstance(name, str) or name not in NAMES:
+        raise BnnhwError(f"checkpoint {ckpt.path}: its meta 'data' {name!r} is not a data "
+                         f"set bnnhw knows ({', '.join(NAMES)}); use --random")
+    data_dir = args.data_dir
+    if data_dir is None:
+        data_dir = ckpt.meta.get("data_dir")
+        if data_dir is not None and not isinstance(data_dir, str):
+            raise BnnhwError(f"checkpoint {ckpt.path}: its meta 'data_dir' must be a folder "
+                             f"name, not {type(data_dir).__name__} {data_dir!r}; give "
+                             f"--data-dir or use --random")
+    try:
+        data = load_dataset(name, data_dir)
+    except BnnhwError as e:
+        if args.data_dir is not None or data_dir is None:
+            raise
+        raise BnnhwError(f"{e} (the data folder checkpoint {ckpt.path} was trained on; give "
+                         f"--data-dir or use --random)") from None
     images = adapt(data.test_x[:args.images], shape)
     if len(images) < args.images:
         raise BnnhwError(f"the {name} test set holds only {len(images)} images, "
                          f"not {args.images}")
     return images, f"{len(images)} {name} test images"
+
+
+# -- the checkpoint -----------------------------------------------------------------------
+
+def naming_checkpoint(path: str | os.PathLike[str], error: BnnhwError) -> BnnhwError:
+    """``error`` with the checkpoint named in front, unless its message names it."""
+    text = str(error)
+    if str(path) in text:
+        return error
+    return BnnhwError(f"checkpoint {path}: {text}")
+

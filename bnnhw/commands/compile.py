@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-from .. import ir
-from ..frontend import compile_checkpoint
-
-HELP = "Lower a trained checkpoint to the integer IR (JSON graph + .npz arrays)."
+from ..errors import BnnhwError, check_output
+from .common import naming_checkpoint
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="M.pt", help="checkpoint to lower")
     parser.add_argument("-o", "--out", metavar="M.ir",
                         help="IR file to write (default: the checkpoint path with .ir); the "
-                             "arrays go to <file>.npz beside it")
+                             "arrays go to <file>.npz beside it, written together")
 
 
-def summary(graph: ir.Graph) -> str:
-    """One line per node: shapes, memory bits and integer widths."""
+def summary(graph: Any) -> str:
+    """One line per node of a ``bnnhw.ir.Graph``: shapes, memory bits and integer widths."""
+    from .. import ir
+
     lines = [(f"{'node':<10} {'op':<8} {'in':>12} {'out':>12} {'weight bits':>12} "
              f"{'classes':>7} {'acc bits':>8} {'thr bits':>8}")]
     for n in graph.nodes:
@@ -36,8 +37,19 @@ def summary(graph: ir.Graph) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.out) if args.out else Path(args.model).with_suffix(".ir")
-    graph = compile_checkpoint(args.model)
+    from .. import ir
+    from ..frontend import compile_checkpoint
+
+    model = Path(args.model)
+    out_text = args.out if args.out is not None else str(model.with_suffix(".ir"))
+    inputs = [(model, "the --model checkpoint")]
+    out = check_output(out_text, "-o/--out", inputs, advice="give another -o")
+    check_output(ir.arrays_path(out), "the IR's arrays file", inputs,
+                 advice="remove it or give another -o")
+    try:
+        graph = compile_checkpoint(model)
+    except BnnhwError as e:
+        raise naming_checkpoint(model, e) from None
     ir.save_graph(graph, out)
     print(summary(graph))
     print(f"wrote {out} and {ir.arrays_path(out)}")

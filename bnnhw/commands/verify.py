@@ -5,19 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-import numpy as np
-
-from ..checkpoint import load_model
-from ..errors import BnnhwError
-from ..flows.verify import verify_graph
-from ..folding import default_folding, default_target, load_folding, matrix_layers
-from ..frontend import compile_model
-from .common import add_image_arguments, select_images
-
-HELP = ("Co-simulate the generated accelerator (Verilator + cocotb) on images and compare "
-        "every score with the golden model.")
+from ..errors import BnnhwError, check_output_folder
+from .common import (
+    CHECK_BYTES_PER_VALUE,
+    VERIFY_BYTES_PER_PIXEL,
+    add_image_arguments,
+    check_image_memory,
+    naming_checkpoint,
+    positive_int,
+    probability,
+    select_images,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,19 +24,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_image_arguments(parser, default=20)
     parser.add_argument("--folding", metavar="F.json",
                         help='per-layer folding {"layers": {name: {"pe": N, "simd": N}}} '
-                             "(default: balanced for --target-ii)")
-    parser.add_argument("--target-ii", type=int, metavar="CYCLES",
+                             "(default: balanced for --target-ii; not with --target-ii)")
+    parser.add_argument("--target-ii", type=positive_int, metavar="CYCLES",
                         help="target cycles per image of the default folding (default: "
                              "about 256 XNOR lanes spread over the layers)")
-    parser.add_argument("--stall", type=float, default=0.0, metavar="P",
-                        help="also run with random stalls of probability P on both ends")
+    parser.add_argument("--stall", type=probability, default=0.0, metavar="P",
+                        help="also run with random stalls of probability P in [0, 1) on "
+                             "both ends")
     parser.add_argument("--waves", metavar="DIR", default="build/waves",
-                        help="where a mismatch's waveform goes (default build/waves)")
+                        help="folder where a mismatch's waveform goes (default build/waves)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def qat_predictions(model, images):
     """The QAT model's own classes of ``images`` (eval mode, float32 as trained)."""
+    import numpy as np
     import torch
 
     with torch.no_grad():
@@ -46,14 +47,23 @@ def qat_predictions(model, images):
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 0 <= args.stall < 1:
-        raise BnnhwError(f"--stall must be a probability in [0, 1), not {args.stall}")
-    if args.target_ii is not None and args.target_ii < 1:
-        raise BnnhwError(f"--target-ii must be a positive number of cycles, not "
-                         f"{args.target_ii}")
+    from ..checkpoint import load_model
+    from ..flows.verify import verify_graph
+    from ..folding import default_folding, default_target, load_folding, matrix_layers
+    from ..frontend import compile_model
+
+    if args.folding is not None and args.target_ii is not None:
+        raise BnnhwError("--folding and --target-ii exclude each other: a folding file fixes "
+                         "every layer's folding; give one of them")
+    waves = check_output_folder(args.waves, "--waves")
     model, ckpt = load_model(args.model)
+    check_image_memory(args.images, model.spec["input"]["shape"], CHECK_BYTES_PER_VALUE,
+                       VERIFY_BYTES_PER_PIXEL)
     images, source = select_images(args, model.spec, ckpt)
-    graph = compile_model(model)
+    try:
+        graph = compile_model(model)
+    except BnnhwError as e:
+        raise naming_checkpoint(args.model, e) from None
     if args.folding:
         folds = load_folding(args.folding, matrix_layers(graph))
     else:
@@ -65,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     qat_classes = qat_predictions(model, images)
     report = verify_graph(graph, folds, images, stall=args.stall, seed=args.seed,
-                          waves_dir=Path(args.waves), progress=progress,
-                          qat_classes=qat_classes)
+                          waves_dir=waves, progress=progress, qat_classes=qat_classes)
     if args.json:
         print(json.dumps({"model": str(args.model), "source": source,
                           "target_ii": None if args.folding else
