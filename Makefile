@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BNNHW) train --model sfc --data mnist --epochs 10 --out $(DEMO)/sfc.pt
 	$(BNNHW) check --model $(DEMO)/sfc.pt --images 1000
-	$(BNNHW) verify --model $(DEMO)/sfc.pt --images 200 --stall 0.2
+	$(BNNHW) verify --model $(DEMO)/sfc.pt --images 1000 --stall 0.2
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
