@@ -79,6 +79,9 @@ class CosimResult:
     ``sim_seconds`` is the wall time of the simulated run itself (``sim_cpu_seconds`` its
     CPU time, the steadier figure on a shared machine); ``run_seconds`` adds the
     simulator's start-up (Python interpreter, cocotb, reading the files).
+    What the random stalls did: ``idle_in_cycles`` idle cycles the source inserted with a
+    beat pending, ``held_out_beats`` output beats the sink held while the design offered
+    them, ``held_out_cycles`` the cycles they waited in all.
     """
 
     out_beats: list[int]
@@ -91,6 +94,9 @@ class CosimResult:
     sim_cpu_seconds: float = 0.0
     extra_beats: list[int] = field(default_factory=list)
     waves: Path | None = None
+    idle_in_cycles: int = 0
+    held_out_beats: int = 0
+    held_out_cycles: int = 0
 
     @property
     def cycles_per_second(self) -> float:
@@ -163,7 +169,8 @@ def run_stream_cosim(design, in_beats: Iterable[int], n_out: int, *, seed: int =
 
     ``seed`` fixes the stall patterns: before each beat the source idles one more cycle
     with probability ``stall_in`` (again and again, so idle runs are geometric), and the
-    sink holds ``ready`` low the same way with ``stall_out``. ``timeout_cycles`` bounds the
+    sink holds output beats the design offers, for a count drawn the same way with
+    ``stall_out`` of beat times (``sim.stream_tb``). ``timeout_cycles`` bounds the
     run from reset; when fewer than ``n_out`` beats have arrived by then ``CosimTimeout``
     is raised, naming how many did (``.partial`` holds them). ``linger_cycles`` keeps
     ``ready`` high that much longer after the last expected beat and returns anything
@@ -178,7 +185,8 @@ def run_stream_cosim(design, in_beats: Iterable[int], n_out: int, *, seed: int =
 
     Raises ``ValueError`` for a beat that does not fit the input payload or bad
     settings, ``sim.verilator.VerilatorBuildError`` when the build fails, ``CosimError``
-    when the testbench fails or the simulator dies.
+    when the testbench fails, the simulator dies or the design breaks the stream rule on
+    its output (drops ``valid`` or changes the payload of a beat the sink holds).
     """
     beats = [int(b) for b in in_beats]
     for name, p in (("stall_in", stall_in), ("stall_out", stall_out)):
@@ -256,9 +264,14 @@ def _run_in(run_dir: Path, build: VerilatorBuild, beats: list[int], n_out: int, 
         out_beats=[int(b, 16) for b in raw["out"]], out_cycles=raw["out_cycles"],
         in_cycles=raw["in_cycles"], cycles=raw["cycles"], sim_seconds=raw["sim_seconds"],
         run_seconds=run_seconds, build=build, sim_cpu_seconds=raw["sim_cpu_seconds"],
-        extra_beats=[int(b, 16) for b in raw["extra"]], waves=wave_path)
+        extra_beats=[int(b, 16) for b in raw["extra"]], waves=wave_path,
+        idle_in_cycles=raw["idle_in_cycles"], held_out_beats=raw["held_out_beats"],
+        held_out_cycles=raw["held_out_cycles"])
     if progress is not None and result.out_cycles:
         progress(len(result.out_beats), result.out_cycles[-1])
+    if raw["status"] == "stream_rule":
+        raise CosimError(f"stream co-simulation of {toplevel!r}: {raw['rule_error']}; "
+                         f"run folder {run_dir}", run_dir)
     if raw["status"] == "timeout":
         raise CosimTimeout(
             f"stream co-simulation of {toplevel!r}: {len(result.out_beats)} of {n_out} "

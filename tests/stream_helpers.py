@@ -9,6 +9,10 @@ beat was taken (cycle 0 is the first clock edge), together with the payloads; it
 until every input beat has been accepted too.
 ``steady_cycles`` turns those stamps into cycles per image: the distance between the
 last beats of two consecutive images once the pipeline is full.
+
+``assert_stalled`` checks that a run asked to stall really did: the source idled with a
+beat pending and the sink held beats the DUT offered (a stall probability that never held
+an output beat tested nothing).
 """
 
 from __future__ import annotations
@@ -40,6 +44,20 @@ class _Clocked(wiring.Component):
 def clocked(dut):
     """``dut`` behind the same stream ports, in a design that has a ``sync`` domain."""
     return _Clocked(dut)
+
+
+def assert_stalled(result, *, inputs: bool = True, outputs: bool = True) -> None:
+    """Fail unless the stalls of ``result`` happened: input idles (``inputs``) and held
+    output beats (``outputs``). ``result`` is what ``sim.stream_sim.run_stream`` returns
+    (its ``stalls``) or a ``sim.cosim.CosimResult``."""
+    s = getattr(result, "stalls", result)
+    seen = (f"idle_in_cycles={s.idle_in_cycles}, held_out_beats={s.held_out_beats}, "
+            f"held_out_cycles={s.held_out_cycles}")
+    if inputs:
+        assert s.idle_in_cycles > 0, f"the source never idled with a beat pending ({seen})"
+    if outputs:
+        assert s.held_out_beats > 0, f"the sink never held an output beat ({seen})"
+        assert s.held_out_cycles >= s.held_out_beats, seen
 
 
 def output_cycles(dut, inputs, n_outputs: int, max_cycles: int = 100_000):

@@ -6,7 +6,7 @@ from amaranth.back import verilog
 
 from rtl_gen.fifo import Fifo, FifoParams
 from sim.stream_sim import run_stream
-from tests.stream_helpers import output_cycles
+from tests.stream_helpers import assert_stalled, output_cycles
 
 
 @pytest.mark.parametrize("width, depth, seed", [(1, 1, 0), (8, 2, 1), (13, 3, 2), (32, 5, 3),
@@ -17,6 +17,7 @@ def test_order_kept_under_stalls(width, depth, seed):
         got = run_stream(Fifo(FifoParams(width, depth)), data, len(data), seed=seed,
                          stall_in=stall_in, stall_out=stall_out)
         assert got == data
+        assert_stalled(got)
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 8])

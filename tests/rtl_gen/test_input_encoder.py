@@ -10,7 +10,7 @@ from bnnhw.nn import thermometer_thresholds
 from bnnhw.packing import beats
 from rtl_gen.input_encoder import InputEncoder, InputEncoderParams
 from sim.stream_sim import run_stream
-from tests.stream_helpers import clocked, output_cycles
+from tests.stream_helpers import assert_stalled, clocked, output_cycles
 
 
 def pixels(params, images, rng):
@@ -32,6 +32,8 @@ def check(params, images=2, seed=0, dut=None, stall=0.3):
     expected = beats(enc.reshape(-1).tolist(), params.o_width // width, width)
     got = run_stream(clocked(dut or InputEncoder(params)), beats(x.reshape(-1), params.simd, 8),
                      len(expected), seed=seed, stall_in=stall, stall_out=stall)
+    if stall:
+        assert_stalled(got)
     return got, expected
 
 

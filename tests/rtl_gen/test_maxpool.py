@@ -11,7 +11,7 @@ from bnnhw import reference
 from bnnhw.packing import beats
 from rtl_gen.maxpool import MaxPool, MaxPoolParams
 from sim.stream_sim import run_stream
-from tests.stream_helpers import output_cycles, steady_cycles
+from tests.stream_helpers import assert_stalled, output_cycles, steady_cycles
 
 
 def check(params, images=2, seed=0, dut=None, stall=0.3):
@@ -24,6 +24,8 @@ def check(params, images=2, seed=0, dut=None, stall=0.3):
     expected = beats(pooled.reshape(-1).tolist(), params.simd)
     got = run_stream(dut or MaxPool(params), beats(x.reshape(-1), params.simd),
                      len(expected), seed=seed, stall_in=stall, stall_out=stall)
+    if stall:
+        assert_stalled(got)
     return got, expected
 
 

@@ -15,8 +15,15 @@ from bnnhw.packing import beats, unpack
 from bnnhw.reference import popcount_matvec, signed_matvec, threshold
 from rtl_gen.mvtu import MVTU, MVTUParams
 from rtl_gen.weight_memory import MemSel, cfg_beats
-from sim.stream_sim import run_stream, stream_get, stream_put
-from tests.stream_helpers import SerialInput, output_cycles, steady_cycles
+from sim.stream_sim import (
+    Stalls,
+    StreamResult,
+    check_stream_rule,
+    run_stream,
+    stream_get,
+    stream_put,
+)
+from tests.stream_helpers import SerialInput, assert_stalled, output_cycles, steady_cycles
 
 
 def random_layer(seed, kind, rows, cols, oh, ow, ny, nx, scores, images):
@@ -75,7 +82,7 @@ def decode(params, words, images):
 
 CASES = {
     # name: (kind, rows, cols, pe, simd, oh, ow, ny, nx, scores, images)
-    "binary_nf1_sf1": ("binary", 4, 8, 4, 8, 1, 1, 1, 1, False, 3),
+    "binary_nf1_sf1": ("binary", 4, 8, 4, 8, 1, 1, 1, 1, False, 6),
     "binary_classes": ("binary", 6, 18, 2, 6, 3, 3, 3, 3, False, 2),
     "binary_nf4_sf1": ("binary", 4, 8, 1, 8, 3, 1, 2, 1, False, 2),
     "binary_wide": ("binary", 16, 64, 4, 16, 2, 2, 2, 2, False, 2),
@@ -101,6 +108,7 @@ def test_mvtu_matches_reference(name):
     want = reference(params, x)
     words = run_stream(MVTU(params), stream_in(params, x), want.size // params.pe, seed=seed)
     assert np.array_equal(decode(params, words, len(x)), want)
+    assert_stalled(words)
 
 
 @pytest.mark.parametrize("seed", range(10))
@@ -112,7 +120,9 @@ def test_mvtu_random_shapes(seed):
     oh, ow = rng.randint(1, 3), rng.randint(1, 3)
     ny, nx = rng.randint(1, oh), rng.randint(1, ow)
     scores = rng.random() < 0.3
-    w, x, rc, cc, t = random_layer(seed, kind, rows, cols, oh, ow, ny, nx, scores, 2)
+    per_image = oh * ow * min(cols // simd, rows // pe)   # beats of the quieter side
+    images = max(2, -(-12 // per_image))                 # enough beats to stall both
+    w, x, rc, cc, t = random_layer(seed, kind, rows, cols, oh, ow, ny, nx, scores, images)
     params = MVTUParams(name=f"layer{seed}", rows=rows, cols=cols, pe=pe, simd=simd,
                         weights=w, input_kind=kind, pixels=oh * ow, thresholds=t,
                         row_class=None if scores else rc, col_class=None if scores else cc,
@@ -121,6 +131,7 @@ def test_mvtu_random_shapes(seed):
     words = run_stream(MVTU(params), stream_in(params, x), want.size // pe, seed=seed,
                        stall_in=rng.choice([0.1, 0.5]), stall_out=rng.choice([0.1, 0.5]))
     assert np.array_equal(decode(params, words, len(x)), want)
+    assert_stalled(words)
 
 
 def test_flipped_weight_bit_is_caught():
@@ -263,29 +274,33 @@ def test_input_buffer_under_one_sided_stalls(stall_in, stall_out):
     words = run_stream(MVTU(params), stream_in(params, x), want.size // params.pe, seed=4,
                        stall_in=stall_in, stall_out=stall_out)
     assert np.array_equal(decode(params, words, len(x)), want)
+    assert_stalled(words, inputs=stall_in > 0, outputs=stall_out > 0)
 
 
 def run_with_cfg(dut, cfg, inputs, n_outputs, seed):
     """Like run_stream, but the source first sends ``cfg`` beats on ``dut.cfg``."""
     rng_in, rng_out = random.Random(seed), random.Random(seed + 1)
-    outputs = []
+    outputs, stalls = [], Stalls(0.3, 0.3)
 
     async def source(ctx):
         for beat in cfg:
-            await stream_put(ctx, dut.cfg, beat, rng_in, 0.3)
+            await stream_put(ctx, dut.cfg, beat, rng_in, 0.3, stalls)
         for item in inputs:
-            await stream_put(ctx, dut.i_stream, item, rng_in, 0.3)
+            await stream_put(ctx, dut.i_stream, item, rng_in, 0.3, stalls)
 
     async def sink(ctx):
         for _ in range(n_outputs):
-            outputs.append(await stream_get(ctx, dut.o_stream, rng_out, 0.3))
+            outputs.append(await stream_get(ctx, dut.o_stream, rng_out, 0.3, stalls=stalls))
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(source, background=True)
+    for name in ("cfg", "i_stream", "o_stream"):
+        sim.add_testbench(check_stream_rule(getattr(dut, name), f"MVTU.{name}"),
+                          background=True)
     sim.add_testbench(sink)
     sim.run()
-    return outputs
+    return StreamResult(outputs, stalls)
 
 
 def test_runtime_rewrite_of_weights_and_thresholds():
@@ -299,6 +314,7 @@ def test_runtime_rewrite_of_weights_and_thresholds():
     assert not np.array_equal(want, reference(params, x))
     words = run_with_cfg(MVTU(params), cfg, stream_in(params, x), want.size // params.pe, 3)
     assert np.array_equal(decode(params, words, len(x)), want)
+    assert_stalled(words)
 
 
 def test_mid_size_mvtu_converts_to_verilog():

@@ -15,7 +15,7 @@ from bnnhw.frontend import compile_model
 from rtl_gen.network import Network, NetworkParams
 from sim.stream_sim import run_stream
 from tests.bnn_cases import random_model, spec_model, zoo_model
-from tests.stream_helpers import SerialInput, output_cycles, steady_cycles
+from tests.stream_helpers import SerialInput, assert_stalled, output_cycles, steady_cycles
 
 
 def random_folding(graph, rng):
@@ -30,6 +30,8 @@ def random_folding(graph, rng):
 def simulate(params, images, seed=0, stall=0.3):
     out = run_stream(Network(params), params.format.image_beats(images), len(images), seed=seed,
                      stall_in=stall, stall_out=stall, max_cycles=400_000)
+    if stall:
+        assert_stalled(out)
     return [int(o) for o in out]
 
 
@@ -44,7 +46,7 @@ def test_random_model_and_folding_match_golden(seed):
     model = random_model(seed)
     graph = compile_model(model)
     params = NetworkParams(graph, random_folding(graph, np.random.default_rng(seed)))
-    images = random_images(model.spec["input"]["shape"], 2, seed)
+    images = random_images(model.spec["input"]["shape"], 3, seed)   # 3 results to hold
     assert simulate(params, images, seed) == expected_beats(params, graph, images)
 
 
@@ -59,6 +61,7 @@ def test_truncated_network_streams_golden_activations():
         out = run_stream(Network(params), params.format.image_beats(images), len(want), seed=1,
                          max_cycles=200_000)
         assert [int(o) for o in out] == want
+        assert_stalled(out)
 
 
 def test_flipped_weight_bit_is_caught():

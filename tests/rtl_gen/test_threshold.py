@@ -9,6 +9,7 @@ from bnnhw.packing import beats, unpack
 from bnnhw.reference import threshold
 from rtl_gen.threshold import Threshold, ThresholdParams
 from sim.stream_sim import run_stream
+from tests.stream_helpers import assert_stalled
 
 
 def make_case(seed, channels, pe, oh, ow, ny, nx, acc_min, acc_max, images=2):
@@ -31,6 +32,7 @@ def run(params, acc, seed):
               for b in beats(pixel, params.pe, aw)]
     n_out = len(inputs)
     out = run_stream(Threshold(params), inputs, n_out, seed=seed)
+    assert_stalled(out)
     bits = np.concatenate([unpack(word, params.pe) for word in out])
     return bits.reshape(acc.shape)
 
@@ -41,7 +43,8 @@ def run(params, acc, seed):
     (2, 4, 1, 2, 3, 1, 2, -765, 765),    # signed accumulators (uint8 first layer)
 ])
 def test_threshold_matches_reference(seed, channels, pe, oh, ow, ny, nx, acc_min, acc_max):
-    t, rc, cc, acc = make_case(seed, channels, pe, oh, ow, ny, nx, acc_min, acc_max)
+    images = 8 if oh * ow * channels == pe else 2   # enough beats for stalls to happen
+    t, rc, cc, acc = make_case(seed, channels, pe, oh, ow, ny, nx, acc_min, acc_max, images)
     params = ThresholdParams(name="conv", channels=channels, pe=pe, acc_min=acc_min,
                              acc_max=acc_max, thresholds=t, pixels=oh * ow, row_class=rc,
                              col_class=cc)

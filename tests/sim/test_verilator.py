@@ -1,7 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """Verilator co-simulation: a registered stream adder against its Python model, with random
-stalls on both sides, 200-bit payloads, cycle stamps, the build cache, and planted faults
-(a corrupted beat, a dropped beat) that the checks must catch.
+stalls on both sides that really idle the input and hold output beats, 200-bit payloads,
+cycle stamps, the build cache, and planted faults (a corrupted beat, a dropped beat, beats
+altered while they wait) that the checks must catch.
 
 Two designs are built (the good adder and its faulty twin); every other test reuses them
 through the build cache, so a warm run of this file costs a few seconds per test.
@@ -23,6 +24,7 @@ from sim.cosim import (
     run_stream_cosim,
 )
 from sim.verilator import build_key, to_rtlil
+from tests.stream_helpers import assert_stalled
 
 WIDTH = 200
 ADDEND = (1 << 150) + 0x1234_5678_9ABC_DEF0_1357
@@ -32,11 +34,14 @@ class Adder(wiring.Component):
     """Registered stream adder: out = (in + addend) mod 2**width, up to one beat a cycle.
 
     Planted faults for the tests: the output of input beat ``corrupt`` has bit 0 flipped;
-    input beat ``drop`` is accepted and never sent on.
+    input beat ``drop`` is accepted and never sent on; from input beat ``alter`` on, an
+    output beat that waits (valid, not ready) goes up by one every cycle (it breaks the
+    stream rule, and only a held beat shows it).
     """
 
-    def __init__(self, width=WIDTH, addend=ADDEND, corrupt=None, drop=None):
+    def __init__(self, width=WIDTH, addend=ADDEND, corrupt=None, drop=None, alter=None):
         self._addend, self._corrupt, self._drop = addend, corrupt, drop
+        self._alter = alter
         super().__init__({"i_stream": In(stream.Signature(width)),
                           "o_stream": Out(stream.Signature(width))})
 
@@ -56,7 +61,13 @@ class Adder(wiring.Component):
             if self._drop is not None:
                 with m.If(count == self._drop):
                     m.d.sync += o.valid.eq(0)
+        if self._alter is not None:
+            with m.If(o.valid & ~o.ready & (count > self._alter)):
+                m.d.sync += o.payload.eq(o.payload + 1)
         return m
+
+
+FAULTY = {"corrupt": 5, "drop": 30, "alter": 60}   # the faulty twin
 
 
 def model(beats):
@@ -86,6 +97,8 @@ def test_adder_matches_model_under_stalls(seed):
     assert result.cycles == result.out_cycles[-1] + 1
     assert result.cycles > 1.5 * len(beats)
     assert result.cycles_per_second > 0
+    assert_stalled(result)
+    assert result.held_out_beats > 0.2 * len(beats)
 
 
 def test_full_throughput_without_stalls():
@@ -99,6 +112,7 @@ def test_full_throughput_without_stalls():
     assert result.in_cycles == list(range(len(beats)))
     assert result.out_cycles == list(range(1, len(beats) + 1))
     assert calls[-1] == (100, 100) and calls == sorted(calls)
+    assert (result.idle_in_cycles, result.held_out_beats, result.held_out_cycles) == (0, 0, 0)
 
 
 def test_second_run_reuses_the_build():
@@ -109,6 +123,7 @@ def test_second_run_reuses_the_build():
     assert again.build.directory == first.build.directory
     assert again.out_beats == first.out_beats == model(beats)
     assert again.out_cycles == first.out_cycles        # same seed, same stalls
+    assert again.held_out_cycles == first.held_out_cycles
 
 
 def test_build_key_follows_the_design_and_the_options():
@@ -127,7 +142,7 @@ def test_linger_returns_beats_past_n_out():
 
 def test_corrupted_beat_is_caught():
     beats = random_beats(40, 9)
-    result = run_stream_cosim(Adder(corrupt=5, drop=30), beats, 20, seed=9)
+    result = run_stream_cosim(Adder(**FAULTY), beats, 20, seed=9)
     with pytest.raises(CosimMismatch, match=r"1 of 20 output beats differ") as err:
         assert_beats_equal(model(beats)[:20], result)
     assert err.value.indices == [5]
@@ -137,13 +152,26 @@ def test_corrupted_beat_is_caught():
 def test_dropped_beat_times_out_naming_the_count():
     beats = random_beats(40, 11)
     with pytest.raises(CosimTimeout, match=r"39 of 40 output beats arrived within 2000") as err:
-        run_stream_cosim(Adder(corrupt=5, drop=30), beats, len(beats), seed=11,
-                         timeout_cycles=2000)
+        run_stream_cosim(Adder(**FAULTY), beats, len(beats), seed=11, timeout_cycles=2000)
     shutil.rmtree(err.value.run_dir)            # kept for debugging; not needed here
     partial = err.value.partial
     assert len(partial.out_beats) == 39
     assert partial.out_beats[:30] == [b ^ (i == 5) for i, b in enumerate(model(beats)[:30])]
     assert partial.out_beats[30:] == model(beats)[31:]
+
+
+@pytest.mark.parametrize("stall_out", [0.3, 0.95], ids=["short-holds", "long-holds"])
+def test_beat_altered_while_held_breaks_the_stream_rule(stall_out):
+    """The bench checks the design's output while it holds a beat: from input beat 60 on
+    the faulty twin alters a beat that waits, and the run fails naming the cycle. (With
+    this seed the first such hold is 2 cycles at 0.3, checked edge by edge, and 24 at
+    0.95, checked by one wait for a change.)"""
+    beats = random_beats(100, 15)
+    with pytest.raises(CosimError, match=r"stream rule broken on o_stream: payload changed "
+                                         r"from 0x[0-9a-f]+ to 0x[0-9a-f]+ at cycle \d+ "
+                                         r"while the beat offered since cycle \d+ waited") as err:
+        run_stream_cosim(Adder(**FAULTY), beats, len(beats) - 1, seed=15, stall_out=stall_out)
+    shutil.rmtree(err.value.run_dir)
 
 
 # A design given as Verilog text, written by hand: a registered stream inverter.
