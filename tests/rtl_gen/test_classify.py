@@ -12,7 +12,7 @@ import pytest
 from bnnhw.beats import TopFormat
 from rtl_gen.classify import Classify, ClassifyParams
 from sim.stream_sim import run_stream
-from tests.stream_helpers import output_cycles
+from tests.stream_helpers import assert_stalled, output_cycles
 
 MAPS = {  # classes, score width, dot_max, multipliers, offsets
     "plain": (10, 8, 100, [1] * 10, [0] * 10),
@@ -53,6 +53,7 @@ def test_argmax_matches_reference_under_stalls(name):
     rng = np.random.default_rng(len(name))
     scores = stimulus(p, rng, 24)
     out = run_stream(Classify(p), beats_in(p, scores), len(scores), seed=3)
+    assert_stalled(out)
     fmt = TopFormat(1, 1, 1, p.classes, p.score_width)
     got = [fmt.decode_result(int(b)) for b in out]
     assert np.array_equal(np.array([s for s, _ in got]), scores)
@@ -62,7 +63,7 @@ def test_argmax_matches_reference_under_stalls(name):
 def test_ties_go_to_the_first_index():
     p = ClassifyParams(5, 6, 20, (2, 2, 2, 2, 2), (0, 0, 0, 0, 0))
     scores = np.array([[3, 7, 7, 1, 7], [-5, -5, -5, -5, -5], [0, 0, 9, 9, 1]])
-    out = run_stream(Classify(p), beats_in(p, scores), 3, seed=1)
+    out = run_stream(Classify(p), beats_in(p, scores), 3, seed=1, stall_in=0, stall_out=0)
     fmt = TopFormat(1, 1, 1, 5, 6)
     assert [fmt.decode_result(int(b))[1] for b in out] == [1, 0, 2]
 
