@@ -66,6 +66,25 @@ def check_json_depth(text: str, what: str, limit: int = MAX_DEPTH) -> None:
                          f"any bnnhw file needs")
 
 
+def read_json_text(path: Path, what: str, folder_advice: str,
+                   encoding: str = "utf-8") -> str:
+    """The text of the JSON file ``path`` (``what`` names it: "folding file x.json"), its
+    nesting checked (``check_json_depth``); one ``BnnhwError`` sentence for a folder
+    (with ``folder_advice``), a missing or unreadable file, or one that is not text."""
+    if path.is_dir():
+        raise BnnhwError(f"{what} is a folder; {folder_advice}")
+    try:
+        text = path.read_text(encoding=encoding)
+    except FileNotFoundError:
+        raise BnnhwError(f"{what} does not exist") from None
+    except UnicodeDecodeError:
+        raise BnnhwError(f"{what} is not a text file") from None
+    except OSError as e:
+        raise BnnhwError(f"{what} cannot be read ({e.strerror})") from None
+    check_json_depth(text, what)
+    return text
+
+
 def value_depth(value: Any, limit: int = MAX_DEPTH) -> int:
     """Nesting depth of lists, tuples and dicts in ``value`` (a scalar is 0), computed
     iteratively; stops past ``limit`` (returns ``limit + 1``)."""

@@ -139,20 +139,10 @@ def load_folding(path: str | Path, layers: Sequence[MatrixLayer]) -> dict[str, F
     entry), an entry that is not an object, unknown or missing layers, and ``pe``/``simd``
     that are not positive integers dividing the layer.
     """
-    from .errors import check_json_depth
+    from .errors import read_json_text
 
     path = Path(path)
-    if path.is_dir():
-        raise BnnhwError(f"folding file {path} is a folder; give a JSON file {_FOLD_SHAPE}")
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise BnnhwError(f"folding file {path} does not exist") from None
-    except UnicodeDecodeError:
-        raise BnnhwError(f"folding file {path} is not a text file") from None
-    except OSError as e:
-        raise BnnhwError(f"folding file {path} cannot be read ({e.strerror})") from None
-    check_json_depth(text, f"folding file {path}")
+    text = read_json_text(path, f"folding file {path}", f"give a JSON file {_FOLD_SHAPE}")
     try:
         data = json.loads(text)
     except ValueError as e:

@@ -703,20 +703,10 @@ def load_graph(path: str | os.PathLike[str]) -> Graph:
     """Read a graph written by ``save_graph`` (BnnhwError naming what is wrong)."""
     import zipfile
 
-    from .errors import check_json_depth
+    from .errors import read_json_text
 
     path = Path(path)
-    if path.is_dir():
-        raise BnnhwError(f"IR file {path} is a folder, not a file")
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise BnnhwError(f"IR file {path} does not exist") from None
-    except UnicodeDecodeError:
-        raise BnnhwError(f"{path} is not a bnnhw IR file (it is not JSON)") from None
-    except OSError as e:
-        raise BnnhwError(f"IR file {path} cannot be read ({e.strerror})") from None
-    check_json_depth(text, f"IR file {path}")
+    text = read_json_text(path, f"IR file {path}", "give the .ir file bnnhw compile wrote")
     try:
         doc = json.loads(text)
     except json.JSONDecodeError:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from .checkpoint import check_model_fits
 from .data import Dataset, adapt
-from .errors import BnnhwError, check_json_depth, format_bytes, memory_bytes, write_together
+from .errors import BnnhwError, format_bytes, memory_bytes, read_json_text, write_together
 from .nn import (
     BNN,
     BinaryConv2d,
@@ -145,13 +145,8 @@ def resolve_model(model: str) -> tuple[str, dict[str, Any]]:
     if path.stat().st_size > MAX_SPEC_BYTES:
         raise BnnhwError(f"model spec file {path} holds {path.stat().st_size:,} bytes; a "
                          f"spec is a small JSON file (at most {MAX_SPEC_BYTES:,} bytes)")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise BnnhwError(f"model spec file {path} is not a text file") from None
-    except OSError as e:
-        raise BnnhwError(f"model spec file {path} cannot be read ({e.strerror})") from None
-    check_json_depth(text, f"model spec file {path}")
+    text = read_json_text(path, f"model spec file {path}", "give a spec JSON file",
+                          encoding="utf-8-sig")
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as e:

@@ -206,7 +206,7 @@ def test_load_errors(graphs, tmp_path):
     with pytest.raises(BnnhwError, match="does not exist"):
         ir.load_graph(tmp_path / "none.ir")
     (tmp_path / "junk.ir").write_bytes(b"\x80\x00junk")
-    with pytest.raises(BnnhwError, match="is not a bnnhw IR file"):
+    with pytest.raises(BnnhwError, match="junk.ir is not a text file"):
         ir.load_graph(tmp_path / "junk.ir")
     path = ir.save_graph(graphs[1], tmp_path / "a.ir")
     other = ir.save_graph(graphs[2], tmp_path / "b.ir")

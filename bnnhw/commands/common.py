@@ -23,34 +23,29 @@ VERIFY_BYTES_PER_PIXEL = 256
 
 # -- argument types (argparse turns their ArgumentTypeError into one line, exit 2) ----------
 
-def _integer(text: str, what: str) -> int:
+def _argument(text: str, parse, what: str, ok) -> Any:
+    """``parse(text)`` if it succeeds and ``ok`` holds of the value, else one line
+    "expected WHAT, not TEXT"."""
     try:
-        return int(text)
+        value = parse(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {what}, not {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, not {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:
-    value = _integer(text, "a positive integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
-    return value
+    return _argument(text, int, "a positive integer", lambda v: v >= 1)
 
 
 def natural_int(text: str) -> int:
-    value = _integer(text, "a non-negative integer")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, not {text!r}")
-    return value
+    return _argument(text, int, "a non-negative integer", lambda v: v >= 0)
 
 
 def seed_int(text: str) -> int:
     """A seed: an integer in 0..2**63-1."""
-    value = _integer(text, "an integer seed in 0..2**63-1")
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected an integer seed in 0..2**63-1, not "
-                                         f"{text!r}")
-    return value
+    return _argument(text, int, "an integer seed in 0..2**63-1", lambda v: 0 <= v <= MAX_SEED)
 
 
 def cpu_count() -> int:
@@ -60,39 +55,21 @@ def cpu_count() -> int:
 def thread_count(text: str) -> int:
     """A thread count: 1 up to the machine's CPU count."""
     cpus = cpu_count()
-    what = f"a number of threads in 1..{cpus} (the CPUs of this machine)"
-    value = _integer(text, what)
-    if not 1 <= value <= cpus:
-        raise argparse.ArgumentTypeError(f"expected {what}, not {text!r}")
-    return value
-
-
-def _number(text: str, what: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, not {text!r}") from None
+    return _argument(text, int, f"a number of threads in 1..{cpus} (the CPUs of this "
+                     f"machine)", lambda v: 1 <= v <= cpus)
 
 
 def positive_float(text: str) -> float:
-    value = _number(text, "a positive number")
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, not {text!r}")
-    return value
+    return _argument(text, float, "a positive number", lambda v: v > 0 and math.isfinite(v))
 
 
 def nonnegative_float(text: str) -> float:
-    value = _number(text, "a finite number >= 0")
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, not {text!r}")
-    return value
+    return _argument(text, float, "a finite number >= 0",
+                     lambda v: v >= 0 and math.isfinite(v))
 
 
 def probability(text: str) -> float:
-    value = _number(text, "a probability in [0, 1)")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), not {text!r}")
-    return value
+    return _argument(text, float, "a probability in [0, 1)", lambda v: 0 <= v < 1)
 
 
 # -- images ---------------------------------------------------------------------------------
