@@ -28,7 +28,7 @@ import numpy as np
 from . import numerics as nx
 from .validate import ParameterError, integer
 
-__all__ = ["BeatLayout", "Field", "TopFormat", "element_beats", "elements_layout"]
+__all__ = ["CFG_BEAT", "BeatLayout", "Field", "TopFormat", "element_beats", "elements_layout"]
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,11 @@ class BeatLayout:
                 items.append(v)
             out[f.name] = items[0] if f.count == 1 else np.array(items, dtype=np.int64)
         return out
+
+
+CFG_BEAT = BeatLayout(Field("data", 32), Field("chunk", 10), Field("addr", 20), Field("sel", 2))
+"""A configuration beat of a block's memories (``rtl_gen.weight_memory``): 32 data bits,
+the 32-bit chunk of the word they go to, the word address, the memory select."""
 
 
 def elements_layout(per_beat: int, elem_width: int) -> BeatLayout:

@@ -17,11 +17,43 @@ Conventions (docs/architecture.md, "Numeric conventions"):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import enum
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from .beats import CFG_BEAT
 from .validate import divides
+
+CFG_DATA_BITS = CFG_BEAT.fields[0].width    # 32 data bits per configuration beat
+CFG_CHUNK_BITS = CFG_BEAT.fields[1].width
+CFG_ADDR_BITS = CFG_BEAT.fields[2].width
+CFG_SEL_BITS = CFG_BEAT.fields[3].width
+
+
+class MemSel(enum.IntEnum):
+    """Memory select field of a configuration beat (``rtl_gen.weight_memory``)."""
+
+    WEIGHTS = 0
+    THRESHOLDS = 1
+    CLASSES = 2      # the classifier's integer class map (``rtl_gen.classify``)
+
+
+def cfg_word(sel: int, addr: int, chunk: int, value: int) -> int:
+    """One configuration beat: ``value`` (32 bits) as chunk ``chunk`` of word ``addr`` of
+    memory ``sel``."""
+    try:
+        return CFG_BEAT.const(data=value, chunk=chunk, addr=addr, sel=sel)
+    except ValueError as e:
+        raise ValueError(f"cfg beat: {e}") from None
+
+
+def cfg_beats(sel: int, words: Sequence[int], width: int, base: int = 0) -> list[int]:
+    """Configuration beats writing ``words`` (``width`` bits each) at ``base, ...``."""
+    chunks = -(-width // CFG_DATA_BITS)
+    mask = (1 << CFG_DATA_BITS) - 1
+    return [cfg_word(sel, base + a, c, (int(w) >> (c * CFG_DATA_BITS)) & mask)
+            for a, w in enumerate(words) for c in range(chunks)]
 
 
 def pack(values: Iterable[int], width: int = 1) -> int:

@@ -30,8 +30,6 @@ new contents.
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from amaranth import Cat, Module
@@ -39,52 +37,32 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory, ReadPort
 from amaranth.lib.wiring import In, Out
 
-from bnnhw.packing import matrix_words, table_words
+from bnnhw.beats import CFG_BEAT
+from bnnhw.packing import (
+    CFG_ADDR_BITS,
+    CFG_CHUNK_BITS,
+    CFG_DATA_BITS,
+    MemSel,
+    cfg_beats,
+    cfg_word,
+    matrix_words,
+    table_words,
+)
 from bnnhw.validate import integer
+
+from .block import struct_layout
 
 __all__ = ["CFG_ADDR_BITS", "CFG_CHUNK_BITS", "CFG_DATA_BITS", "CFG_LAYOUT", "CFG_WIDTH",
            "FoldedMemory", "FoldedMemoryParams", "MemSel", "cfg_beats", "cfg_signature",
            "cfg_word"]
 
-CFG_DATA_BITS = 32
-CFG_CHUNK_BITS = 10
-CFG_ADDR_BITS = 20
-CFG_SEL_BITS = 2
-CFG_LAYOUT = data.StructLayout({"data": CFG_DATA_BITS, "chunk": CFG_CHUNK_BITS,
-                                "addr": CFG_ADDR_BITS, "sel": CFG_SEL_BITS})
+CFG_LAYOUT = struct_layout(CFG_BEAT)
 CFG_WIDTH = CFG_LAYOUT.size  # 64
-
-
-class MemSel(enum.IntEnum):
-    """Memory select field of a ``cfg`` beat."""
-
-    WEIGHTS = 0
-    THRESHOLDS = 1
-    CLASSES = 2      # the classifier's integer class map (``rtl_gen.classify``)
 
 
 def cfg_signature() -> stream.Signature:
     """Signature of the ``cfg`` stream (plain 64-bit payload, see the module docstring)."""
     return stream.Signature(CFG_WIDTH)
-
-
-def cfg_word(sel: int, addr: int, chunk: int, value: int) -> int:
-    """One ``cfg`` payload: ``value`` (32 bits) as chunk ``chunk`` of word ``addr``."""
-    for what, v, bits in (("sel", sel, CFG_SEL_BITS), ("addr", addr, CFG_ADDR_BITS),
-                          ("chunk", chunk, CFG_CHUNK_BITS), ("data", value, CFG_DATA_BITS)):
-        if not 0 <= int(v) < 1 << bits:
-            raise ValueError(f"cfg {what} must lie in 0..{(1 << bits) - 1}, not {v}")
-    return (int(value) | int(chunk) << CFG_DATA_BITS
-            | int(addr) << (CFG_DATA_BITS + CFG_CHUNK_BITS)
-            | int(sel) << (CFG_DATA_BITS + CFG_CHUNK_BITS + CFG_ADDR_BITS))
-
-
-def cfg_beats(sel: int, words: Sequence[int], width: int, base: int = 0) -> list[int]:
-    """``cfg`` payloads writing ``words`` (``width`` bits each) at addresses ``base, ...``."""
-    chunks = -(-width // CFG_DATA_BITS)
-    mask = (1 << CFG_DATA_BITS) - 1
-    return [cfg_word(sel, base + a, c, (int(w) >> (c * CFG_DATA_BITS)) & mask)
-            for a, w in enumerate(words) for c in range(chunks)]
 
 
 @dataclass(frozen=True)

@@ -127,5 +127,5 @@ def test_cfg_layout_is_the_documented_one():
 def test_bad_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         FoldedMemoryParams(name="fc2", **kwargs)
-    with pytest.raises(ValueError, match="cfg addr must lie in 0..1048575, not -1"):
+    with pytest.raises(ValueError, match="cfg beat: field 'addr': -1 does not fit 20 bits"):
         cfg_word(0, -1, 0, 0)
