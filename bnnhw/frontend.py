@@ -441,7 +441,7 @@ def make_thresholds(graph: ir.Graph) -> ir.Graph:
 # --- the classifier's integer class map --------------------------------------------------------
 
 CLASS_SCALE_BITS = 16   # precision of the integer multipliers when class scales differ
-MAX_CLASS_SHIFT = 24    # largest common multiplier 2**k tried when they are all equal
+MAX_CLASS_SHIFT = 16    # largest common multiplier 2**k tried: multipliers stay within 17 bits
 _EXACT_SEARCH_CLASSES = 256  # above this many classes the exactness search is skipped
 
 

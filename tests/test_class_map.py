@@ -84,7 +84,7 @@ def test_smallest_shift_is_used():
 
 def test_a_near_tie_falls_back_to_the_rounding_bound():
     """Class 1 loses to class 0 at dot difference -1 by 2**-40 of a logit: no shift up to
-    24 bits separates that from a tie, so the map is not exact; the disagreements that
+    16 bits separates that from a tie, so the map is not exact; the disagreements that
     follow are within the bound."""
     scale, bias = np.full(3, 0.5), np.array([0.0, -0.5 + 2.0 ** -40, 2.0])
     m, b, gain, exact = frontend.class_map(scale, bias, 6)
