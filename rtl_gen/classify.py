@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.hdl import Value
+from amaranth.lib import wiring
 
 from bnnhw.beats import TopFormat
 from bnnhw.numerics import signed_bits, unsigned_bits
@@ -45,13 +46,20 @@ __all__ = ["Classify", "ClassifyParams"]
 @dataclass(frozen=True, eq=False)
 class ClassifyParams:
     """``classes`` scores of ``score_width`` signed bits, each within ``-dot_max..dot_max``,
-    and the integer class map ``class_scale`` (>= 0) / ``class_offset``, one per class."""
+    and the integer class map ``class_scale`` (>= 0) / ``class_offset``, one per class.
+
+    ``writable`` (a pair ``(scale bits, offset bits)``, ``bnnhw.manifest.class_map_fields``)
+    stores every class's multiplier and offset in fields of those widths, rewritable
+    through ``cfg`` (select ``MemSel.CLASSES``, one word per class, multiplier in the low
+    bits), so any model of the topology fits: the map is then never specialised.
+    """
 
     classes: int
     score_width: int
     dot_max: int
     class_scale: tuple[int, ...]
     class_offset: tuple[int, ...]
+    writable: tuple[int, int] | None = None
     name: str = "classify"
 
     def __post_init__(self):
@@ -63,27 +71,44 @@ class ClassifyParams:
         b = int_array(n, "class_offset", self.class_offset, shape=(self.classes,))
         object.__setattr__(self, "class_scale", tuple(int(v) for v in m))
         object.__setattr__(self, "class_offset", tuple(int(v) for v in b))
+        if self.writable is not None:
+            sb, ob = (integer(n, what, v, 1) for what, v in
+                      zip(("scale bits", "offset bits"), self.writable, strict=True))
+            if max(m) >= 1 << sb or not -(1 << (ob - 1)) <= min(b) <= max(b) < 1 << (ob - 1):
+                raise ParameterError(f"{n}: the class map does not fit its {sb}-bit "
+                                     f"multipliers and {ob}-bit offsets")
         if self.classes > 1 and self.scan_bits > 1 << 12:
             raise ParameterError(f"{n}: a class map word of {self.scan_bits} bits is too wide")
 
     @property
+    def runtime_writable(self) -> bool:
+        return self.writable is not None
+
+    @property
     def common_scale(self) -> int | None:
-        """The multiplier when every class has the same one, else ``None``."""
-        return self.class_scale[0] if len(set(self.class_scale)) == 1 else None
+        """The multiplier when every class has the same one (and the map is not
+        writable), else ``None``."""
+        if self.writable is None and len(set(self.class_scale)) == 1:
+            return self.class_scale[0]
+        return None
 
     @property
     def has_offsets(self) -> bool:
-        """Whether the offsets differ (equal offsets cannot change the argmax)."""
-        return len(set(self.class_offset)) > 1
+        """Whether offsets are stored (they differ, or the map is writable)."""
+        return self.writable is not None or len(set(self.class_offset)) > 1
 
     @property
     def scale_bits(self) -> int:
         """Bits of a stored multiplier (0 with a common one)."""
+        if self.writable is not None:
+            return self.writable[0]
         return 0 if self.common_scale is not None else unsigned_bits(max(self.class_scale))
 
     @property
     def offset_bits(self) -> int:
         """Bits of a stored offset (0 when they are all equal)."""
+        if self.writable is not None:
+            return self.writable[1]
         if not self.has_offsets:
             return 0
         return signed_bits(min(self.class_offset), max(self.class_offset))
@@ -95,6 +120,9 @@ class ClassifyParams:
 
     @property
     def logit_range(self) -> tuple[int, int]:
+        if self.writable is not None:  # any multiplier and offset the fields can hold
+            big = ((1 << self.scale_bits) - 1) * self.dot_max + (1 << (self.offset_bits - 1))
+            return -big, big
         b = self.class_offset if self.has_offsets else (0,) * self.classes
         return (min(o - m * self.dot_max for m, o in zip(self.class_scale, b)),
                 max(o + m * self.dot_max for m, o in zip(self.class_scale, b)))
@@ -179,7 +207,9 @@ class Classify(StreamBlock):
         if p.scan_bits:
             m.submodules.class_map = mem = FoldedMemory(FoldedMemoryParams(
                 width=p.scan_bits, init=tuple(p.map_words), sel=MemSel.CLASSES,
-                name=f"{p.name}.class_map"))
+                writable=p.runtime_writable, name=f"{p.name}.class_map"))
+            if p.runtime_writable:
+                wiring.connect(m, wiring.flipped(self.cfg), mem.cfg)
             m.d.comb += [mem.rd.addr.eq(c), mem.rd.en.eq(1)]
             word = mem.rd.data
         mul = Const(p.common_scale) if p.common_scale is not None else \

@@ -43,6 +43,7 @@ from amaranth.lib.wiring import In, Out
 from bnnhw import ir
 from bnnhw.beats import TopFormat
 from bnnhw.folding import Fold, matrix_layers
+from bnnhw.manifest import class_map_fields
 from bnnhw.validate import ParameterError
 
 from .block import struct_layout
@@ -54,7 +55,11 @@ from .mvtu import MVTU, MVTUParams
 from .sliding_window import SlidingWindow, SlidingWindowParams
 from .width_converter import WidthConverter, WidthConverterParams
 
-__all__ = ["Network", "NetworkParams", "Stage"]
+__all__ = ["CFG_TARGET_LAYOUT", "Network", "NetworkParams", "Stage"]
+
+CFG_TARGET_LAYOUT = data.StructLayout({"target": 8, "beat": 64})
+"""A configuration beat for the top: which target (``NetworkParams.targets``), and the
+beat itself (``rtl_gen.weight_memory``)."""
 
 _BLOCKS = {
     InputEncoderParams: InputEncoder, WidthConverterParams: WidthConverter,
@@ -82,13 +87,17 @@ class NetworkParams:
 
     ``until`` names a node after which the network stops: its ``o_stream`` then carries
     that node's raw output stream (beats of elements in HWC order), which is how a
-    mismatch is traced to the first layer that goes wrong.
+    mismatch is traced to the first layer that goes wrong. ``runtime_writable`` makes
+    every weight, threshold and class-map memory rewritable through the top's ``cfg``
+    stream (``Network``), in the order of the manifest's targets
+    (``bnnhw.manifest.Manifest.targets``).
     """
 
     graph: ir.Graph
     folds: Mapping[str, Fold]
     fifo_depth: int = 4
     until: str | None = None
+    runtime_writable: bool = False
 
     def __post_init__(self):
         self.graph.check_lowered()
@@ -166,15 +175,15 @@ class NetworkParams:
                     convert(node.name, node.rows, node.rows, sw, role="gather")
                     stages.append(Stage("classify", ClassifyParams(
                         node.rows, sw, node.dot_max, tuple(node.class_scale),
-                        tuple(node.class_offset)), node.name))
+                        tuple(node.class_offset), writable=class_map_fields(node)
+                        if self.runtime_writable else None), node.name))
             else:  # pragma: no cover - check_lowered admits no other node
                 raise TypeError(f"unexpected node {node!r}")
             if node.name == self.until:
                 break
         return tuple(stages), (per_beat, elem)
 
-    @staticmethod
-    def _mvtu(node, fold: Fold, pixels: int) -> MVTUParams:
+    def _mvtu(self, node, fold: Fold, pixels: int) -> MVTUParams:
         extra = {}
         if node.thresholds is not None:
             extra = {"thresholds": node.thresholds}
@@ -182,7 +191,16 @@ class NetworkParams:
                 extra.update(row_class=node.row_class, col_class=node.col_class)
         return MVTUParams(name=node.name, rows=node.rows, cols=node.cols, pe=fold.pe,
                           simd=fold.simd, weights=node.weights, input_kind=node.input_kind,
-                          pixels=pixels, **extra)
+                          pixels=pixels, runtime_writable=self.runtime_writable, **extra)
+
+    @property
+    def targets(self) -> tuple[Stage, ...]:
+        """The stages whose memories the ``cfg`` stream writes, by target index: every
+        matrix layer's engine in graph order, then the classifier (``runtime_writable``)."""
+        if not self.runtime_writable:
+            return ()
+        return tuple(s for s in self.stages if isinstance(s.params, (MVTUParams,
+                                                                      ClassifyParams)))
 
     # Derived figures ------------------------------------------------------------------
 
@@ -251,11 +269,14 @@ class Network(wiring.Component):
             raise ParameterError(f"network: no stage named {min(unknown)!r}")
         self.blocks = [chosen.get(s.name, _BLOCKS[type(s.params)])(s.params)
                        for s in params.stages]
-        super().__init__({
+        members = {
             "i_stream": In(stream.Signature(params.in_layout)),
             "o_stream": self.blocks[-1].signature.members["o_stream"],
             "frame_error": Out(1),
-        })
+        }
+        if params.runtime_writable:
+            members["cfg"] = In(stream.Signature(CFG_TARGET_LAYOUT))
+        super().__init__(members)
 
     @property
     def cycles_per_image(self) -> int:
@@ -274,6 +295,15 @@ class Network(wiring.Component):
         for a, b in zip(self.blocks, self.blocks[1:]):
             wiring.connect(m, a.o_stream, b.i_stream)
         wiring.connect(m, self.blocks[-1].o_stream, wiring.flipped(self.o_stream))
+
+        if p.runtime_writable:
+            # every memory takes a beat per cycle: the target index only steers valid
+            names = [s.name for s in p.stages]
+            for index, stage in enumerate(p.targets):
+                cfg = self.blocks[names.index(stage.name)].cfg
+                m.d.comb += [cfg.payload.eq(self.cfg.payload.beat),
+                             cfg.valid.eq(self.cfg.valid & (self.cfg.payload.target == index))]
+            m.d.comb += self.cfg.ready.eq(1)
 
         count = Signal(range(p.pixels_per_image), name="pixel_count")
         with m.If(self.i_stream.valid & self.i_stream.ready):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BOTTOM = ("bnnhw.numerics", "bnnhw.validate", "bnnhw.beats", "bnnhw.errors", "bnnhw.ir",
-          "bnnhw.folding", "bnnhw.packing")
+          "bnnhw.folding", "bnnhw.packing", "bnnhw.protocol", "bnnhw.manifest")
 TORCH_SIDE = ("torch", "bnnhw.nn", "bnnhw.frontend", "bnnhw.golden", "bnnhw.reference",
               "bnnhw.check", "bnnhw.train", "bnnhw.data", "bnnhw.checkpoint")
 HARDWARE = ("rtl_gen", "sim", "boards", "host")
@@ -47,8 +47,8 @@ def test_ir_folding_packing_and_rtl_gen_load_no_torch():
 
 
 def test_host_side_loads_neither_torch_nor_amaranth():
-    loaded = loaded_after(["bnnhw.beats", "bnnhw.numerics", "bnnhw.ir", "host",
-                           *host_modules()])
+    loaded = loaded_after(["bnnhw.beats", "bnnhw.numerics", "bnnhw.ir", "bnnhw.protocol",
+                           "bnnhw.manifest", "host", *host_modules()])
     assert "torch" not in loaded and "amaranth" not in loaded
 
 
