@@ -1,0 +1,312 @@
+"""The link's dispatcher: executes checked frames in order and answers each once.
+
+Input (``i_stream``): frame descriptors from ``rtl_gen.frame_receiver`` (``FRAME_INFO``),
+whose payloads it reads from the receiver's bank (``rd``) and releases when done. Output:
+one response per frame, a header on ``o_header`` and its payload bytes on ``o_stream``
+(``rtl_gen.frame_transmitter`` frames them). What each request does (``docs/protocol.md``):
+
+- ``IDENTIFY``: ``IDENTITY`` with the build's identity (constant bytes);
+- ``STATUS``: ``COUNTERS`` with a snapshot of the four counters;
+- ``RESET``: one cycle of ``net_reset`` (the network's registers, not its memories),
+  counters cleared, ``ACK``;
+- ``WRITE`` (writable builds): the target byte, then each 8 payload bytes as one beat on
+  ``net_cfg`` (``rtl_gen.network.CFG_TARGET_LAYOUT``), ``ACK``;
+- ``INFER``: the count byte, then the images' bytes through an ``ImageUnpacker`` to
+  ``net_in``, and the network's results (``net_out``) through a ``ResultPacker`` into the
+  ``RESULTS`` payload after its CRC and count, as they come;
+- a bad frame (a receiver error), an unknown type, or a payload that does not fit its type
+  (wrong length, an image count of 0 or above ``images_per_frame``, a target out of
+  range, a ``WRITE`` to a build that is not writable): ``NACK`` with the reason and the
+  received CRC field.
+
+Every response starts with the request's CRC. Counters: good frames (executed), bad
+frames (``NACK``ed), images done, timeouts. ``busy`` is high while a frame is being
+handled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import enum, stream, wiring
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+
+from bnnhw.protocol import CFG_BEAT_BYTES, Nack, Op
+from bnnhw.validate import integer
+
+from .block import StreamBlock
+from .frame_receiver import FRAME_INFO
+from .frame_transmitter import HEADER
+from .image_unpacker import ImageUnpacker, ImageUnpackerParams
+from .result_packer import ResultPacker, ResultPackerParams
+
+__all__ = ["Dispatcher", "DispatcherParams"]
+
+
+class _State(enum.Enum, shape=3):
+    IDLE = 0
+    DECODE = 1
+    FIRST = 2        # waiting for the first payload byte (target or count)
+    WRITE = 3
+    RESPOND = 4
+
+
+class _Kind(enum.Enum, shape=3):
+    NACK = 0
+    ACK = 1
+    IDENTITY = 2
+    COUNTERS = 3
+    RESULTS = 4
+
+
+@dataclass(frozen=True, eq=False)
+class DispatcherParams:
+    """The link's formats (``bnnhw.manifest.Manifest``) and the build's identity bytes."""
+
+    max_payload: int
+    images_per_frame: int
+    pixels: int
+    channels: int
+    binary: bool
+    classes: int
+    score_width: int
+    targets: int                 # writable targets (0: the build takes no WRITE)
+    identity: tuple[int, ...]
+    addr_width: int
+    name: str = "dispatcher"
+
+    def __post_init__(self):
+        n = self.name
+        integer(n, "max_payload", self.max_payload, 1, 0xFFFF)
+        integer(n, "images_per_frame", self.images_per_frame, 1, 255)
+        integer(n, "targets", self.targets, 0, 255)
+        object.__setattr__(self, "identity", tuple(int(b) for b in self.identity))
+
+    @property
+    def unpacker(self) -> ImageUnpackerParams:
+        return ImageUnpackerParams(self.pixels, self.channels, self.binary)
+
+    @property
+    def packer(self) -> ResultPackerParams:
+        return ResultPackerParams(self.classes, self.score_width)
+
+    @property
+    def image_bytes(self) -> int:
+        return self.unpacker.image_bytes
+
+    @property
+    def result_bytes(self) -> int:
+        return self.packer.result_bytes
+
+    i_width = FRAME_INFO
+    o_width = 8
+
+
+class Dispatcher(StreamBlock):
+    """Executes frames (see the module docstring)."""
+
+    Params = DispatcherParams
+
+    @classmethod
+    def extra_members(cls, params):
+        from .network import CFG_TARGET_LAYOUT
+
+        members = {
+            "rd": In(ReadPort.Signature(addr_width=params.addr_width, shape=8)),
+            "o_header": Out(stream.Signature(HEADER)),
+            "net_in": Out(stream.Signature(params.unpacker.o_width)),
+            "net_out": In(stream.Signature(params.packer.i_width)),
+            "net_reset": Out(1),
+            "busy": Out(1),
+        }
+        if params.targets:
+            members["net_cfg"] = Out(stream.Signature(CFG_TARGET_LAYOUT))
+        return members
+
+    def elaborate(self, platform):
+        p = self.params
+        m = Module()
+        m.submodules.unpacker = unpacker = ImageUnpacker(p.unpacker)
+        m.submodules.packer = packer = ResultPacker(p.packer)
+        wiring.connect(m, unpacker.o_stream, wiring.flipped(self.net_in))
+        wiring.connect(m, wiring.flipped(self.net_out), packer.i_stream)
+
+        state = Signal(_State)
+        desc = Signal(FRAME_INFO)
+        m.d.comb += self.busy.eq(state != _State.IDLE)
+
+        # -- counters ------------------------------------------------------------------
+        good, bad, images, timeouts = (Signal(32, name=n) for n in
+                                       ("frames_good", "frames_bad", "images_done",
+                                        "timeouts"))
+        snapshot = Signal(128)
+
+        # -- the payload reader: bytes [1, length) of the frame's bank as a stream -------
+        r_addr = Signal(16)
+        r_left = Signal(16)
+        r_valid = Signal()
+        r_ready = Signal()
+        r_abort = Signal()
+        advance = ~r_valid | r_ready
+        base = Mux(desc.bank, p.max_payload, 0)
+        m.d.comb += [self.rd.addr.eq((base + r_addr)[:p.addr_width]),
+                     self.rd.en.eq(advance)]
+        with m.If(r_abort):
+            m.d.sync += [r_left.eq(0), r_valid.eq(0)]
+        with m.Elif(advance):
+            m.d.sync += r_valid.eq(r_left != 0)
+            with m.If(r_left != 0):
+                m.d.sync += [r_addr.eq(r_addr + 1), r_left.eq(r_left - 1)]
+        r_byte = self.rd.data
+        reading = r_valid | (r_left != 0)
+
+        # -- the response ----------------------------------------------------------------
+        kind = Signal(_Kind)
+        reason = Signal(3)
+        count = Signal(8)
+        length = Signal(16)           # the response's payload length
+        sent = Signal(16)             # payload bytes sent
+        header_up = Signal()
+        target = Signal(8)
+        ident = [Const(b, 8) for b in p.identity] or [Const(0, 8)]
+        prefix_len = Signal(8)
+        crc_lo, crc_hi = desc.crc[:8], desc.crc[8:]
+        with m.Switch(kind):
+            with m.Case(_Kind.NACK):
+                m.d.comb += prefix_len.eq(3)
+            with m.Case(_Kind.ACK):
+                m.d.comb += prefix_len.eq(2)
+            with m.Case(_Kind.IDENTITY):
+                m.d.comb += prefix_len.eq(2 + len(p.identity))
+            with m.Case(_Kind.COUNTERS):
+                m.d.comb += prefix_len.eq(18)
+            with m.Case(_Kind.RESULTS):
+                m.d.comb += prefix_len.eq(3)
+        pbyte = Signal(8)
+        i = sent
+        with m.Switch(kind):
+            with m.Case(_Kind.NACK):
+                m.d.comb += pbyte.eq(Array([reason, crc_lo, crc_hi])[i[:2]])
+            with m.Case(_Kind.IDENTITY):
+                m.d.comb += pbyte.eq(Mux(i == 0, crc_lo, Mux(i == 1, crc_hi,
+                                                               Array(ident)[i - 2])))
+            with m.Case(_Kind.COUNTERS):
+                snap_bytes = Array(snapshot[8 * k:8 * k + 8] for k in range(16))
+                m.d.comb += pbyte.eq(Mux(i == 0, crc_lo, Mux(i == 1, crc_hi,
+                                                               snap_bytes[(i - 2)[:4]])))
+            with m.Default():  # ACK, RESULTS
+                m.d.comb += pbyte.eq(Array([crc_lo, crc_hi, count])[i[:2]])
+
+        in_prefix = sent < prefix_len
+        o = self.o_stream
+        responding = state == _State.RESPOND
+        with m.If(responding & (sent != length)):
+            with m.If(in_prefix):
+                m.d.comb += [o.payload.eq(pbyte), o.valid.eq(1)]
+            with m.Else():
+                wiring.connect(m, packer.o_stream, wiring.flipped(o))
+        with m.If(o.valid & o.ready):
+            m.d.sync += sent.eq(sent + 1)
+        m.d.comb += [self.o_header.valid.eq(header_up),
+                     self.o_header.payload.op.eq(Mux(kind == _Kind.NACK, Op.NACK,
+                                                     Mux(kind == _Kind.ACK, Op.ACK,
+                                                         Mux(kind == _Kind.IDENTITY,
+                                                             Op.IDENTITY,
+                                                             Mux(kind == _Kind.COUNTERS,
+                                                                 Op.COUNTERS,
+                                                                 Op.RESULTS))))),
+                     self.o_header.payload.seq.eq(desc.seq),
+                     self.o_header.payload.length.eq(length)]
+
+        def respond(k, payload_bytes, why=0):
+            m.d.sync += [kind.eq(k), length.eq(payload_bytes), sent.eq(0), header_up.eq(1),
+                         reason.eq(why), state.eq(_State.RESPOND)]
+
+        def refuse(why):
+            respond(_Kind.NACK, 3, why)
+
+        # -- the beat assembler of WRITE -----------------------------------------------
+        beat = Signal(64)
+        beat_bytes = Signal(range(CFG_BEAT_BYTES + 1))
+
+        with m.Switch(state):
+            with m.Case(_State.IDLE), m.If(self.i_stream.valid):
+                m.d.sync += [desc.eq(self.i_stream.payload), state.eq(_State.DECODE)]
+            with m.Case(_State.DECODE):
+                op, n = desc.op, desc.length
+                with m.If(desc.error != 0):
+                    refuse(desc.error)
+                with m.Elif((op == Op.IDENTIFY) & (n == 0)):
+                    respond(_Kind.IDENTITY, 2 + len(p.identity))
+                with m.Elif((op == Op.STATUS) & (n == 0)):
+                    m.d.sync += snapshot.eq(Cat(good, bad, images, timeouts))
+                    respond(_Kind.COUNTERS, 18)
+                with m.Elif((op == Op.RESET) & (n == 0)):
+                    m.d.comb += self.net_reset.eq(1)
+                    m.d.sync += [good.eq(0), bad.eq(0), images.eq(0), timeouts.eq(0)]
+                    respond(_Kind.ACK, 2)
+                with m.Elif(((op == Op.WRITE) & (n > CFG_BEAT_BYTES) & bool(p.targets)
+                             & ((n - 1)[:3] == 0))
+                            | ((op == Op.INFER) & (n >= 2))):
+                    m.d.sync += [r_addr.eq(0), r_left.eq(n), state.eq(_State.FIRST)]
+                with m.Elif((op == Op.IDENTIFY) | (op == Op.STATUS) | (op == Op.RESET)
+                            | (op == Op.WRITE) | (op == Op.INFER)):
+                    refuse(Nack.BAD_PAYLOAD)
+                with m.Else():
+                    refuse(Nack.UNKNOWN_TYPE)
+            with m.Case(_State.FIRST):
+                m.d.comb += r_ready.eq(1)
+                with m.If(r_valid):
+                    first = r_byte
+                    with m.If(desc.op == Op.WRITE):
+                        with m.If(first < p.targets):
+                            m.d.sync += [target.eq(first), beat_bytes.eq(0),
+                                         state.eq(_State.WRITE)]
+                        with m.Else():
+                            m.d.comb += r_abort.eq(1)
+                            refuse(Nack.BAD_PAYLOAD)
+                    with m.Else():
+                        fits = ((first >= 1) & (first <= p.images_per_frame)
+                                & (desc.length == 1 + first * p.image_bytes))
+                        with m.If(fits):
+                            m.d.sync += count.eq(first)
+                            respond(_Kind.RESULTS, 3 + first * p.result_bytes)
+                        with m.Else():
+                            m.d.comb += r_abort.eq(1)
+                            refuse(Nack.BAD_PAYLOAD)
+            with m.Case(_State.WRITE):
+                m.d.comb += r_ready.eq(1)
+                cfg_valid = Signal()
+                with m.If(r_valid):
+                    m.d.sync += beat.eq(Cat(beat[8:], r_byte))
+                    m.d.sync += beat_bytes.eq(Mux(beat_bytes == CFG_BEAT_BYTES - 1, 0,
+                                                  beat_bytes + 1))
+                    m.d.sync += cfg_valid.eq(beat_bytes == CFG_BEAT_BYTES - 1)
+                with m.Else():
+                    m.d.sync += cfg_valid.eq(0)
+                with m.If(~reading & ~cfg_valid):
+                    respond(_Kind.ACK, 2)
+                if p.targets:
+                    m.d.comb += [self.net_cfg.valid.eq(cfg_valid),
+                                 self.net_cfg.payload.target.eq(target),
+                                 self.net_cfg.payload.beat.eq(beat)]
+            with m.Case(_State.RESPOND), m.If(self.o_header.valid & self.o_header.ready):
+                # the response is out: the frame is done and its bank is freed
+                m.d.sync += [header_up.eq(0), state.eq(_State.IDLE)]
+                m.d.comb += self.i_stream.ready.eq(1)
+                with m.If(kind == _Kind.NACK):
+                    m.d.sync += bad.eq(bad + 1)
+                    with m.If(reason == Nack.TIMEOUT):
+                        m.d.sync += timeouts.eq(timeouts + 1)
+                with m.Else():
+                    m.d.sync += good.eq(good + 1)
+                with m.If(kind == _Kind.RESULTS):
+                    m.d.sync += images.eq(images + count)
+        # images flow from the reader to the unpacker while a RESULTS response goes out
+        with m.If(responding & (kind == _Kind.RESULTS)):
+            m.d.comb += [unpacker.i_stream.payload.eq(r_byte),
+                         unpacker.i_stream.valid.eq(r_valid),
+                         r_ready.eq(unpacker.i_stream.ready)]
+        return m
