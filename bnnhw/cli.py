@@ -26,6 +26,10 @@ COMMANDS = {
     "compile": "Lower a trained checkpoint to the integer IR (JSON graph + .npz arrays).",
     "check": ("Compare the QAT model with the golden model of its IR: classes and every "
               "activation bit."),
+    "infer": ("Classify images on a board, or on the simulated board (--sim), over the "
+              "host link, and check every result against the golden model."),
+    "sim-board": ("Serve a model's simulated board (Verilator) on a loopback TCP port "
+                  "until stopped."),
     "verify": ("Co-simulate the generated accelerator (Verilator + cocotb) on images and "
                "compare every score with the golden model."),
 }
@@ -90,7 +94,7 @@ def _parser(selected: str | None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.command = True
         if name == selected:
-            module = importlib.import_module(f"bnnhw.commands.{name}")
+            module = importlib.import_module(f"bnnhw.commands.{name.replace('-', '_')}")
             module.add_arguments(p)
             p.set_defaults(_run=module.run)
     return parser

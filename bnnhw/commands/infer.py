@@ -1,0 +1,109 @@
+"""``bnnhw infer``: classify images on a board, or on the simulated board, over the link."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import BnnhwError
+from .common import naming_checkpoint, positive_float, positive_int
+
+DEFAULT_BAUD = 3_000_000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", metavar="URL",
+                       help="the board's serial port (/dev/ttyUSB1), or any pyserial URL "
+                            "(socket://127.0.0.1:PORT for a board served by bnnhw sim-board)")
+    where.add_argument("--sim", action="store_true",
+                       help="start a simulated board of the model (Verilator) and use it")
+    parser.add_argument("--model", required=True, metavar="M.pt",
+                        help="checkpoint whose weights are written and whose golden model "
+                             "checks the results")
+    parser.add_argument("--images", metavar="SOURCE",
+                        help="mnist (the bundled test split), cifar10:DIR, an .npz file "
+                             "(images, labels) or a folder of PNG/JPEG images (default: the "
+                             "checkpoint's test split)")
+    parser.add_argument("--count", type=positive_int, metavar="N",
+                        help="classify only the first N images")
+    parser.add_argument("--baud", type=positive_int, default=DEFAULT_BAUD,
+                        help=f"serial baud rate (default {DEFAULT_BAUD})")
+    parser.add_argument("--folding", metavar="F.json",
+                        help="the design's folding (default: the default folding)")
+    parser.add_argument("--window", type=positive_int, default=8, metavar="W",
+                        help="frames in flight (default 8)")
+    parser.add_argument("--timeout", type=positive_float, default=0.5, metavar="S",
+                        help="seconds without an answer before a frame is sent again "
+                             "(default 0.5)")
+    parser.add_argument("--no-check", action="store_true",
+                        help="do not compare the results with the golden model")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def default_source(ckpt) -> str:
+    """The checkpoint's own test split as an ``--images`` source."""
+    name, folder = ckpt.meta.get("data"), ckpt.meta.get("data_dir")
+    if name not in ("mnist", "cifar10"):
+        raise BnnhwError(f"checkpoint {ckpt.path} does not say which data set it was "
+                         f"trained on; give --images")
+    if folder is not None and not isinstance(folder, str):
+        raise BnnhwError(f"checkpoint {ckpt.path}: its meta 'data_dir' is not a folder "
+                         f"name; give --images")
+    return name if folder is None else f"{name}:{folder}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import load_model
+    from ..flows.infer import infer, simulated_board
+    from ..folding import default_folding, load_folding, matrix_layers
+    from ..frontend import compile_model
+    from ..images import load_images
+
+    model, ckpt = load_model(args.model)
+    try:
+        graph = compile_model(model)
+    except BnnhwError as e:
+        raise naming_checkpoint(args.model, e) from None
+    folds = load_folding(args.folding, matrix_layers(graph)) if args.folding else \
+        default_folding(graph)
+    source = args.images or default_source(ckpt)
+    images, labels, what = load_images(source, model.spec["input"]["shape"], args.count)
+
+    def say(msg: str) -> None:
+        if not args.json:
+            print(f"  {msg}...", file=sys.stderr, flush=True)
+
+    bar = None
+    if not args.json and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(images), unit="img", desc="infer", file=sys.stderr, leave=False)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.update(done - bar.n)
+
+    board = None
+    try:
+        if args.sim:
+            board = simulated_board(graph, folds, progress=say)
+            url = board.url
+        else:
+            url = args.port
+        report, _, _ = infer(url, graph, folds, images, labels, baud=args.baud,
+                             check=not args.no_check, window=args.window,
+                             timeout_s=args.timeout, progress=progress, say=say)
+    finally:
+        if bar is not None:
+            bar.close()
+        if board is not None:
+            board.stop()
+    if args.json:
+        print(json.dumps({"model": str(args.model), "source": what, "url": url,
+                          **report.to_dict()}))
+    else:
+        print(f"{args.model}: {what} on {url}")
+        print(report.format())
+    return 0 if report.ok else 1

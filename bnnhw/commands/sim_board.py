@@ -1,0 +1,51 @@
+"""``bnnhw sim-board``: serve a model's simulated board on a loopback port until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from ..errors import BnnhwError
+from .common import naming_checkpoint, natural_int
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="M.pt",
+                        help="checkpoint whose design the board runs (its weights can be "
+                             "replaced over the link by any model of the same topology)")
+    parser.add_argument("--port", type=natural_int, default=0,
+                        help="TCP port on 127.0.0.1 (default 0: any free port)")
+    parser.add_argument("--folding", metavar="F.json",
+                        help="the design's folding (default: the default folding)")
+    parser.add_argument("--cycles-per-byte", type=natural_int, default=0, metavar="N",
+                        help="pace the link like a UART: N clock cycles per byte each way "
+                             "(333 is 3 Mbaud at 100 MHz; default 0: as fast as it runs)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import load_model
+    from ..flows.infer import simulated_board
+    from ..folding import default_folding, load_folding, matrix_layers
+    from ..frontend import compile_model
+
+    model, _ = load_model(args.model)
+    try:
+        graph = compile_model(model)
+    except BnnhwError as e:
+        raise naming_checkpoint(args.model, e) from None
+    folds = load_folding(args.folding, matrix_layers(graph)) if args.folding else \
+        default_folding(graph)
+    board = simulated_board(graph, folds, port=args.port,
+                            cycles_per_byte=args.cycles_per_byte,
+                            progress=lambda m: print(f"  {m}...", file=sys.stderr, flush=True))
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    print(f"simulated board of {args.model} on {board.url} (Ctrl-C stops it)", flush=True)
+    try:
+        board.wait(lambda: bool(stop))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        board.stop()
+    return 0

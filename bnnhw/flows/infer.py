@@ -1,0 +1,139 @@
+"""Inference over the host link: a board (or the simulated board) classifies images.
+
+``infer(...)`` identifies the design behind ``url``, writes the model's weights,
+thresholds and class map when the design is writable (else checks that it was built for
+this model), streams the images (``host.accelerator.Accelerator``: several frames in
+flight, retries, results in order) and, unless told not to, compares every score and
+class with the golden model. ``simulated_board(graph, folds)`` builds the board core of
+a model (``rtl_gen.board_core``) and serves it on a loopback port
+(``sim.board.SimBoard``), so the same host code runs with no board at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import ir
+from ..errors import BnnhwError
+from ..folding import Fold
+
+__all__ = ["InferReport", "infer", "simulated_board"]
+
+
+@dataclass
+class InferReport:
+    images: int
+    correct: int | None
+    accuracy: float | None
+    mismatches: int | None           # against the golden model (None: not checked)
+    first_mismatch: int | None
+    images_per_second: float
+    link_efficiency: float
+    retries: int
+    nacks: int
+    timeouts: int
+    seconds: float
+    board: str
+    design: str
+    loaded: bool                     # weights written over the link
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def format(self) -> str:
+        lines = [f"board {self.board!r}, design {self.design}"
+                 + (", weights written over the link" if self.loaded else "")]
+        if self.accuracy is not None:
+            lines.append(f"accuracy: {self.accuracy:.2%} ({self.correct}/{self.images})")
+        if self.mismatches is None:
+            lines.append("golden model check: skipped (--no-check)")
+        else:
+            lines.append(f"mismatches with the golden model: {self.mismatches} of "
+                         f"{self.images} images"
+                         + (f" (first: image {self.first_mismatch})" if self.mismatches else ""))
+        lines.append(f"{self.images} images in {self.seconds:.2f} s: "
+                     f"{self.images_per_second:,.0f} images/s; link efficiency "
+                     f"{self.link_efficiency:.1%} (image bytes / bytes sent); {self.retries} "
+                     f"retries ({self.nacks} NACKs, {self.timeouts} timeouts)")
+        return "\n".join(lines)
+
+
+def simulated_board(graph: ir.Graph, folds: Mapping[str, Fold], *, port: int = 0,
+                    cycles_per_byte: int = 0, progress: Callable[[str], None] = print):
+    """A started ``sim.board.SimBoard`` running the board core of ``graph`` (writable, so
+    any model of its topology can be loaded into it)."""
+    from sim.board import SimBoard
+
+    from rtl_gen.board_core import BoardCore, BoardCoreParams
+
+    params = BoardCoreParams(graph, folds, board="sim")
+    progress("building the simulated board (Verilator, cached by design)")
+    board = SimBoard(BoardCore(params), port=port, cycles_per_byte=cycles_per_byte)
+    return board
+
+
+def infer(url: str, graph: ir.Graph, folds: Mapping[str, Fold], images: np.ndarray,
+          labels: np.ndarray | None = None, *, baud: int = 3_000_000, check: bool = True,
+          window: int = 8, timeout_s: float = 0.5,
+          progress: Callable[[int, int], None] | None = None,
+          say: Callable[[str], None] = lambda _: None) -> tuple[InferReport, np.ndarray,
+                                                               np.ndarray]:
+    """Classify ``images`` (8-bit ``[N, C, H, W]``) on the board at ``url``; return the
+    report with the scores and classes."""
+    from host.accelerator import Accelerator
+    from host.errors import AcceleratorError
+
+    from ..manifest import Manifest
+
+    try:
+        acc = Accelerator.open(url, baud, window=window, timeout_s=timeout_s)
+    except AcceleratorError as e:
+        raise BnnhwError(str(e)) from None
+    try:
+        ident = acc.identify()
+        say(f"board {ident.board!r}: design {ident.manifest_hash.hex()}, "
+            f"{'writable' if ident.writable else 'weights built in'}")
+        if ident.writable:
+            say("writing the model's weights, thresholds and class map")
+            acc.load(graph, folds)
+        else:
+            acc.check(Manifest.of(graph, folds, board=ident.board, clock_hz=ident.clock_hz,
+                                  baud=ident.baud, writable=False,
+                                  max_payload=ident.max_payload))
+        acc.reset_stats()
+        scores, classes = acc.infer(images, progress=progress)
+        stats = acc.stats
+    except AcceleratorError as e:
+        raise BnnhwError(str(e)) from None
+    finally:
+        acc.close()
+
+    mismatches = first = None
+    if check:
+        from .. import golden
+
+        say("comparing with the golden model")
+        gold = golden.run(graph, images)
+        bad = np.flatnonzero((gold.scores.numpy() != scores).any(axis=1)
+                             | (gold.classes.numpy() != classes))
+        mismatches = len(bad)
+        first = int(bad[0]) if len(bad) else None
+    correct = accuracy = None
+    if labels is not None:
+        correct = int((classes == labels).sum())
+        accuracy = correct / len(labels) if len(labels) else None
+    report = InferReport(
+        images=len(images), correct=correct, accuracy=accuracy, mismatches=mismatches,
+        first_mismatch=first, images_per_second=stats.images_per_s,
+        link_efficiency=stats.link_efficiency, retries=stats.retries, nacks=stats.nacks,
+        timeouts=stats.timeouts, seconds=stats.seconds, board=ident.board,
+        design=ident.manifest_hash.hex(), loaded=ident.writable)
+    return report, scores, classes
