@@ -98,7 +98,7 @@ def main() -> int:
             fmax = f" {fmax_up5k(base / f'ice40_{tag}'):>6.1f}" if args.pnr else ""
             xc7 = synth(UART(p), base / f"xc7_{tag}", "synth_xilinx -family xc7")
             print(f"{clock / MHZ:>6g}M {baud:>9} {float(p.cycles_per_bit):>9.3f} "
-                  f"{p.nco_modulus}/{p.nco_step:<4} {100 * p.max_baud_error:>5.2f}% | "
+                  f"{f'{p.nco_modulus}/{p.nco_step}':>9} {100 * p.max_baud_error:>5.2f}% | "
                   f"{count(ice, r'SB_LUT4'):>9} {count(ice, r'SB_DFF[A-Z]*'):>4} "
                   f"{count(ice, r'SB_CARRY'):>5}{fmax} | "
                   f"{count(xc7, XC7_LUT):>7} {count(xc7, r'FD[A-Z]*'):>4} "
