@@ -13,6 +13,12 @@ working directory unless ``BNNHW_SIM_CACHE`` names another folder. Concurrent bu
 becomes visible once complete (it is compiled in a scratch folder and renamed), so a
 killed build never poisons the cache.
 
+``verilator_exe_build(design, main)`` is the plain kind of build: the design with a C++
+``main`` of its own (``sim/harness/``: the fast stream bench of ``sim.fast``, the board
+server of ``sim.board``), no cocotb, no VPI, the C++ compiled for speed. It shares the
+cache folder, the locks and the scratch-and-rename of the cocotb builds; its key also
+covers the harness sources.
+
 ``run_cocotb(build, test_module, ...)`` runs one cocotb test module against a build in
 a run folder of its own and raises ``CocotbError`` (with the tail of the simulator log)
 when a test failed or the simulator died, in or out of pytest alike.
@@ -29,15 +35,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 __all__ = [
-    "BUILD_ARGS", "CocotbError", "CocotbRun", "VerilatorBuild", "VerilatorBuildError",
-    "build_key", "cache_root", "run_cocotb", "to_rtlil", "to_verilog", "tool_path",
-    "verilator_build",
+    "BUILD_ARGS", "EXE_MAKE_VARS", "HARNESS_DIR", "CocotbError", "CocotbRun", "VerilatorBuild",
+    "VerilatorBuildError", "build_key", "cache_root", "cxx_name", "exe_build_key", "port_widths",
+    "run_cocotb", "to_rtlil", "to_verilog", "tool_path", "verilator_build",
+    "verilator_exe_build",
 ]
 
 CACHE_ENV = "BNNHW_SIM_CACHE"
@@ -213,35 +220,47 @@ def verilator_build(design, *, toplevel: str = "top", waves: WaveFormat | None =
     key = build_key(text, toplevel=toplevel, waves=waves, build_args=build_args)
     runtime_key = _hash(str(_CACHE_FORMAT), _versions(), str(waves), *args)
     root = Path(cache).resolve() if cache is not None else cache_root()
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"{toplevel}-{key}"
 
-    def done(cached: bool) -> VerilatorBuild:
-        return VerilatorBuild(final, toplevel, key, cached, time.perf_counter() - start, waves)
+    def compile_into(scratch: Path, runtime: Path) -> None:
+        verilog = design if isinstance(design, str) else to_verilog(design, name=toplevel)
+        _compile(verilog, toplevel, args, waves is not None, scratch, runtime)
 
-    if (final / toplevel).is_file():
-        return done(True)
-    runtime = root / f"runtime-{runtime_key}"
+    cached = _cached_build(final, toplevel, root / f"runtime-{runtime_key}", compile_into)
+    return VerilatorBuild(final, toplevel, key, cached, time.perf_counter() - start, waves)
+
+
+def _cached_build(final: Path, executable: str, runtime: Path,
+                  compile_into: Callable[[Path, Path], None]) -> bool:
+    """Make ``final/executable`` unless it exists; True when it did (nothing compiled).
+
+    ``compile_into(scratch, runtime)`` builds in a scratch folder next to ``final``,
+    which is renamed to ``final`` when it succeeded (and removed when not), so a build
+    only becomes visible once complete. ``runtime`` is the folder of compiled Verilator
+    runtime objects the build may start from (see ``_compile``).
+    """
+    if (final / executable).is_file():
+        return True
+    root = final.parent
+    root.mkdir(parents=True, exist_ok=True)
     # Another process may be compiling the same design: wait for it, then reuse. While
     # no runtime objects exist, cold builds of different designs also take turns, so
     # the runtime library is compiled once rather than by every pytest-xdist worker.
-    with _flock(root / f"{toplevel}-{key}.lock"):
-        if (final / toplevel).is_file():
-            return done(True)
-        with _flock(root / f"runtime-{runtime_key}.lock") if not runtime.is_dir() \
+    with _flock(root / f"{final.name}.lock"):
+        if (final / executable).is_file():
+            return True
+        with _flock(root / f"{runtime.name}.lock") if not runtime.is_dir() \
                 else contextlib.nullcontext():
-            scratch = Path(tempfile.mkdtemp(prefix=f".{toplevel}-{key}-", dir=root))
+            scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
             try:
-                verilog = design if isinstance(design, str) else \
-                    to_verilog(design, name=toplevel)
-                _compile(verilog, toplevel, args, waves is not None, scratch, runtime)
+                compile_into(scratch, runtime)
                 if final.exists():     # left by hand without its executable
                     shutil.rmtree(final)
                 os.rename(scratch, final)
             except BaseException:
                 shutil.rmtree(scratch, ignore_errors=True)
                 raise
-    return done(False)
+    return False
 
 
 @contextlib.contextmanager
@@ -375,3 +394,148 @@ def run_cocotb(build: VerilatorBuild, test_module: str, *, run_dir: Path,
         raise CocotbError(f"{failed} of {tests} cocotb tests of {test_module} failed on "
                           f"{build.toplevel!r}; log {log}:\n{_tail(log)}", run_dir, _tail(log))
     return CocotbRun(run_dir, results, log, seconds)
+
+
+# ---------------------------------------------------------------------------------------
+# Plain Verilator builds with a C++ main (the harnesses of sim.fast and sim.board).
+
+HARNESS_DIR = Path(__file__).parent / "harness"
+# Verilator's makefile compiles the model's hot code with -Os; the harnesses run the model
+# for millions of cycles, where -O2 pays for its longer compile many times over. The
+# precompiled-header flag is the wheel's fix (see ``_runner``).
+EXE_MAKE_VARS: tuple[str, ...] = ("OPT_FAST=-O2", "OPT_GLOBAL=-O2", "CFG_CXXFLAGS_PCH_I=-include")
+# Amaranth designs have no delays or events: the timing machinery (C++ coroutines) is off.
+_EXE_ARGS: tuple[str, ...] = ("--no-timing",)
+
+
+def _exe_args(build_args: Sequence[str], waves: WaveFormat | None) -> list[str]:
+    trace = {"vcd": ["--trace"], "fst": ["--trace-fst"], None: []}[waves]
+    return list(BUILD_ARGS) + list(_EXE_ARGS) + list(build_args) + trace
+
+
+def _harness_text(main: Path) -> str:
+    """The C++ the executable is made of besides the design: ``main`` and the headers next
+    to it (every ``*.h`` of its folder, so a change to a shared header rebuilds)."""
+    files = [main, *sorted(main.parent.glob("*.h"))]
+    return "\0".join(f"{f.name}\0{f.read_text()}" for f in files)
+
+
+def exe_build_key(design_text: str, main: Path | str, *, toplevel: str = "top",
+                  waves: WaveFormat | None = None, build_args: Sequence[str] = (),
+                  defines: Mapping[str, str] = {}) -> str:
+    """The cache key of ``verilator_exe_build``: the design, the harness sources, the
+    arguments, the preprocessor defines and the tool versions."""
+    main = Path(main)
+    return _hash(str(_CACHE_FORMAT), "exe", _versions(), toplevel,
+                 "\0".join(_exe_args(build_args, waves)), "\0".join(EXE_MAKE_VARS),
+                 str(waves), "/".join(TIMESCALE),
+                 "\0".join(f"{k}={v}" for k, v in sorted(defines.items())),
+                 _harness_text(main), design_text)
+
+
+def verilator_exe_build(design, main: Path | str, *, toplevel: str = "top",
+                        waves: WaveFormat | None = None, build_args: Sequence[str] = (),
+                        defines: Mapping[str, str] = {}, cache: Path | str | None = None
+                        ) -> VerilatorBuild:
+    """Build ``design`` (an Amaranth component or Verilog text) with the C++ ``main``.
+
+    A plain ``verilator --cc --exe`` build: the top is compiled with ``--prefix Vtop``
+    (so ``main`` includes ``"Vtop.h"`` whatever the module's name), ``defines`` become
+    ``-D`` flags of the C++ compile, the headers next to ``main`` are on the include path,
+    and ``waves`` ("vcd" or "fst") adds trace support (``VM_TRACE``). The executable is
+    ``build.executable`` (``directory / toplevel``); the folder also keeps the Verilog and
+    Verilator's top header ``Vtop.h`` (see ``port_widths``). Cached like
+    ``verilator_build`` (key ``exe_build_key``); raises ``VerilatorBuildError`` with the
+    log's tail when Verilator or the compiler fails.
+    """
+    main = Path(main).resolve()
+    if waves not in (None, "vcd", "fst"):
+        raise ValueError(f"waves must be None, 'vcd' or 'fst', not {waves!r}")
+    if waves == "fst" and not _have_lz4():
+        raise VerilatorBuildError("FST traces need the LZ4 C headers, which the C++ "
+                                  "compiler does not find: install them (Debian package "
+                                  "liblz4-dev) or record a VCD instead")
+    start = time.perf_counter()
+    text = design if isinstance(design, str) else to_rtlil(design, name=toplevel)
+    args = _exe_args(build_args, waves)
+    key = exe_build_key(text, main, toplevel=toplevel, waves=waves, build_args=build_args,
+                        defines=defines)
+    # The runtime library depends on the flags and the tools, not on the design or main.
+    runtime_key = _hash(str(_CACHE_FORMAT), "exe", _versions(), str(waves), *args,
+                        *EXE_MAKE_VARS)
+    root = Path(cache).resolve() if cache is not None else cache_root()
+    final = root / f"{toplevel}-{main.stem}-{key}"
+
+    def compile_into(scratch: Path, runtime: Path) -> None:
+        verilog = design if isinstance(design, str) else to_verilog(design, name=toplevel)
+        _compile_exe(verilog, toplevel, main, args, defines, scratch, runtime)
+
+    cached = _cached_build(final, toplevel, root / f"runtime-exe-{runtime_key}", compile_into)
+    return VerilatorBuild(final, toplevel, key, cached, time.perf_counter() - start, waves)
+
+
+def _compile_exe(text: str, toplevel: str, main: Path, args: list[str],
+                 defines: Mapping[str, str], where: Path, runtime: Path) -> None:
+    """Verilate ``text`` with ``main`` and compile into ``where`` (the steps of
+    ``_compile`` without cocotb: copied runtime objects, touched between the steps)."""
+    tool_path()
+    if runtime.is_dir():
+        for obj in runtime.iterdir():
+            shutil.copy(obj, where / obj.name)
+    source = where / f"{toplevel}.v"
+    source.write_text(text)
+    log = where / "build.log"
+    cflags = [f"-I{main.parent}", *(f"-D{k}={v}" for k, v in sorted(defines.items()))]
+    verilate = ["verilator", "--cc", "--exe", "-Mdir", str(where), "--top-module", toplevel,
+                "--prefix", "Vtop", "-o", toplevel, *args,
+                "--timescale", "{}/{}".format(*TIMESCALE),
+                *(x for flag in cflags for x in ("-CFLAGS", flag)), str(main), str(source)]
+    jobs = str(max(1, len(os.sched_getaffinity(0))))
+    make = ["make", "-j", jobs, "-C", str(where), "-f", "Vtop.mk", *EXE_MAKE_VARS]
+    with open(log, "w") as out:
+        for i, cmd in enumerate((verilate, make)):
+            if i == 1:      # copied runtime objects: newer than the Vtop.mk just written
+                for obj in where.glob("verilated*.o"):
+                    os.utime(obj)
+            out.write("$ " + " ".join(cmd) + "\n")
+            out.flush()
+            done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False)
+            if done.returncode != 0:
+                out.close()
+                raise VerilatorBuildError(
+                    f"Verilator build of {toplevel!r} with {main.name} failed ({cmd[0]} "
+                    f"exit status {done.returncode}); log {log}:\n{_tail(log)}")
+    if not (where / toplevel).is_file():
+        raise VerilatorBuildError(f"Verilator build of {toplevel!r} with {main.name} "
+                                  f"produced no executable; log {log}:\n{_tail(log)}")
+    if not runtime.is_dir():
+        stash = Path(tempfile.mkdtemp(prefix=".runtime-", dir=runtime.parent))
+        for obj in [*where.glob("verilated*.o"), *where.glob("verilated*.d")]:
+            shutil.copy(obj, stash / obj.name)
+        try:
+            os.rename(stash, runtime)
+        except OSError:                             # another build stashed it first
+            shutil.rmtree(stash, ignore_errors=True)
+    keep = {toplevel, source.name, log.name, "Vtop.h"}
+    for path in where.iterdir():
+        if path.name not in keep:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def cxx_name(name: str) -> str:
+    """How Verilator spells a port name in C++: every ``__`` becomes ``___05F``."""
+    return name.replace("__", "___05F")
+
+
+def port_widths(build: VerilatorBuild) -> dict[str, int]:
+    """Bit widths of the top's ports, by their C++ names (``cxx_name``), read from
+    Verilator's ``Vtop.h`` of an exe build (its ``VL_IN8(&name,msb,lsb)``-style
+    declarations); empty when there is none."""
+    import re
+
+    try:
+        header = (build.directory / "Vtop.h").read_text()
+    except OSError:
+        return {}
+    found = re.findall(r"VL_(?:IN|OUT|INOUT)(?:8|16|64|W)?\(&(\w+),(\d+),(\d+)", header)
+    return {name: int(msb) - int(lsb) + 1 for name, msb, lsb in found}

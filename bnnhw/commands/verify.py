@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stall", type=probability, default=0.0, metavar="P",
                         help="also run with random stalls of probability P in [0, 1) on "
                              "both ends")
+    parser.add_argument("--engine", choices=("fast", "cocotb"), default="fast",
+                        help="testbench: fast (a C++ harness compiled with the design, "
+                             "millions of cycles per second) or cocotb (the Python bench, "
+                             "about 100k cycles per second); default fast")
     parser.add_argument("--waves", metavar="DIR", default="build/waves",
                         help="folder where a mismatch's waveform goes (default build/waves)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -75,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
     qat_classes = qat_predictions(model, images)
     report = verify_graph(graph, folds, images, stall=args.stall, seed=args.seed,
-                          waves_dir=waves, progress=progress, qat_classes=qat_classes)
+                          waves_dir=waves, progress=progress, qat_classes=qat_classes,
+                          engine=args.engine)
     if args.json:
         print(json.dumps({"model": str(args.model), "source": source,
                           "target_ii": None if args.folding else

@@ -1,4 +1,5 @@
-"""RTL against the golden model: the whole network as Verilog under Verilator (cocotb).
+"""RTL against the golden model: the whole network as Verilog under Verilator (cocotb, or
+the C++ stream harness of ``sim.fast`` with ``engine="fast"``).
 
 ``verify_graph`` builds the network top of a lowered graph at a folding, streams images
 through it back to back and compares every output beat (all class scores and the class)
@@ -147,17 +148,23 @@ def _network(graph: ir.Graph, folds: Mapping[str, Fold], until: str | None = Non
     return params, Network(params, {k: v for k, v in (blocks or {}).items() if k in names})
 
 
+ENGINES = ("cocotb", "fast")
+
+
 def _cosim(net, params, beats: list[int], n_out: int, *, seed: int, stall: float,
-           waves: bool | str = False, linger: bool = False):
-    from sim.cosim import run_stream_cosim
+           waves: bool | str = False, linger: bool = False, engine: str = "cocotb"):
+    if engine == "fast":
+        from sim.fast import run_stream_fast as run
+    else:
+        from sim.cosim import run_stream_cosim as run
 
     images = max(1, len(beats) // params.format.pixels)
     timeout = (images + 8) * params.cycles_per_image * 4 + params.latency + 200_000
     if stall:
         timeout *= 4
     linger_cycles = 2 * params.cycles_per_image + params.latency + 100 if linger else 0
-    return run_stream_cosim(net, beats, n_out, seed=seed, stall_in=stall, stall_out=stall,
-                            timeout_cycles=timeout, waves=waves, linger_cycles=linger_cycles)
+    return run(net, beats, n_out, seed=seed, stall_in=stall, stall_out=stall,
+               timeout_cycles=timeout, waves=waves, linger_cycles=linger_cycles)
 
 
 def _first_difference(expected: np.ndarray, got: np.ndarray, shape: tuple[int, ...]
@@ -176,7 +183,7 @@ def _first_difference(expected: np.ndarray, got: np.ndarray, shape: tuple[int, .
 
 def _trace(graph: ir.Graph, hw: ir.Graph, folds: Mapping[str, Fold], images: np.ndarray,
            seed: int, stall: float, progress: Callable[[str], None],
-           blocks: Mapping[str, Any] | None) -> Mismatch:
+           blocks: Mapping[str, Any] | None, engine: str) -> Mismatch:
     """Bisect networks of ``hw`` truncated after each node, replaying ``images`` with the
     failing run's stalls, against the golden activations of ``graph``, for the first
     layer whose input is right and whose output is wrong."""
@@ -190,7 +197,7 @@ def _trace(graph: ir.Graph, hw: ir.Graph, folds: Mapping[str, Fold], images: np.
         params, net = _network(hw, folds, until=nodes[mid], blocks=blocks)
         expected = element_beats(acts[nodes[mid]].numpy(), *params.out_elements)
         res = _cosim(net, params, params.format.image_beats(images), len(expected),
-                     seed=seed, stall=stall)
+                     seed=seed, stall=stall, engine=engine)
         if res.out_beats != expected:
             hi, got_hi = mid, (params, res.out_beats)
         else:
@@ -200,7 +207,7 @@ def _trace(graph: ir.Graph, hw: ir.Graph, folds: Mapping[str, Fold], images: np.
     if hi == len(nodes) - 1:
         params, net = _network(hw, folds, blocks=blocks)
         res = _cosim(net, params, params.format.image_beats(images), len(images), seed=seed,
-                     stall=stall)
+                     stall=stall, engine=engine)
         decoded = [params.format.decode_result(b) for b in res.out_beats]
         got = np.array([s for s, _ in decoded]).reshape(-1, graph.classes)
         if np.array_equal(want, got):
@@ -225,7 +232,8 @@ def verify_graph(graph: ir.Graph, folds: Mapping[str, Fold], images: np.ndarray,
                  progress: Callable[[str], None] = lambda _: None,
                  hardware_graph: ir.Graph | None = None,
                  qat_classes: np.ndarray | None = None,
-                 blocks: Mapping[str, Any] | None = None) -> VerifyReport:
+                 blocks: Mapping[str, Any] | None = None,
+                 engine: str = "cocotb") -> VerifyReport:
     """Co-simulate the network of ``graph`` on ``images`` (``[N, C, H, W]`` 8-bit pixels).
 
     The first run streams the images back to back with no stalls (exact comparison plus
@@ -234,8 +242,11 @@ def verify_graph(graph: ir.Graph, folds: Mapping[str, Fold], images: np.ndarray,
     predictions) adds the class agreement. ``hardware_graph`` builds the hardware from
     another graph than the reference, and ``blocks`` (stage name -> block class, see
     ``rtl_gen.network.Network``) replaces engines: both plant faults, which the check must
-    then report and the tracer attribute.
+    then report and the tracer attribute. ``engine`` runs the simulations on the cocotb
+    bench (``"cocotb"``, ``sim.cosim``) or the C++ harness (``"fast"``, ``sim.fast``).
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     images = np.asarray(images)
     hw = graph if hardware_graph is None else hardware_graph
     progress("golden model")
@@ -248,12 +259,13 @@ def verify_graph(graph: ir.Graph, folds: Mapping[str, Fold], images: np.ndarray,
     beats = fmt.image_beats(images)
     progress(f"co-simulating {len(images)} images under Verilator (model "
              f"{params.cycles_per_image} cycles per image)")
-    res = _cosim(net, params, beats, len(images), seed=seed, stall=0.0, linger=True)
+    res = _cosim(net, params, beats, len(images), seed=seed, stall=0.0, linger=True,
+                 engine=engine)
     runs = [(res, 0.0)]
     if stall:
         progress(f"co-simulating again with random stalls ({stall:.0%} both ends)")
         runs.append((_cosim(net, params, beats, len(images), seed=seed, stall=stall,
-                            linger=True), stall))
+                            linger=True, engine=engine), stall))
     bad: list[int] = []
     extra, failing_stall = 0, 0.0
     for run, p in runs:
@@ -266,13 +278,13 @@ def verify_graph(graph: ir.Graph, folds: Mapping[str, Fold], images: np.ndarray,
     if bad and trace:
         i = bad[0]
         first = _trace(graph, hw, folds, images[:i + 1], seed, failing_stall, progress,
-                       blocks)
+                       blocks, engine)
         if waves_dir is not None:
             progress("recording a waveform of the failing run")
             path = Path(waves_dir) / f"mismatch-image{i}.vcd"
             path.parent.mkdir(parents=True, exist_ok=True)
             _cosim(net, params, fmt.image_beats(images[:i + 1]), i + 1, seed=seed,
-                   stall=failing_stall, waves=str(path.resolve()))
+                   stall=failing_stall, waves=str(path.resolve()), engine=engine)
             first.waveform = str(path)
     agreement = ties = None
     if qat_classes is not None:
