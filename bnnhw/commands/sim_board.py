@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 
 from ..errors import BnnhwError
 from .common import naming_checkpoint, natural_int
@@ -42,10 +43,15 @@ def run(args: argparse.Namespace) -> int:
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     print(f"simulated board of {args.model} on {board.url} (Ctrl-C stops it)", flush=True)
+    died = False
     try:
-        board.wait(lambda: bool(stop))
+        while not stop and board.running:
+            time.sleep(0.2)
+        died = not stop
     except KeyboardInterrupt:
         pass
     finally:
         board.stop()
+    if died:
+        raise BnnhwError("the simulated board stopped by itself; run it again, or report it")
     return 0
