@@ -328,6 +328,7 @@ class FaultProxy:
             self.connections += 1
             for s in (client, upstream):
                 s.settimeout(0.05)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._sockets += [client, upstream]
             for src, dst, direction in ((client, upstream, "up"), (upstream, client, "down")):

@@ -106,6 +106,9 @@ class Transport:
                                                    write_timeout=write_timeout)
             except (serial.SerialException, ValueError, OSError) as e:
                 raise _open_error(url, self.baud, e) from None
+            sock = getattr(self._port, "_socket", None)
+            if isinstance(sock, socket.socket):  # frames leave at once, as on a UART
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         else:
             self._port = url
             self.url = str(getattr(url, "name", None) or getattr(url, "port", None) or url)

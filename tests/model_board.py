@@ -366,6 +366,7 @@ class ModelBoard:
                     continue
                 except OSError:
                     return
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # like a UART
                 with self.lock:
                     self._rx.clear()
                     self._in_frame = False
