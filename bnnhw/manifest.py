@@ -207,7 +207,7 @@ class Manifest:
         if images.ndim != 4 or images.shape[1:] != (c, h, w):
             raise ValueError(f"images of shape {list(images.shape[1:])} do not fit the "
                              f"design's input [{c}, {h}, {w}]")
-        hwc = np.moveaxis(images, 1, -1).reshape(len(images), -1)
+        hwc = np.moveaxis(images, 1, -1).reshape(len(images), h * w * c)
         if not self.binary_image:
             return [row.astype(np.uint8).tobytes() for row in hwc]
         bits = (hwc >= int(self.doc["image"]["threshold"])).astype(np.uint8)

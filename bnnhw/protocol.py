@@ -25,6 +25,7 @@ frame it cannot take (bad CRC, bad length, unknown type, a stalled half-frame) w
 
 from __future__ import annotations
 
+import binascii
 import enum
 import struct
 from collections.abc import Iterator
@@ -82,7 +83,13 @@ class Nack(enum.IntEnum):
 
 def crc16(data: bytes | bytearray | memoryview, crc: int = CRC_INIT) -> int:
     """CRC-16/CCITT-FALSE (polynomial 0x1021, initial 0xFFFF, no reflection, no final
-    XOR) of ``data``, continuing from ``crc``."""
+    XOR) of ``data``, continuing from ``crc`` (``binascii.crc_hqx`` computes exactly this
+    CRC; ``tests/rtl_gen/test_crc.py`` checks it against the bit-serial definition)."""
+    return binascii.crc_hqx(bytes(data), crc)
+
+
+def crc16_bitwise(data: bytes, crc: int = CRC_INIT) -> int:
+    """The definition, bit by bit (the reference ``crc16`` is checked against)."""
     for byte in bytes(data):
         crc ^= byte << 8
         for _ in range(8):

@@ -36,7 +36,6 @@ imported only when one is given.
 from __future__ import annotations
 
 import binascii
-import importlib
 import os
 import struct
 import time
@@ -443,10 +442,11 @@ class Accelerator:
                             f"{type(model).__name__}")
         path = Path(model)
         if path.suffix == ".pt":
-            # A checkpoint needs the torch side; imported here only, so the host package
-            # itself never loads torch (docs/architecture.md, "Layers").
-            frontend = importlib.import_module("bnnhw.frontend")
-            return frontend.compile_checkpoint(path)
+            # lowering a checkpoint needs torch, which the host side never loads
+            # (docs/architecture.md, "Layers"); bnnhw infer does it before calling load
+            raise AcceleratorError(f"{path} is a checkpoint: lower it first (bnnhw compile "
+                                   f"--model {path}) and load the .ir file, or run bnnhw "
+                                   f"infer --model {path}")
         return ir.load_graph(path)
 
     @staticmethod

@@ -10,19 +10,21 @@ up" with ``graph``'s values through the same configuration beats a host sends. I
 - it reads the payload and CRC; a bad CRC is refused (``NACK`` BAD_CRC with the CRC field
   as received) and the hunt resumes after the frame;
 - a frame that stops arriving half-way (no byte for ``frame_timeout_s``) is refused
-  (``NACK`` TIMEOUT); an unknown type (responses included, and ``WRITE`` on a design
-  that takes none) is ``NACK`` UNKNOWN_TYPE; a payload that does not fit its type (an
-  image count of 0 or above ``images_per_frame``, a length that is not ``count`` images,
-  a target out of range, beats that are not whole or address no memory of the target, a
-  payload on IDENTIFY/STATUS/RESET) is ``NACK`` BAD_PAYLOAD. NACKs echo the sequence
+  (``NACK`` TIMEOUT); an unknown type (responses included) is ``NACK`` UNKNOWN_TYPE; a
+  payload that does not fit its type (an image count of 0 or above ``images_per_frame``,
+  a length that is not ``count`` images, a target out of range, no beat or beats that
+  are not whole, a ``WRITE`` on a design that takes none, a payload on
+  IDENTIFY/STATUS/RESET) is ``NACK`` BAD_PAYLOAD; a beat that addresses no memory of its
+  target is ignored. NACKs echo the sequence
   byte as received (0 if the header never came) and carry CRC field 0 when the frame
   never got that far;
 - every good request is executed in arrival order and answered exactly once, the
   request's CRC first. ``INFER`` results come from ``bnnhw.golden.run`` on the graph
   decoded back from the memories (``bnnhw.packing.words_to_matrix``/``words_to_table``
   and the class-map fields), so a wrong upload gives wrong results. ``RESET`` clears the
-  counters. Counters: good frames (requests executed), bad frames (refused, timeouts
-  aside), images done, timeouts.
+  counters and counts itself. Counters: good frames (requests executed), bad frames
+  (``NACK``ed, timeouts included), images done, timeouts; ``STATUS`` reports them as
+  they were before it.
 
 Served over a loopback TCP socket (``serve_tcp``) or an in-process pipe end
 (``attach``), each in a thread. ``power_reset()`` resets the board from outside, as its
@@ -111,22 +113,16 @@ class ModelBoard:
 
     # -- memories -------------------------------------------------------------------------
 
-    def _beats_ok(self, index: int, beats: list[int]) -> bool:
-        target = self.manifest.targets[index]
-        mems = {mem.sel: mem for mem in target.memories}
-        for beat in beats:
-            f = CFG_BEAT.from_bits(beat)
-            mem = mems.get(f["sel"])
-            if mem is None or f["addr"] >= mem.depth or f["chunk"] * 32 >= mem.width:
-                return False
-        return True
-
     def _write(self, index: int, beats: list[int]) -> None:
         target = self.manifest.targets[index]
         widths = {mem.sel: mem.width for mem in target.memories}
         mems = self._memories[index]
+        mem_of = {mem.sel: mem for mem in target.memories}
         for beat in beats:
             f = CFG_BEAT.from_bits(beat)
+            mem = mem_of.get(f["sel"])
+            if mem is None or f["addr"] >= mem.depth or f["chunk"] * 32 >= mem.width:
+                continue  # as in the gateware: a beat that addresses no memory is ignored
             words, shift = mems[f["sel"]], 32 * f["chunk"]
             word = words[f["addr"]] & ~(_MASK32 << shift)
             words[f["addr"]] = (word | (f["data"] << shift)) & ((1 << widths[f["sel"]]) - 1)
@@ -192,6 +188,7 @@ class ModelBoard:
                 self._rx.clear()
                 self._in_frame = False
                 self.timeouts += 1
+                self.bad += 1
                 out += self._nack(Nack.TIMEOUT, seq, 0)
             if self._held is not None and now - self._held[1] > 2 * self.frame_timeout_s:
                 out += self._held[0]
@@ -241,17 +238,16 @@ class ModelBoard:
     def _execute(self, op: int, seq: int, payload: bytes, crc: int) -> bytes:
         echo = struct.pack("<H", crc)
         m = self.manifest
-        if op not in REQUESTS or (op == Op.WRITE and not self.identity.writable):
+        if op not in REQUESTS:
             return self._refuse(Nack.UNKNOWN_TYPE, seq, crc)
         if op in (Op.IDENTIFY, Op.STATUS, Op.RESET) and payload:
             return self._refuse(Nack.BAD_PAYLOAD, seq, crc)
         if op == Op.WRITE:
-            if not payload or payload[0] >= len(m.targets) or (len(payload) - 1) % BEAT_BYTES:
+            if (not self.identity.writable or len(payload) <= BEAT_BYTES
+                    or payload[0] >= len(m.targets) or (len(payload) - 1) % BEAT_BYTES):
                 return self._refuse(Nack.BAD_PAYLOAD, seq, crc)
             beats = [int.from_bytes(payload[i:i + BEAT_BYTES], "little")
                      for i in range(1, len(payload), BEAT_BYTES)]
-            if not self._beats_ok(payload[0], beats):
-                return self._refuse(Nack.BAD_PAYLOAD, seq, crc)
             self._count(op, seq, crc)
             if self.fault == "drop_write" and not self._dropped_write and beats:
                 self._dropped_write = True
@@ -266,12 +262,15 @@ class ModelBoard:
             self.images += count
             results = self._infer(payload[1:], count)
             return self._answer(Op.RESULTS, seq, echo + bytes([count]) + results, crc)
-        self._count(op, seq, crc)
+        if op == Op.STATUS:  # the snapshot is taken before the STATUS itself counts
+            snapshot = self.counters().pack()
+            self._count(op, seq, crc)
+            return self._answer(Op.COUNTERS, seq, echo + snapshot, crc)
         if op == Op.IDENTIFY:
+            self._count(op, seq, crc)
             return self._answer(Op.IDENTITY, seq, echo + self.identity.pack(), crc)
-        if op == Op.STATUS:
-            return self._answer(Op.COUNTERS, seq, echo + self.counters().pack(), crc)
-        self.good = self.bad = self.images = self.timeouts = 0  # RESET
+        self.good = self.bad = self.images = self.timeouts = 0  # RESET counts itself
+        self._count(op, seq, crc)
         return self._answer(Op.ACK, seq, echo, crc)
 
     def _count(self, op: int, seq: int, crc: int) -> None:

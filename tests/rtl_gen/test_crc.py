@@ -10,7 +10,7 @@ from amaranth import Module, Signal
 from amaranth.sim import Simulator
 
 import rtl_gen.crc as crc_mod
-from bnnhw.protocol import crc16
+from bnnhw.protocol import crc16, crc16_bitwise
 
 
 def gateware_crc(data: bytes, masks=None) -> int:
@@ -39,8 +39,10 @@ def gateware_crc(data: bytes, masks=None) -> int:
     return result[0]
 
 
-def test_check_value():
+def test_check_value_and_the_definition():
     assert crc16(b"123456789") == 0x29B1
+    data = random.Random(4).randbytes(300)
+    assert crc16(data) == crc16_bitwise(data) and crc16(data, 0x1234) == crc16_bitwise(data, 0x1234)
 
 
 @pytest.mark.parametrize("seed", range(3))
