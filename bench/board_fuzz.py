@@ -22,7 +22,7 @@ from bnnhw.frontend import compile_model
 from rtl_gen.board_core import BoardCore, BoardCoreParams
 from sim.board import SimBoard
 from tests.bnn_cases import spec_model
-from tests.sim.test_board_fuzz import LAYERS, fuzz
+from tests.sim.test_sim_board import LAYERS, fuzz
 
 
 def main() -> int:
@@ -40,7 +40,7 @@ def main() -> int:
         seconds = time.perf_counter() - start
         stats = board.stop()
     nacks = sum(a.op == 0x8F for a in answers)
-    consistent = counters.frames_good + counters.frames_bad == len(answers)
+    consistent = counters.frames_good + counters.frames_bad == len(answers) + 1  # + RESET
     print(f"{args.bytes:,} random bytes (seed {args.seed}) in {seconds:.1f} s; "
           f"{len(answers)} answers before STATUS ({nacks} NACKs); identify answered")
     print(f"counters: {counters}; consistent with the answers: {consistent}")
