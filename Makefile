@@ -1,5 +1,6 @@
 # Two entry points; each creates or reuses the local virtual environment .venv by itself.
-#   make demo   train a small BNN on the bundled MNIST, check it, verify the RTL
+#   make demo   train a small BNN on the bundled MNIST, check it, verify the RTL, run it
+#               on the simulated board through the host link
 #   make test   run the whole test suite
 PYTHON ?= python3
 VENV := .venv
@@ -20,6 +21,7 @@ demo: $(STAMP)
 	$(BNNHW) train --model sfc --data mnist --epochs 10 --out $(DEMO)/sfc.pt
 	$(BNNHW) check --model $(DEMO)/sfc.pt --images 1000
 	$(BNNHW) verify --model $(DEMO)/sfc.pt --images 1000 --stall 0.2
+	$(BNNHW) infer --sim --model $(DEMO)/sfc.pt
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
