@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bnnhw import golden
 from bnnhw.check import random_images
+from bnnhw.flows.infer import SIM_CYCLES_PER_SECOND, answer_timeout
 from bnnhw.folding import default_folding
 from bnnhw.frontend import compile_model
 from host import Accelerator, FaultProxy, Faults
@@ -67,7 +68,8 @@ def main() -> int:
             built = time.perf_counter() - t
             c, h, w = (design.input.in_shape[2], *design.input.in_shape[:2])
             images = random_images((c, h, w), args.images, 3)
-            seconds, stats, bad = run(board.url, other, images, timeout_s=1.0, window=16)
+            timeout = answer_timeout(design, folds, 1.0, SIM_CYCLES_PER_SECOND)
+            seconds, stats, bad = run(board.url, other, images, timeout_s=timeout, window=16)
             worst = max(worst, bad)
             ii = params.network.cycles_per_image
             print(f"{name:4} {args.images} images: {args.images / seconds:8,.0f} images/s end "

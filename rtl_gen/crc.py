@@ -3,7 +3,8 @@
 ``crc16_next(crc, byte)`` is the combinational update of a 16-bit CRC by one byte (MSB
 first, polynomial ``bnnhw.protocol.CRC_POLY``): the update is linear, so each bit is one
 XOR of at most a dozen input bits (a LUT or two), and a receiver or transmitter updates
-its CRC once per byte in the cycle the byte passes. The tests compare it with ``bnnhw.protocol.crc16`` on random data.
+its CRC once per byte in the cycle the byte passes. The tests compare it with
+``bnnhw.protocol.crc16`` on random data.
 """
 
 from __future__ import annotations

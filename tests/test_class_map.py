@@ -1,9 +1,10 @@
 """The classifier's integer class map (``bnnhw.frontend.class_map``, pass 6).
 
 With one common scale the integer argmax must equal the exact argmax of the float64 map
-(first index on ties) for every pair of reachable dot products: checked exhaustively on small ranges. With
-distinct scales it may differ only where the stated rounding bound allows, which
-``bnnhw.check.class_tie`` counts as a tie. A wrong map is caught by the same checks.
+(first index on ties) for every pair of reachable dot products: checked exhaustively on
+small ranges. With distinct scales it may differ only where the stated rounding bound
+allows, which ``bnnhw.check.class_tie`` counts as a tie. A wrong map is caught by the same
+checks.
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frames in flight (default 8)")
     parser.add_argument("--timeout", type=positive_float, default=0.5, metavar="S",
                         help="seconds without an answer before a frame is sent again "
-                             "(default 0.5)")
+                             "(default 0.5; with --sim, at least 4 image times of the "
+                             "simulated board)")
     parser.add_argument("--no-check", action="store_true",
                         help="do not compare the results with the golden model")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -56,7 +57,7 @@ def default_source(ckpt) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model
-    from ..flows.infer import infer, simulated_board
+    from ..flows.infer import SIM_CYCLES_PER_SECOND, answer_timeout, infer, simulated_board
     from ..folding import default_folding, load_folding, matrix_layers
     from ..frontend import compile_model
     from ..images import load_images
@@ -90,11 +91,13 @@ def run(args: argparse.Namespace) -> int:
         if args.sim:
             board = simulated_board(graph, folds, progress=say)
             url = board.url
+            timeout = answer_timeout(graph, folds, args.timeout, SIM_CYCLES_PER_SECOND)
         else:
             url = args.port
+            timeout = args.timeout
         report, _, _ = infer(url, graph, folds, images, labels, baud=args.baud,
                              check=not args.no_check, window=args.window,
-                             timeout_s=args.timeout, progress=progress, say=say)
+                             timeout_s=timeout, progress=progress, say=say)
     finally:
         if bar is not None:
             bar.close()

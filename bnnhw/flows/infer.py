@@ -70,14 +70,28 @@ def simulated_board(graph: ir.Graph, folds: Mapping[str, Fold], *, port: int = 0
                     cycles_per_byte: int = 0, progress: Callable[[str], None] = print):
     """A started ``sim.board.SimBoard`` running the board core of ``graph`` (writable, so
     any model of its topology can be loaded into it)."""
-    from sim.board import SimBoard
-
     from rtl_gen.board_core import BoardCore, BoardCoreParams
+    from sim.board import SimBoard
 
     params = BoardCoreParams(graph, folds, board="sim")
     progress("building the simulated board (Verilator, cached by design)")
     board = SimBoard(BoardCore(params), port=port, cycles_per_byte=cycles_per_byte)
     return board
+
+
+SIM_CYCLES_PER_SECOND = 200_000
+"""A floor on how fast the simulated board runs (it measured 0.8 to 1.8 million cycles
+per second here): what its answer timeouts are sized for."""
+
+
+def answer_timeout(graph: ir.Graph, folds: Mapping[str, Fold], timeout_s: float,
+                   cycles_per_second: float) -> float:
+    """``timeout_s``, or longer when one image takes the board longer than that: the host
+    waits that long for an answer before it sends a frame again."""
+    from ..folding import initiation_interval, matrix_layers
+
+    ii = initiation_interval(matrix_layers(graph), folds)
+    return max(timeout_s, 4 * ii / cycles_per_second)
 
 
 def infer(url: str, graph: ir.Graph, folds: Mapping[str, Fold], images: np.ndarray,
