@@ -20,8 +20,16 @@ one response per frame, a header on ``o_header`` and its payload bytes on ``o_st
   received CRC field.
 
 Every response starts with the request's CRC. Counters: good frames (executed), bad
-frames (``NACK``ed), images done, timeouts. ``busy`` is high while a frame is being
-handled.
+frames (``NACK``ed), images done, timeouts, all counted as responses leave.
+
+Two halves joined by a FIFO of response records (``RECORD_DEPTH``): the feeder takes the
+frames in order, decides each one's response, feeds an ``INFER`` frame's images into the
+network and frees the frame's bank as soon as its bytes are read; the responder sends the
+responses in the same order, an ``INFER``'s results as the network gives them. So the
+images of the next frame enter the network while the results of this one are still
+coming (the pipeline stays full across frames). ``RESET`` and ``WRITE`` wait until every
+earlier response is out (no image in flight sees new weights or a reset). ``busy`` is
+high while anything is in either half.
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal
-from amaranth.lib import enum, stream, wiring
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
@@ -49,8 +58,11 @@ class _State(enum.Enum, shape=3):
     IDLE = 0
     DECODE = 1
     FIRST = 2        # waiting for the first payload byte (target or count)
-    WRITE = 3
-    RESPOND = 4
+    DRAIN = 3        # RESET and WRITE wait until every earlier response is out
+    WRITE = 4
+    QUEUE = 5        # the response record goes into the FIFO
+    FEED = 6         # an INFER frame's images go into the network
+    DONE = 7         # the frame's bank is freed
 
 
 class _Kind(enum.Enum, shape=3):
@@ -59,6 +71,13 @@ class _Kind(enum.Enum, shape=3):
     IDENTITY = 2
     COUNTERS = 3
     RESULTS = 4
+
+
+_RECORD = data.StructLayout({"kind": _Kind, "seq": 8, "crc": 16, "reason": 3, "count": 8,
+                             "length": 16, "reset": 1})
+RECORD_DEPTH = 4
+"""Responses queued between the feeder and the responder: frames whose results are still
+coming; the feeder takes the next frame meanwhile."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,23 +151,17 @@ class Dispatcher(StreamBlock):
         m.submodules.packer = packer = ResultPacker(p.packer)
         wiring.connect(m, unpacker.o_stream, wiring.flipped(self.net_in))
         wiring.connect(m, wiring.flipped(self.net_out), packer.i_stream)
+        m.submodules.records = records = SyncFIFOBuffered(width=_RECORD.size,
+                                                         depth=RECORD_DEPTH)
+        top = data.View(_RECORD, records.r_data)
 
+        # ======== the feeder: frames in order, images into the network ==================
         state = Signal(_State)
         desc = Signal(FRAME_INFO)
-        m.d.comb += self.busy.eq(state != _State.IDLE)
 
-        # -- counters ------------------------------------------------------------------
-        good, bad, images, timeouts = (Signal(32, name=n) for n in
-                                       ("frames_good", "frames_bad", "images_done",
-                                        "timeouts"))
-        snapshot = Signal(128)
-
-        # -- the payload reader: bytes [1, length) of the frame's bank as a stream -------
-        r_addr = Signal(16)
-        r_left = Signal(16)
-        r_valid = Signal()
-        r_ready = Signal()
-        r_abort = Signal()
+        # the payload reader: the frame's bank as a byte stream
+        r_addr, r_left = Signal(16), Signal(16)
+        r_valid, r_ready, r_abort = Signal(), Signal(), Signal()
         advance = ~r_valid | r_ready
         base = Mux(desc.bank, p.max_payload, 0)
         m.d.comb += [self.rd.addr.eq((base + r_addr)[:p.addr_width]),
@@ -162,19 +175,119 @@ class Dispatcher(StreamBlock):
         r_byte = self.rd.data
         reading = r_valid | (r_left != 0)
 
-        # -- the response ----------------------------------------------------------------
-        kind = Signal(_Kind)
-        reason = Signal(3)
-        count = Signal(8)
-        length = Signal(16)           # the response's payload length
-        sent = Signal(16)             # payload bytes sent
-        header_up = Signal()
         target = Signal(8)
+        beat = Signal(64)
+        beat_bytes = Signal(range(CFG_BEAT_BYTES + 1))
+        cfg_valid = Signal()
+
+        # a response record goes into the FIFO, then the feeder goes on (to ``after``)
+        rec = Signal(_RECORD)
+        after = Signal(_State)
+        m.d.comb += [records.w_data.eq(rec), records.w_en.eq(state == _State.QUEUE)]
+        responder_idle = Signal()
+        drained = responder_idle & ~records.r_rdy & (records.level == 0)
+
+        def queue(kind, length, why=0, count=0, then=_State.DONE, reset=0):
+            m.d.sync += [rec.kind.eq(kind), rec.seq.eq(desc.seq), rec.crc.eq(desc.crc),
+                         rec.reason.eq(why), rec.count.eq(count), rec.length.eq(length),
+                         rec.reset.eq(reset), after.eq(then), state.eq(_State.QUEUE)]
+
+        with m.Switch(state):
+            with m.Case(_State.IDLE), m.If(self.i_stream.valid):
+                m.d.sync += [desc.eq(self.i_stream.payload), state.eq(_State.DECODE)]
+            with m.Case(_State.DECODE):
+                op, n = desc.op, desc.length
+                with m.If(desc.error != 0):
+                    queue(_Kind.NACK, 3, desc.error)
+                with m.Elif((op == Op.IDENTIFY) & (n == 0)):
+                    queue(_Kind.IDENTITY, 2 + len(p.identity))
+                with m.Elif((op == Op.STATUS) & (n == 0)):
+                    queue(_Kind.COUNTERS, 18)
+                with m.Elif((op == Op.RESET) & (n == 0)):
+                    m.d.sync += state.eq(_State.DRAIN)
+                with m.Elif(((op == Op.WRITE) & (n > CFG_BEAT_BYTES) & bool(p.targets)
+                             & ((n - 1)[:3] == 0))
+                            | ((op == Op.INFER) & (n >= 2))):
+                    m.d.sync += [r_addr.eq(0), r_left.eq(n), state.eq(_State.FIRST)]
+                with m.Elif((op == Op.IDENTIFY) | (op == Op.STATUS) | (op == Op.RESET)
+                            | (op == Op.WRITE) | (op == Op.INFER)):
+                    queue(_Kind.NACK, 3, Nack.BAD_PAYLOAD)
+                with m.Else():
+                    queue(_Kind.NACK, 3, Nack.UNKNOWN_TYPE)
+            # RESET and WRITE wait for every image in flight to be answered
+            with m.Case(_State.DRAIN), m.If(drained):
+                with m.If(desc.op == Op.RESET):
+                    m.d.comb += self.net_reset.eq(1)
+                    queue(_Kind.ACK, 2, reset=1)
+                with m.Else():
+                    m.d.sync += [beat_bytes.eq(0), state.eq(_State.WRITE)]
+            with m.Case(_State.FIRST):
+                m.d.comb += r_ready.eq(1)
+                with m.If(r_valid):
+                    first = r_byte
+                    with m.If(desc.op == Op.WRITE):
+                        with m.If(first < p.targets):
+                            m.d.sync += [target.eq(first), state.eq(_State.DRAIN)]
+                        with m.Else():
+                            m.d.comb += r_abort.eq(1)
+                            queue(_Kind.NACK, 3, Nack.BAD_PAYLOAD)
+                    with m.Else():
+                        fits = ((first >= 1) & (first <= p.images_per_frame)
+                                & (desc.length == 1 + first * p.image_bytes))
+                        with m.If(fits):
+                            queue(_Kind.RESULTS, 3 + first * p.result_bytes, count=first,
+                                  then=_State.FEED)
+                        with m.Else():
+                            m.d.comb += r_abort.eq(1)
+                            queue(_Kind.NACK, 3, Nack.BAD_PAYLOAD)
+            with m.Case(_State.WRITE):
+                m.d.comb += r_ready.eq(1)
+                with m.If(r_valid):
+                    m.d.sync += [beat.eq(Cat(beat[8:], r_byte)),
+                                 beat_bytes.eq(Mux(beat_bytes == CFG_BEAT_BYTES - 1, 0,
+                                                   beat_bytes + 1)),
+                                 cfg_valid.eq(beat_bytes == CFG_BEAT_BYTES - 1)]
+                with m.Else():
+                    m.d.sync += cfg_valid.eq(0)
+                with m.If(~reading & ~cfg_valid):
+                    queue(_Kind.ACK, 2)
+                if p.targets:
+                    m.d.comb += [self.net_cfg.valid.eq(cfg_valid),
+                                 self.net_cfg.payload.target.eq(target),
+                                 self.net_cfg.payload.beat.eq(beat)]
+            with m.Case(_State.QUEUE), m.If(records.w_rdy):
+                m.d.sync += state.eq(after)
+            with m.Case(_State.FEED):
+                # the images through the unpacker; the responder sends their results
+                m.d.comb += [unpacker.i_stream.payload.eq(r_byte),
+                             unpacker.i_stream.valid.eq(r_valid),
+                             r_ready.eq(unpacker.i_stream.ready)]
+                with m.If(~reading):
+                    m.d.sync += state.eq(_State.DONE)
+            with m.Case(_State.DONE):
+                m.d.comb += self.i_stream.ready.eq(1)   # frees the receiver's bank
+                m.d.sync += state.eq(_State.IDLE)
+
+        # ======== the responder: one response per record, in order =====================
+        good, bad, images, timeouts = (Signal(32, name=n) for n in
+                                       ("frames_good", "frames_bad", "images_done",
+                                        "timeouts"))
+        snapshot = Signal(128)
+        cur = Signal(_RECORD)
+        busy_out = Signal()
+        sent = Signal(16)             # payload bytes sent
+        m.d.comb += [responder_idle.eq(~busy_out),
+                     records.r_en.eq(~busy_out)]
+        with m.If(~busy_out & records.r_rdy):
+            m.d.sync += [cur.eq(top), sent.eq(0), busy_out.eq(1)]
+            with m.If(top.kind == _Kind.COUNTERS):
+                m.d.sync += snapshot.eq(Cat(good, bad, images, timeouts))
+
         ident = [Const(b, 8) for b in p.identity] or [Const(0, 8)]
         prefix_len = Signal(8)
-        crc_lo, crc_hi = desc.crc[:8], desc.crc[8:]
-        with m.Switch(kind):
-            with m.Case(_Kind.NACK):
+        crc_lo, crc_hi = cur.crc[:8], cur.crc[8:]
+        with m.Switch(cur.kind):
+            with m.Case(_Kind.NACK, _Kind.RESULTS):
                 m.d.comb += prefix_len.eq(3)
             with m.Case(_Kind.ACK):
                 m.d.comb += prefix_len.eq(2)
@@ -182,13 +295,11 @@ class Dispatcher(StreamBlock):
                 m.d.comb += prefix_len.eq(2 + len(p.identity))
             with m.Case(_Kind.COUNTERS):
                 m.d.comb += prefix_len.eq(18)
-            with m.Case(_Kind.RESULTS):
-                m.d.comb += prefix_len.eq(3)
         pbyte = Signal(8)
         i = sent
-        with m.Switch(kind):
+        with m.Switch(cur.kind):
             with m.Case(_Kind.NACK):
-                m.d.comb += pbyte.eq(Array([reason, crc_lo, crc_hi])[i[:2]])
+                m.d.comb += pbyte.eq(Array([cur.reason, crc_lo, crc_hi])[i[:2]])
             with m.Case(_Kind.IDENTITY):
                 m.d.comb += pbyte.eq(Mux(i == 0, crc_lo, Mux(i == 1, crc_hi,
                                                                Array(ident)[i - 2])))
@@ -197,116 +308,38 @@ class Dispatcher(StreamBlock):
                 m.d.comb += pbyte.eq(Mux(i == 0, crc_lo, Mux(i == 1, crc_hi,
                                                                snap_bytes[(i - 2)[:4]])))
             with m.Default():  # ACK, RESULTS
-                m.d.comb += pbyte.eq(Array([crc_lo, crc_hi, count])[i[:2]])
+                m.d.comb += pbyte.eq(Array([crc_lo, crc_hi, cur.count])[i[:2]])
 
-        in_prefix = sent < prefix_len
         o = self.o_stream
-        responding = state == _State.RESPOND
-        with m.If(responding & (sent != length)):
-            with m.If(in_prefix):
+        with m.If(busy_out & (sent != cur.length)):
+            with m.If(sent < prefix_len):
                 m.d.comb += [o.payload.eq(pbyte), o.valid.eq(1)]
             with m.Else():
                 wiring.connect(m, packer.o_stream, wiring.flipped(o))
         with m.If(o.valid & o.ready):
             m.d.sync += sent.eq(sent + 1)
-        m.d.comb += [self.o_header.valid.eq(header_up),
-                     self.o_header.payload.op.eq(Mux(kind == _Kind.NACK, Op.NACK,
-                                                     Mux(kind == _Kind.ACK, Op.ACK,
-                                                         Mux(kind == _Kind.IDENTITY,
-                                                             Op.IDENTITY,
-                                                             Mux(kind == _Kind.COUNTERS,
-                                                                 Op.COUNTERS,
-                                                                 Op.RESULTS))))),
-                     self.o_header.payload.seq.eq(desc.seq),
-                     self.o_header.payload.length.eq(length)]
+        op_of = Mux(cur.kind == _Kind.NACK, Op.NACK,
+                    Mux(cur.kind == _Kind.ACK, Op.ACK,
+                        Mux(cur.kind == _Kind.IDENTITY, Op.IDENTITY,
+                            Mux(cur.kind == _Kind.COUNTERS, Op.COUNTERS, Op.RESULTS))))
+        m.d.comb += [self.o_header.valid.eq(busy_out),
+                     self.o_header.payload.op.eq(op_of),
+                     self.o_header.payload.seq.eq(cur.seq),
+                     self.o_header.payload.length.eq(cur.length)]
+        with m.If(self.o_header.valid & self.o_header.ready):
+            # the response is out: count it (a RESET's ACK first clears the counters)
+            m.d.sync += busy_out.eq(0)
+            is_reset = (cur.kind == _Kind.ACK) & cur.reset
+            with m.If(cur.kind == _Kind.NACK):
+                m.d.sync += bad.eq(bad + 1)
+                with m.If(cur.reason == Nack.TIMEOUT):
+                    m.d.sync += timeouts.eq(timeouts + 1)
+            with m.Elif(is_reset):
+                m.d.sync += [good.eq(1), bad.eq(0), images.eq(0), timeouts.eq(0)]
+            with m.Else():
+                m.d.sync += good.eq(good + 1)
+            with m.If(cur.kind == _Kind.RESULTS):
+                m.d.sync += images.eq(images + cur.count)
 
-        def respond(k, payload_bytes, why=0):
-            m.d.sync += [kind.eq(k), length.eq(payload_bytes), sent.eq(0), header_up.eq(1),
-                         reason.eq(why), state.eq(_State.RESPOND)]
-
-        def refuse(why):
-            respond(_Kind.NACK, 3, why)
-
-        # -- the beat assembler of WRITE -----------------------------------------------
-        beat = Signal(64)
-        beat_bytes = Signal(range(CFG_BEAT_BYTES + 1))
-
-        with m.Switch(state):
-            with m.Case(_State.IDLE), m.If(self.i_stream.valid):
-                m.d.sync += [desc.eq(self.i_stream.payload), state.eq(_State.DECODE)]
-            with m.Case(_State.DECODE):
-                op, n = desc.op, desc.length
-                with m.If(desc.error != 0):
-                    refuse(desc.error)
-                with m.Elif((op == Op.IDENTIFY) & (n == 0)):
-                    respond(_Kind.IDENTITY, 2 + len(p.identity))
-                with m.Elif((op == Op.STATUS) & (n == 0)):
-                    m.d.sync += snapshot.eq(Cat(good, bad, images, timeouts))
-                    respond(_Kind.COUNTERS, 18)
-                with m.Elif((op == Op.RESET) & (n == 0)):
-                    m.d.comb += self.net_reset.eq(1)
-                    m.d.sync += [good.eq(0), bad.eq(0), images.eq(0), timeouts.eq(0)]
-                    respond(_Kind.ACK, 2)
-                with m.Elif(((op == Op.WRITE) & (n > CFG_BEAT_BYTES) & bool(p.targets)
-                             & ((n - 1)[:3] == 0))
-                            | ((op == Op.INFER) & (n >= 2))):
-                    m.d.sync += [r_addr.eq(0), r_left.eq(n), state.eq(_State.FIRST)]
-                with m.Elif((op == Op.IDENTIFY) | (op == Op.STATUS) | (op == Op.RESET)
-                            | (op == Op.WRITE) | (op == Op.INFER)):
-                    refuse(Nack.BAD_PAYLOAD)
-                with m.Else():
-                    refuse(Nack.UNKNOWN_TYPE)
-            with m.Case(_State.FIRST):
-                m.d.comb += r_ready.eq(1)
-                with m.If(r_valid):
-                    first = r_byte
-                    with m.If(desc.op == Op.WRITE):
-                        with m.If(first < p.targets):
-                            m.d.sync += [target.eq(first), beat_bytes.eq(0),
-                                         state.eq(_State.WRITE)]
-                        with m.Else():
-                            m.d.comb += r_abort.eq(1)
-                            refuse(Nack.BAD_PAYLOAD)
-                    with m.Else():
-                        fits = ((first >= 1) & (first <= p.images_per_frame)
-                                & (desc.length == 1 + first * p.image_bytes))
-                        with m.If(fits):
-                            m.d.sync += count.eq(first)
-                            respond(_Kind.RESULTS, 3 + first * p.result_bytes)
-                        with m.Else():
-                            m.d.comb += r_abort.eq(1)
-                            refuse(Nack.BAD_PAYLOAD)
-            with m.Case(_State.WRITE):
-                m.d.comb += r_ready.eq(1)
-                cfg_valid = Signal()
-                with m.If(r_valid):
-                    m.d.sync += beat.eq(Cat(beat[8:], r_byte))
-                    m.d.sync += beat_bytes.eq(Mux(beat_bytes == CFG_BEAT_BYTES - 1, 0,
-                                                  beat_bytes + 1))
-                    m.d.sync += cfg_valid.eq(beat_bytes == CFG_BEAT_BYTES - 1)
-                with m.Else():
-                    m.d.sync += cfg_valid.eq(0)
-                with m.If(~reading & ~cfg_valid):
-                    respond(_Kind.ACK, 2)
-                if p.targets:
-                    m.d.comb += [self.net_cfg.valid.eq(cfg_valid),
-                                 self.net_cfg.payload.target.eq(target),
-                                 self.net_cfg.payload.beat.eq(beat)]
-            with m.Case(_State.RESPOND), m.If(self.o_header.valid & self.o_header.ready):
-                # the response is out: the frame is done and its bank is freed
-                m.d.sync += [header_up.eq(0), state.eq(_State.IDLE)]
-                m.d.comb += self.i_stream.ready.eq(1)
-                with m.If(kind == _Kind.NACK):
-                    m.d.sync += bad.eq(bad + 1)
-                    with m.If(reason == Nack.TIMEOUT):
-                        m.d.sync += timeouts.eq(timeouts + 1)
-                with m.Else():
-                    m.d.sync += good.eq(good + 1)
-                with m.If(kind == _Kind.RESULTS):
-                    m.d.sync += images.eq(images + count)
-        # images flow from the reader to the unpacker while a RESULTS response goes out
-        with m.If(responding & (kind == _Kind.RESULTS)):
-            m.d.comb += [unpacker.i_stream.payload.eq(r_byte),
-                         unpacker.i_stream.valid.eq(r_valid),
-                         r_ready.eq(unpacker.i_stream.ready)]
+        m.d.comb += self.busy.eq((state != _State.IDLE) | busy_out | records.r_rdy)
         return m

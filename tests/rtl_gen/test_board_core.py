@@ -61,13 +61,13 @@ def exchange(params, data: bytes, responses: int, *, max_cycles=60_000, gap_afte
     core = BoardCore(params)
     sim = Simulator(core)
     sim.add_clock(1e-8)
-    frames = []
+    frames, cycles = [], []
     decoder = FrameDecoder()
 
     async def bench(ctx):
         ctx.set(core.tx.ready, 1)
         i, idle = 0, 0
-        for _ in range(max_cycles):
+        for cycle in range(max_cycles):
             if idle:
                 idle -= 1
                 ctx.set(core.rx.valid, 0)
@@ -83,13 +83,16 @@ def exchange(params, data: bytes, responses: int, *, max_cycles=60_000, gap_afte
                     idle = gap_after[1]
                 i += 1
             if tv:
-                frames.extend(decoder.feed(bytes([tp])))
+                new = list(decoder.feed(bytes([tp])))
+                frames.extend(new)
+                cycles.extend([cycle] * len(new))
                 if len(frames) == responses:
                     return
         raise TimeoutError(f"{len(frames)} of {responses} responses in {max_cycles} cycles")
 
     sim.add_testbench(bench)
     sim.run()
+    exchange.cycles = cycles
     return frames
 
 
@@ -255,3 +258,21 @@ def _result_bytes(classes, width, scores, cls):
     sb = -(-width // 8)
     return int(cls).to_bytes(1, "little") + b"".join(
         int(v).to_bytes(sb, "little", signed=True) for v in scores)
+
+
+def test_frames_overlap_in_the_network(models, params):
+    """The next frame's images enter the network while this frame's results are coming:
+    one-image frames follow each other at the network's initiation interval, not at its
+    latency."""
+    mf = params.manifest
+    images = random_images(SHAPE, 4, 9)
+    one = exchange(params, infer_frame(mf, images[:1], 1), 1)
+    t_one = exchange.cycles[-1]
+    reqs = [infer_frame(mf, images[k:k + 1], k) for k in range(4)]
+    frames = exchange(params, b"".join(reqs), 4)
+    t_four = exchange.cycles[-1]
+    assert [f.op for f in frames] == [Op.RESULTS] * 4 and one[0].op == Op.RESULTS
+    scores = np.concatenate([mf.decode_results(f.payload[3:])[0] for f in frames])
+    assert np.array_equal(scores, golden.run(models[0], images).scores.numpy())
+    ii, latency = params.network.cycles_per_image, params.network.latency
+    assert ii < latency and t_four - t_one <= 3 * ii + 30, (t_one, t_four, ii, latency)
