@@ -260,13 +260,7 @@ def _run_in(run_dir: Path, build: VerilatorBuild, beats: list[int], n_out: int, 
         raise CosimError(f"stream co-simulation of {toplevel!r} wrote no result; "
                          f"{failure or 'no error reported'}", run_dir)
     raw = json.loads(out_file.read_text())
-    result = CosimResult(
-        out_beats=[int(b, 16) for b in raw["out"]], out_cycles=raw["out_cycles"],
-        in_cycles=raw["in_cycles"], cycles=raw["cycles"], sim_seconds=raw["sim_seconds"],
-        run_seconds=run_seconds, build=build, sim_cpu_seconds=raw["sim_cpu_seconds"],
-        extra_beats=[int(b, 16) for b in raw["extra"]], waves=wave_path,
-        idle_in_cycles=raw["idle_in_cycles"], held_out_beats=raw["held_out_beats"],
-        held_out_cycles=raw["held_out_cycles"])
+    result = result_of(raw, build, run_seconds, wave_path)
     if progress is not None and result.out_cycles:
         progress(len(result.out_beats), result.out_cycles[-1])
     if raw["status"] == "stream_rule":
@@ -283,6 +277,19 @@ def _run_in(run_dir: Path, build: VerilatorBuild, beats: list[int], n_out: int, 
     if not keep and not (wave_path is not None and wave_path.is_relative_to(run_dir)):
         shutil.rmtree(run_dir, ignore_errors=True)
     return result
+
+
+def result_of(raw: dict, build: VerilatorBuild, run_seconds: float,
+              wave_path: Path | None) -> CosimResult:
+    """The ``CosimResult`` of a bench's JSON result (``sim.stream_tb`` and the C++ stream
+    harness write the same one)."""
+    return CosimResult(
+        out_beats=[int(b, 16) for b in raw["out"]], out_cycles=raw["out_cycles"],
+        in_cycles=raw["in_cycles"], cycles=raw["cycles"], sim_seconds=raw["sim_seconds"],
+        run_seconds=run_seconds, build=build, sim_cpu_seconds=raw["sim_cpu_seconds"],
+        extra_beats=[int(b, 16) for b in raw["extra"]], waves=wave_path,
+        idle_in_cycles=raw["idle_in_cycles"], held_out_beats=raw["held_out_beats"],
+        held_out_cycles=raw["held_out_cycles"])
 
 
 def assert_beats_equal(expected: Sequence[int], result: CosimResult, *, show: int = 4) -> None:

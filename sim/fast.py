@@ -26,7 +26,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from sim.cosim import CosimError, CosimResult, CosimTimeout, _payload_width, _wave_format
+from sim.cosim import (
+    CosimError,
+    CosimResult,
+    CosimTimeout,
+    _payload_width,
+    _wave_format,
+    result_of,
+)
 from sim.verilator import (
     HARNESS_DIR,
     VerilatorBuild,
@@ -150,13 +157,7 @@ def run_stream_fast(design, in_beats: Iterable[int], n_out: int, *, seed: int = 
         how = f"exit status {code}" if code >= 0 else f"killed by signal {-code}"
         raise CosimError(f"{what} failed ({how}); log {log}:\n{_tail(log)}", run_dir)
     raw = json.loads(out_file.read_text())
-    result = CosimResult(
-        out_beats=[int(b, 16) for b in raw["out"]], out_cycles=raw["out_cycles"],
-        in_cycles=raw["in_cycles"], cycles=raw["cycles"], sim_seconds=raw["sim_seconds"],
-        run_seconds=run_seconds, build=build, sim_cpu_seconds=raw["sim_cpu_seconds"],
-        extra_beats=[int(b, 16) for b in raw["extra"]], waves=wave_path,
-        idle_in_cycles=raw["idle_in_cycles"], held_out_beats=raw["held_out_beats"],
-        held_out_cycles=raw["held_out_cycles"])
+    result = result_of(raw, build, run_seconds, wave_path)
     if progress is not None and result.out_cycles:
         progress(len(result.out_beats), result.out_cycles[-1])
     if raw["status"] == "stream_rule":

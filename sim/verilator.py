@@ -273,6 +273,20 @@ def _flock(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _stash_runtime(where: Path, runtime: Path) -> None:
+    """Keep the Verilator runtime objects of the build in ``where`` for later builds (the
+    first build to finish wins)."""
+    if runtime.is_dir():
+        return
+    stash = Path(tempfile.mkdtemp(prefix=".runtime-", dir=runtime.parent))
+    for obj in [*where.glob("verilated*.o"), *where.glob("verilated*.d")]:
+        shutil.copy(obj, stash / obj.name)
+    try:
+        os.rename(stash, runtime)
+    except OSError:                             # another build stashed it first
+        shutil.rmtree(stash, ignore_errors=True)
+
+
 def _runner():
     """cocotb's Verilator runner with three changes to its build commands.
 
@@ -335,14 +349,7 @@ def _compile(text: str, toplevel: str, args: list[str], trace: bool, where: Path
     if not (where / toplevel).is_file():
         raise VerilatorBuildError(f"Verilator build of {toplevel!r} produced no executable; "
                                   f"log {log}:\n{_tail(log)}")
-    if not runtime.is_dir():
-        stash = Path(tempfile.mkdtemp(prefix=".runtime-", dir=runtime.parent))
-        for obj in [*where.glob("verilated*.o"), *where.glob("verilated*.d")]:
-            shutil.copy(obj, stash / obj.name)
-        try:
-            os.rename(stash, runtime)
-        except OSError:                             # another build stashed it first
-            shutil.rmtree(stash, ignore_errors=True)
+    _stash_runtime(where, runtime)
     # The executable needs nothing else from here (it finds cocotb's libraries by rpath);
     # the generated C++, objects and precompiled headers can take 100+ MB per design.
     keep = {toplevel, source.name, public.name, log.name}
@@ -508,14 +515,7 @@ def _compile_exe(text: str, toplevel: str, main: Path, args: list[str],
     if not (where / toplevel).is_file():
         raise VerilatorBuildError(f"Verilator build of {toplevel!r} with {main.name} "
                                   f"produced no executable; log {log}:\n{_tail(log)}")
-    if not runtime.is_dir():
-        stash = Path(tempfile.mkdtemp(prefix=".runtime-", dir=runtime.parent))
-        for obj in [*where.glob("verilated*.o"), *where.glob("verilated*.d")]:
-            shutil.copy(obj, stash / obj.name)
-        try:
-            os.rename(stash, runtime)
-        except OSError:                             # another build stashed it first
-            shutil.rmtree(stash, ignore_errors=True)
+    _stash_runtime(where, runtime)
     keep = {toplevel, source.name, log.name, "Vtop.h"}
     for path in where.iterdir():
         if path.name not in keep:

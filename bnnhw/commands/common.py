@@ -72,6 +72,25 @@ def probability(text: str) -> float:
     return _argument(text, float, "a probability in [0, 1)", lambda v: 0 <= v < 1)
 
 
+# -- models ---------------------------------------------------------------------------------
+
+def model_graph_folding(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """``(model, checkpoint, lowered graph, folding)`` of ``args.model`` and
+    ``args.folding`` (default: the default folding)."""
+    from ..checkpoint import load_model
+    from ..folding import default_folding, load_folding, matrix_layers
+    from ..frontend import compile_model
+
+    model, ckpt = load_model(args.model)
+    try:
+        graph = compile_model(model)
+    except BnnhwError as e:
+        raise naming_checkpoint(args.model, e) from None
+    folds = load_folding(args.folding, matrix_layers(graph)) if args.folding else \
+        default_folding(graph)
+    return model, ckpt, graph, folds
+
+
 # -- images ---------------------------------------------------------------------------------
 
 def add_image_arguments(parser: argparse.ArgumentParser, default: int) -> None:

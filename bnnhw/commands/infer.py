@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..errors import BnnhwError
-from .common import naming_checkpoint, positive_float, positive_int
+from .common import model_graph_folding, positive_float, positive_int
 
 DEFAULT_BAUD = 3_000_000
 
@@ -56,19 +56,10 @@ def default_source(ckpt) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_model
     from ..flows.infer import SIM_CYCLES_PER_SECOND, answer_timeout, infer, simulated_board
-    from ..folding import default_folding, load_folding, matrix_layers
-    from ..frontend import compile_model
     from ..images import load_images
 
-    model, ckpt = load_model(args.model)
-    try:
-        graph = compile_model(model)
-    except BnnhwError as e:
-        raise naming_checkpoint(args.model, e) from None
-    folds = load_folding(args.folding, matrix_layers(graph)) if args.folding else \
-        default_folding(graph)
+    model, ckpt, graph, folds = model_graph_folding(args)
     source = args.images or default_source(ckpt)
     images, labels, what = load_images(source, model.spec["input"]["shape"], args.count)
 

@@ -8,7 +8,7 @@ import sys
 import time
 
 from ..errors import BnnhwError
-from .common import naming_checkpoint, natural_int
+from .common import model_graph_folding, natural_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,18 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_model
     from ..flows.infer import simulated_board
-    from ..folding import default_folding, load_folding, matrix_layers
-    from ..frontend import compile_model
 
-    model, _ = load_model(args.model)
-    try:
-        graph = compile_model(model)
-    except BnnhwError as e:
-        raise naming_checkpoint(args.model, e) from None
-    folds = load_folding(args.folding, matrix_layers(graph)) if args.folding else \
-        default_folding(graph)
+    _, _, graph, folds = model_graph_folding(args)
     board = simulated_board(graph, folds, port=args.port,
                             cycles_per_byte=args.cycles_per_byte,
                             progress=lambda m: print(f"  {m}...", file=sys.stderr, flush=True))
