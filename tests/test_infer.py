@@ -85,3 +85,35 @@ def test_png_folders_and_npz_files_are_images(tmp_path):
     np.savez(tmp_path / "x.npz", images=arrays, labels=np.arange(4))
     images, labels, _ = load_images(tmp_path / "x.npz", (1, 28, 28))
     assert images.shape == (4, 1, 28, 28) and labels.tolist() == [0, 1, 2, 3]
+
+
+def test_sim_board_serves_until_sigterm(ckpt, tmp_path):
+    """``bnnhw sim-board`` prints its URL, answers identify there, another checkpoint's
+    weights go in over the link, and SIGTERM stops it with status 0."""
+    import signal
+    import subprocess
+    import sys
+
+    from bnnhw.checkpoint import load_model
+    from host import Accelerator
+
+    proc = subprocess.Popen([sys.executable, "-m", "bnnhw.cli", "sim-board", "--model",
+                             str(ckpt)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "on socket://127.0.0.1:" in line, line + proc.stderr.read()
+        url = line.split(" on ")[1].split()[0]
+        other = tmp_path / "other.pt"
+        save_checkpoint(other, spec_model(LAYERS, "binary", (1, 28, 28), seed=9), "spec", {})
+        graph = compile_model(load_model(other)[0])
+        images, _, _ = load_images("mnist", (1, 28, 28), 20)
+        with Accelerator.open(url) as acc:
+            assert acc.identify().board == "sim"
+            acc.load(graph)
+            scores, _ = acc.infer(images)
+        assert np.array_equal(scores, golden.run(graph, images).scores.numpy())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
