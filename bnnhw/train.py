@@ -124,10 +124,13 @@ class TrainResult:
 MAX_SPEC_BYTES = 1 << 20  # a spec is a few hundred bytes; a larger file is something else
 
 
-def resolve_model(model: str) -> tuple[str, dict[str, Any]]:
-    """``(arch, spec)`` for a zoo name or the path of a spec JSON file (``arch`` "spec")."""
+def resolve_model(model: str, width: float | None = None) -> tuple[str, dict[str, Any]]:
+    """``(arch, spec)`` for a zoo name or the path of a spec JSON file (``arch`` "spec");
+    ``width`` scales the channels of the zoo's ``vgg`` (refused for any other model)."""
+    if width is not None and model != "vgg":
+        raise BnnhwError(f"--width scales the zoo's vgg only, not {model}")
     if model in zoo.NAMES:
-        return model, zoo.get_spec(model)
+        return model, zoo.get_spec(model, **({"width": width} if width is not None else {}))
     path = Path(model)
     if path.suffix.lower() != ".json" and not path.exists():
         raise BnnhwError(f"unknown model {model!r}: choose one of {', '.join(zoo.NAMES)} "

