@@ -46,7 +46,7 @@ from amaranth.lib.wiring import In, Out
 from bnnhw.protocol import CFG_BEAT_BYTES, Nack, Op
 from bnnhw.validate import integer
 
-from .block import StreamBlock, output_register
+from .block import StreamBlock, output_register, skid_buffer
 from .frame_receiver import FRAME_INFO
 from .frame_transmitter import HEADER
 from .image_unpacker import ImageUnpacker, ImageUnpackerParams
@@ -151,7 +151,9 @@ class Dispatcher(StreamBlock):
         m = Module()
         m.submodules.unpacker = unpacker = ImageUnpacker(p.unpacker)
         m.submodules.packer = packer = ResultPacker(p.packer)
-        wiring.connect(m, unpacker.o_stream, wiring.flipped(self.net_in))
+        # the pixels go to the network through a skid buffer: the network's ready would
+        # otherwise run through the unpacker and the payload reader in one cycle
+        skid_buffer(m, unpacker.o_stream, self.net_in, name="net_in_skid")
         wiring.connect(m, wiring.flipped(self.net_out), packer.i_stream)
         m.submodules.records = records = SyncFIFOBuffered(width=_RECORD.size,
                                                          depth=RECORD_DEPTH)
@@ -306,8 +308,12 @@ class Dispatcher(StreamBlock):
         sent = Signal(16)             # payload bytes sent
         m.d.comb += [responder_idle.eq(~busy_out),
                      records.r_en.eq(~busy_out)]
+        # ``pre`` is ``sent < prefix_len`` and ``more`` is ``sent != cur.length``, kept in
+        # registers (every response has a prefix of 2 bytes or more): the comparisons of
+        # ``sent`` would otherwise sit before the byte multiplexer and the output register.
+        pre, more = Signal(), Signal()
         with m.If(~busy_out & records.r_rdy):
-            m.d.sync += [cur.eq(top), sent.eq(0), busy_out.eq(1)]
+            m.d.sync += [cur.eq(top), sent.eq(0), busy_out.eq(1), pre.eq(1), more.eq(1)]
             with m.If(top.kind == _Kind.COUNTERS):
                 m.d.sync += snapshot.eq(Cat(good, bad, images, timeouts))
 
@@ -325,16 +331,16 @@ class Dispatcher(StreamBlock):
                 m.d.comb += prefix_len.eq(18)
         pbyte = Signal(8)
         i = sent
+        id_bytes = [crc_lo, crc_hi, *ident]
         with m.Switch(cur.kind):
             with m.Case(_Kind.NACK):
                 m.d.comb += pbyte.eq(Array([cur.reason, crc_lo, crc_hi])[i[:2]])
             with m.Case(_Kind.IDENTITY):
-                m.d.comb += pbyte.eq(Mux(i == 0, crc_lo, Mux(i == 1, crc_hi,
-                                                               Array(ident)[i - 2])))
+                m.d.comb += pbyte.eq(Array(id_bytes)[i[:max(1, (len(id_bytes) - 1)
+                                                               .bit_length())]])
             with m.Case(_Kind.COUNTERS):
-                snap_bytes = Array(snapshot[8 * k:8 * k + 8] for k in range(16))
-                m.d.comb += pbyte.eq(Mux(i == 0, crc_lo, Mux(i == 1, crc_hi,
-                                                               snap_bytes[(i - 2)[:4]])))
+                snap_bytes = [snapshot[8 * k:8 * k + 8] for k in range(16)]
+                m.d.comb += pbyte.eq(Array([crc_lo, crc_hi, *snap_bytes])[i[:5]])
             with m.Default():  # ACK, RESULTS
                 m.d.comb += pbyte.eq(Array([crc_lo, crc_hi, cur.count])[i[:2]])
 
@@ -344,8 +350,8 @@ class Dispatcher(StreamBlock):
         o = self.o_stream
         load = Signal()
         free = output_register(m, o, load)
-        with m.If(busy_out & (sent != cur.length)):
-            with m.If(sent < prefix_len):
+        with m.If(busy_out & more):
+            with m.If(pre):
                 m.d.comb += load.eq(free)
                 with m.If(free):
                     m.d.sync += o.payload.eq(pbyte)
@@ -355,7 +361,9 @@ class Dispatcher(StreamBlock):
                 with m.If(load):
                     m.d.sync += o.payload.eq(packer.o_stream.payload)
         with m.If(load):
-            m.d.sync += sent.eq(sent + 1)
+            m.d.sync += [sent.eq(sent + 1), more.eq(sent + 1 != cur.length)]
+            with m.If(sent + 1 == prefix_len):
+                m.d.sync += pre.eq(0)
         op_of = Mux(cur.kind == _Kind.NACK, Op.NACK,
                     Mux(cur.kind == _Kind.ACK, Op.ACK,
                         Mux(cur.kind == _Kind.IDENTITY, Op.IDENTITY,
