@@ -38,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal
-from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib import data, enum, stream
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
@@ -151,10 +151,12 @@ class Dispatcher(StreamBlock):
         m = Module()
         m.submodules.unpacker = unpacker = ImageUnpacker(p.unpacker)
         m.submodules.packer = packer = ResultPacker(p.packer)
-        # the pixels go to the network through a skid buffer: the network's ready would
-        # otherwise run through the unpacker and the payload reader in one cycle
+        # The pixels go to the network through a skid buffer: the network's ready would
+        # otherwise run through the unpacker and the payload reader in one cycle.
         skid_buffer(m, unpacker.o_stream, self.net_in, name="net_in_skid")
-        wiring.connect(m, wiring.flipped(self.net_out), packer.i_stream)
+        # The results come through another: the link's ready (the UART, the
+        # transmitter, the packer) would otherwise run on into the network's last blocks
+        skid_buffer(m, self.net_out, packer.i_stream, name="net_out_skid")
         m.submodules.records = records = SyncFIFOBuffered(width=_RECORD.size,
                                                          depth=RECORD_DEPTH)
         top = data.View(_RECORD, records.r_data)
