@@ -216,14 +216,23 @@ class UARTParams:
         return self.sample_offsets[FRAME_BITS - 1] + 4
 
 
-def _nco(m: Module, acc: Signal, params: UARTParams, run) -> Signal:
-    """Step ``acc`` by ``Q`` modulo ``P`` while ``run``; return the wrap (end of a bit)."""
+def _nco(m: Module, acc: Signal, params: UARTParams, run, load=None, value: int = 0
+         ) -> Signal:
+    """Step ``acc`` by ``Q`` modulo ``P`` while ``run`` (set it to ``value`` instead when
+    ``load``); return the wrap (end of a bit). The wrap, ``acc >= P - Q``, is a register
+    computed from the accumulator's next value, so the handshakes that depend on it start
+    from a flip-flop, not from a comparator (0 after reset: ``P > Q``)."""
     p, q = params.nco_modulus, params.nco_step
     wrap = Signal()
-    m.d.comb += wrap.eq(acc >= p - q)
+    nxt = Signal.like(acc)
     width = len(acc)
+    m.d.comb += nxt.eq(acc)
     with m.If(run):         # one adder: the step is Q, or Q - P (mod 2**width) on a wrap
-        m.d.sync += acc.eq(acc + Mux(wrap, Const((q - p) % (1 << width), width), q))
+        m.d.comb += nxt.eq(acc + Mux(wrap, Const((q - p) % (1 << width), width), q))
+    if load is not None:
+        with m.If(load):
+            m.d.comb += nxt.eq(value)
+    m.d.sync += [acc.eq(nxt), wrap.eq(nxt >= p - q)]
     return wrap
 
 
@@ -260,7 +269,8 @@ class UART(StreamBlock):
         acc = Signal(range(p.nco_modulus))
         data = Signal(8)                # data bits, shifted in from the top
 
-        tick = busy & _nco(m, acc, p, busy)
+        start = Signal()
+        tick = busy & _nco(m, acc, p, busy, load=start, value=p.rx_phase)
         stop = tick & (bit == FRAME_BITS - 1)
         deliver = stop & vote
         free = ~o.valid | o.ready
@@ -293,8 +303,9 @@ class UART(StreamBlock):
                     m.d.sync += data.eq(Cat(data[1:], vote))
         # Hunting: the first low sample starts a frame, also in the stop bit's decision
         # cycle (the next start bit may begin right after the stop bit's centre).
-        with m.If(((~busy & armed) | deliver) & ~line):
-            m.d.sync += [busy.eq(1), bit.eq(0), acc.eq(p.rx_phase)]
+        m.d.comb += start.eq(((~busy & armed) | deliver) & ~line)
+        with m.If(start):
+            m.d.sync += [busy.eq(1), bit.eq(0)]
 
     def _transmitter(self, m: Module) -> None:
         p = self.params
