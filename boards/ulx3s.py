@@ -1,10 +1,9 @@
 """Radiona ULX3S with the Lattice ECP5 LFE5U-85F (``ulx3s``), CABGA381, speed grade 6;
 25 MHz oscillator; FT231X USB-UART.
 
-Design clock: an ``EHXPLLL`` (``boards.pll.Ecp5Pll``) from the 25 MHz board clock; 40 MHz
-by default (25 * 8 / 5, VCO 600 MHz): zoo TFC's board design reached 48.4 MHz after
-routing (``bench/board_builds.py``; the path from the frame receiver's block RAM through the
-dispatcher), so 50 MHz would miss. UART: ``uart`` 0 (M1 rx, L4 tx), with
+Design clock: an ``EHXPLLL`` (``boards.pll.Ecp5Pll``) from the 25 MHz board clock; 100 MHz
+by default (25 * 4, VCO 600 MHz): the board designs of zoo TFC and SFC reached 119 and
+109 MHz after routing (``bench/board_builds.py --clock ulx3s=100``). UART: ``uart`` 0 (M1 rx, L4 tx), with
 ``uart_tx_enable`` (L3) driven high; the FT231X makes at most 3 Mbaud. LEDs D0, D1, D2, D7
 (``led`` 0, 1, 2, 7): heartbeat, activity, response, error.
 
@@ -24,7 +23,7 @@ ULX3S_85F = Board(
     name="ulx3s", title="Radiona ULX3S (ECP5-85F)", aliases=("ulx3s-85f",),
     platform_class=ULX3S_85F_Platform,
     fpga=Fpga("ecp5", "LFE5U-85F", "CABGA381", "6"),
-    clock=ClockInput("clk25", 0, 25_000_000), pll=Ecp5Pll(), default_clock_hz=40_000_000,
+    clock=ClockInput("clk25", 0, 25_000_000), pll=Ecp5Pll(), default_clock_hz=100_000_000,
     uart=Uart("uart", 0, bridge="FT231X", max_baud=3_000_000,
               tx_enable=("uart_tx_enable", 0)),
     leds={"heartbeat": ("led", 0), "activity": ("led", 1), "response": ("led", 2),

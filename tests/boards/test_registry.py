@@ -88,7 +88,7 @@ def test_default_clocks():
     assert boards.get("arty").clock_settings(100_000_000) is None
     assert boards.get("icebreaker").clock_settings(12_000_000) is None
     s = boards.get("ulx3s").clock_settings(boards.get("ulx3s").default_clock_hz)
-    assert s.exact and s.output_hz == 40_000_000 and s.primitive == "EHXPLLL"
+    assert s.exact and s.output_hz == 100_000_000 and s.primitive == "EHXPLLL"
 
 
 def test_flow_stages(monkeypatch):
@@ -122,7 +122,7 @@ def test_core_params_carry_the_board():
     graph = compile_model(spec_model([{"type": "dense", "out": 4}], "binary", (1, 4, 4)))
     core = boards.get("ulx3s").core_params(graph, default_folding(graph), max_payload=64)
     assert (core.board, core.clock_hz, core.baud, core.max_payload) == \
-        ("ulx3s", 40_000_000, 3_000_000, 64)
+        ("ulx3s", 100_000_000, 3_000_000, 64)
     assert core.identity.board == "ulx3s"
     with pytest.raises(ValueError, match="cannot make exactly 66 MHz"):
         boards.get("ulx3s").core_params(graph, default_folding(graph), clock_hz=66_000_000)
