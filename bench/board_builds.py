@@ -1,7 +1,8 @@
-"""Board builds of zoo TFC: resources, post-route Fmax and build times per board.
+"""Board builds of zoo TFC (or SFC): resources, post-route Fmax and build times per board.
 
-Builds the board design of ``tfc`` (random weights: ``tests.bnn_cases.zoo_model("tfc",
-seed=0, calibration=2)``, the default folding, a writable board core) with
+Builds the board design of ``tfc`` (or ``--model sfc``; random weights:
+``tests.bnn_cases.zoo_model(model, seed=0, calibration=2)``, the default folding, a
+writable board core) with
 ``bnnhw.flows.synth.synthesise`` for the ULX3S (ECP5-85F: Yosys, nextpnr-ecp5, ecppack),
 the iCEBreaker (iCE40UP5K: Yosys, nextpnr-ice40, icepack) and the Arty A7-35T (the
 Vivado project, and a Yosys resource estimate unless Vivado is on PATH), each at the
@@ -9,7 +10,8 @@ board's default design clock unless ``--clock BOARD=MHZ`` says otherwise, and pr
 table: LUT, FF, block RAM, DSP, the design clock, its post-route Fmax and the build time.
 
     .venv/bin/python bench/board_builds.py [--boards ulx3s,icebreaker,arty] [--jobs 2]
-        [--seeds 1] [--clock ulx3s=80] [--out build/board_builds] [--json FILE]
+        [--model tfc] [--seeds 1] [--clock ulx3s=80] [--out build/board_builds]
+        [--json FILE]
 
 ``--jobs`` builds that many boards at once (and runs that many nextpnr seeds at once with
 ``--seeds``). Builds are cached by design hash (``build/synth_cache``): a second run of the
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--boards", default=",".join(DEFAULT_BOARDS))
     ap.add_argument("--clock", action="append", default=[], metavar="BOARD=MHZ",
                     help="design clock of a board in MHz (default: the board's)")
+    ap.add_argument("--model", default="tfc", help="zoo model (default: tfc)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "board_builds")
@@ -85,15 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.clock:
         board, _, mhz = item.partition("=")
         clocks[boards.get(board).name] = round(float(mhz) * 1e6)
-    model = zoo_model("tfc", seed=0, calibration=2)
+    model = zoo_model(args.model, seed=0, calibration=2)
     graph = compile_model(model)
     folds = default_folding(graph)
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = list(pool.map(
-            lambda n: build(n, graph, folds, clocks.get(n), args.out, args.seeds, args.jobs),
+            lambda n: build(n, graph, folds, clocks.get(n), args.out / args.model, args.seeds,
+                              args.jobs),
             names))
-    print(f"\nzoo tfc (random weights), default folding; {time.perf_counter() - start:.0f} s")
+    print(f"\nzoo {args.model} (random weights), default folding; {time.perf_counter() - start:.0f} s")
     print(f"{'board':<12} {'flow':<15} {'LUT':<18} {'FF':>6} {'block RAM':<18} {'DSP':>3}  "
           f"{'clock':>10}  {'Fmax':<14} {'time':>7}")
     for name, r, wall in results:

@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
-from amaranth import signed, unsigned
+from amaranth import Mux, Signal, signed, unsigned
 from amaranth.hdl import Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -105,3 +105,20 @@ def output_register(m, o_stream, load) -> Value:
     with m.Elif(o_stream.ready):
         m.d.sync += o_stream.valid.eq(0)
     return free
+
+
+def skid_buffer(m, i_stream, o_stream, name: str = "skid") -> None:
+    """Join ``i_stream`` to ``o_stream`` through a one-beat skid buffer: ``i_stream.ready``
+    comes from a register (no combinational path from ``o_stream.ready`` back upstream),
+    while a beat passes straight through when the buffer is empty (no added latency, one
+    beat per cycle). A beat offered while ``o_stream`` stalls is held and leaves first."""
+    held = Signal(Value.cast(i_stream.payload).shape(), name=f"{name}_data")
+    full = Signal(name=f"{name}_full")
+    m.d.comb += [i_stream.ready.eq(~full),
+                 o_stream.valid.eq(i_stream.valid | full),
+                 Value.cast(o_stream.payload).eq(Mux(full, held,
+                                                     Value.cast(i_stream.payload)))]
+    with m.If(full & o_stream.ready):
+        m.d.sync += full.eq(0)
+    with m.Elif(~full & i_stream.valid & ~o_stream.ready):
+        m.d.sync += [full.eq(1), held.eq(i_stream.payload)]

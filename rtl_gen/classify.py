@@ -15,11 +15,12 @@ wide multiplexer), and the integer map is read from a small memory (one word per
 multiplier and offset). What the map needs decides the hardware: one common multiplier
 becomes a constant (a shift for a power of two, nothing for 1) and the memory holds only
 offsets; equal offsets too leave no memory at all, the plain argmax of the scores.
-Pipeline: rotate/read, multiply-add, compare: three registers deep.
+Pipeline: rotate/read, multiply, add, compare: four registers deep (the multiply and the
+add in one cycle, a DSP block's delay and a carry chain, would not fit 10 ns on an ECP5).
 
 Timing: ``i_stream.ready`` is high while no image is being scanned and the output register
 is free; a new image can be accepted in the cycle its predecessor's result is taken.
-``cycles_per_image = classes + 3``; the result can be taken ``latency = classes + 3``
+``cycles_per_image = classes + 4``; the result can be taken ``latency = classes + 4``
 cycles after the edge that accepts the scores.
 """
 
@@ -155,11 +156,11 @@ class ClassifyParams:
 
     @property
     def cycles_per_image(self) -> int:
-        return self.classes + 3
+        return self.classes + 4
 
     @property
     def latency(self) -> int:
-        return self.classes + 3
+        return self.classes + 4
 
     def beat_times(self, t_in):
         """The result leaves ``latency`` cycles after the scores (``rtl_gen.block``)."""
@@ -179,11 +180,11 @@ class Classify(StreamBlock):
         scores = Signal(p.i_width)         # rotates by one score per scanned class
         scan = Signal()                    # issuing classes
         c = Signal(range(k))               # class being issued
-        v1, v2 = Signal(), Signal()
-        last1, last2 = Signal(), Signal()
-        idx1, idx2 = Signal(range(k)), Signal(range(k))
+        v1, v2, v3 = Signal(), Signal(), Signal()
+        last1, last2, last3 = Signal(), Signal(), Signal()
+        idx1, idx2, idx3 = Signal(range(k)), Signal(range(k)), Signal(range(k))
         sel1 = Signal(signed(w))
-        z2 = Signal(signed(p.logit_bits))
+        z3 = Signal(signed(p.logit_bits))
         best = Signal(signed(p.logit_bits))
         best_idx = Signal(range(k))
 
@@ -191,7 +192,7 @@ class Classify(StreamBlock):
         free = output_register(m, self.o_stream, done)
         accept = Signal()
         m.d.comb += [
-            self.i_stream.ready.eq(~scan & ~v1 & ~v2 & free),
+            self.i_stream.ready.eq(~scan & ~v1 & ~v2 & ~v3 & free),
             accept.eq(self.i_stream.valid & self.i_stream.ready),
         ]
 
@@ -216,15 +217,21 @@ class Classify(StreamBlock):
             word[:p.scale_bits]
         off = word[p.scale_bits:].as_signed() if p.has_offsets else Const(0)
 
-        # stage 2: the integer logit
-        m.d.sync += [v2.eq(v1), last2.eq(last1), idx2.eq(idx1), z2.eq(sel1 * mul + off)]
+        # stage 2: the product (and the offset it waits for)
+        prod2 = Signal(signed(p.logit_bits))
+        off2 = Signal(signed(max(p.offset_bits, 1)))
+        m.d.sync += [v2.eq(v1), last2.eq(last1), idx2.eq(idx1), prod2.eq(sel1 * mul),
+                     off2.eq(off)]
 
-        # stage 3: the first index of the largest logit
-        take = (idx2 == 0) | (z2 > best)
-        with m.If(v2 & take):
-            m.d.sync += [best.eq(z2), best_idx.eq(idx2)]
-        m.d.comb += done.eq(v2 & last2)
+        # stage 3: the integer logit
+        m.d.sync += [v3.eq(v2), last3.eq(last2), idx3.eq(idx2), z3.eq(prod2 + off2)]
+
+        # stage 4: the first index of the largest logit
+        take = (idx3 == 0) | (z3 > best)
+        with m.If(v3 & take):
+            m.d.sync += [best.eq(z3), best_idx.eq(idx3)]
+        m.d.comb += done.eq(v3 & last3)
         with m.If(done):
             m.d.sync += [Value.cast(self.o_stream.payload.scores).eq(scores),
-                         self.o_stream.payload.argmax.eq(Mux(take, idx2, best_idx))]
+                         self.o_stream.payload.argmax.eq(Mux(take, idx3, best_idx))]
         return m

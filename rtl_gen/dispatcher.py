@@ -7,7 +7,8 @@ one response per frame, a header on ``o_header`` and its payload bytes on ``o_st
 
 - ``IDENTIFY``: ``IDENTITY`` with the build's identity (constant bytes);
 - ``STATUS``: ``COUNTERS`` with a snapshot of the four counters;
-- ``RESET``: one cycle of ``net_reset`` (the network's registers, not its memories),
+- ``RESET``: one cycle of ``net_reset`` (the network's registers, not its memories;
+  a register's output),
   counters cleared, ``ACK``;
 - ``WRITE`` (writable builds): the target byte, then each 8 payload bytes as one beat on
   ``net_cfg`` (``rtl_gen.network.CFG_TARGET_LAYOUT``), ``ACK``;
@@ -37,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal
-from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib import data, enum, stream
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
@@ -45,7 +46,7 @@ from amaranth.lib.wiring import In, Out
 from bnnhw.protocol import CFG_BEAT_BYTES, Nack, Op
 from bnnhw.validate import integer
 
-from .block import StreamBlock
+from .block import StreamBlock, output_register, skid_buffer
 from .frame_receiver import FRAME_INFO
 from .frame_transmitter import HEADER
 from .image_unpacker import ImageUnpacker, ImageUnpackerParams
@@ -54,15 +55,16 @@ from .result_packer import ResultPacker, ResultPackerParams
 __all__ = ["Dispatcher", "DispatcherParams"]
 
 
-class _State(enum.Enum, shape=3):
+class _State(enum.Enum, shape=4):
     IDLE = 0
     DECODE = 1
     FIRST = 2        # waiting for the first payload byte (target or count)
-    DRAIN = 3        # RESET and WRITE wait until every earlier response is out
-    WRITE = 4
-    QUEUE = 5        # the response record goes into the FIFO
-    FEED = 6         # an INFER frame's images go into the network
-    DONE = 7         # the frame's bank is freed
+    CHECK = 3        # the first byte checked against the frame's length
+    DRAIN = 4        # RESET and WRITE wait until every earlier response is out
+    WRITE = 5
+    QUEUE = 6        # the response record goes into the FIFO
+    FEED = 7         # an INFER frame's images go into the network
+    DONE = 8         # the frame's bank is freed
 
 
 class _Kind(enum.Enum, shape=3):
@@ -149,8 +151,12 @@ class Dispatcher(StreamBlock):
         m = Module()
         m.submodules.unpacker = unpacker = ImageUnpacker(p.unpacker)
         m.submodules.packer = packer = ResultPacker(p.packer)
-        wiring.connect(m, unpacker.o_stream, wiring.flipped(self.net_in))
-        wiring.connect(m, wiring.flipped(self.net_out), packer.i_stream)
+        # The pixels go to the network through a skid buffer: the network's ready would
+        # otherwise run through the unpacker and the payload reader in one cycle.
+        skid_buffer(m, unpacker.o_stream, self.net_in, name="net_in_skid")
+        # The results come through another: the link's ready (the UART, the
+        # transmitter, the packer) would otherwise run on into the network's last blocks
+        skid_buffer(m, self.net_out, packer.i_stream, name="net_out_skid")
         m.submodules.records = records = SyncFIFOBuffered(width=_RECORD.size,
                                                          depth=RECORD_DEPTH)
         top = data.View(_RECORD, records.r_data)
@@ -159,21 +165,34 @@ class Dispatcher(StreamBlock):
         state = Signal(_State)
         desc = Signal(FRAME_INFO)
 
-        # the payload reader: the frame's bank as a byte stream
+        # The payload reader: the frame's bank as a byte stream, two stages deep: the
+        # bank's read port (``a_valid``), then a register (``r_valid``, ``r_byte``). The
+        # bank is a block RAM whose clock-to-output (about 6 ns on an ECP5) leaves no time
+        # for the checks and the unpacker behind it: they read the register.
         r_addr, r_left = Signal(16), Signal(16)
-        r_valid, r_ready, r_abort = Signal(), Signal(), Signal()
+        a_valid, r_valid, r_ready, r_abort = Signal(), Signal(), Signal(), Signal()
+        r_byte = Signal(8)
         advance = ~r_valid | r_ready
+        fetch = ~a_valid | advance
         base = Mux(desc.bank, p.max_payload, 0)
         m.d.comb += [self.rd.addr.eq((base + r_addr)[:p.addr_width]),
-                     self.rd.en.eq(advance)]
+                     self.rd.en.eq(fetch)]
         with m.If(r_abort):
-            m.d.sync += [r_left.eq(0), r_valid.eq(0)]
-        with m.Elif(advance):
-            m.d.sync += r_valid.eq(r_left != 0)
-            with m.If(r_left != 0):
-                m.d.sync += [r_addr.eq(r_addr + 1), r_left.eq(r_left - 1)]
-        r_byte = self.rd.data
-        reading = r_valid | (r_left != 0)
+            m.d.sync += [r_left.eq(0), a_valid.eq(0), r_valid.eq(0)]
+        with m.Else():
+            with m.If(fetch):
+                m.d.sync += a_valid.eq(r_left != 0)
+                with m.If(r_left != 0):
+                    m.d.sync += [r_addr.eq(r_addr + 1), r_left.eq(r_left - 1)]
+            with m.If(advance):
+                m.d.sync += [r_valid.eq(a_valid), r_byte.eq(self.rd.data)]
+        reading = r_valid | a_valid | (r_left != 0)
+        # the first byte and its products, registered (each product is a DSP multiply,
+        # which takes most of a cycle: CHECK compares and adds a cycle later)
+        first = Signal(8)
+        image_prod = Signal(range(1 + 255 * p.image_bytes))     # first * image_bytes
+        result_prod = Signal(range(1 + 255 * p.result_bytes))   # first * result_bytes
+        length_m1 = Signal(16)      # desc.length - 1: the image bytes an INFER announces
 
         target = Signal(8)
         beat = Signal(64)
@@ -192,6 +211,12 @@ class Dispatcher(StreamBlock):
                          rec.reason.eq(why), rec.count.eq(count), rec.length.eq(length),
                          rec.reset.eq(reset), after.eq(then), state.eq(_State.QUEUE)]
 
+        # net_reset leaves from a register: it fans out to every register of the network,
+        # which takes most of a cycle on its own. It comes the cycle after the feeder
+        # decides, while it queues the ACK (the network is idle by then: drained).
+        reset_now = Signal()
+        m.d.sync += self.net_reset.eq(reset_now)
+
         with m.Switch(state):
             with m.Case(_State.IDLE), m.If(self.i_stream.valid):
                 m.d.sync += [desc.eq(self.i_stream.payload), state.eq(_State.DECODE)]
@@ -208,7 +233,8 @@ class Dispatcher(StreamBlock):
                 with m.Elif(((op == Op.WRITE) & (n > CFG_BEAT_BYTES) & bool(p.targets)
                              & ((n - 1)[:3] == 0))
                             | ((op == Op.INFER) & (n >= 2))):
-                    m.d.sync += [r_addr.eq(0), r_left.eq(n), state.eq(_State.FIRST)]
+                    m.d.sync += [r_addr.eq(0), r_left.eq(n), length_m1.eq(n - 1),
+                                 state.eq(_State.FIRST)]
                 with m.Elif((op == Op.IDENTIFY) | (op == Op.STATUS) | (op == Op.RESET)
                             | (op == Op.WRITE) | (op == Op.INFER)):
                     queue(_Kind.NACK, 3, Nack.BAD_PAYLOAD)
@@ -217,29 +243,31 @@ class Dispatcher(StreamBlock):
             # RESET and WRITE wait for every image in flight to be answered
             with m.Case(_State.DRAIN), m.If(drained):
                 with m.If(desc.op == Op.RESET):
-                    m.d.comb += self.net_reset.eq(1)
+                    m.d.comb += reset_now.eq(1)
                     queue(_Kind.ACK, 2, reset=1)
                 with m.Else():
                     m.d.sync += [beat_bytes.eq(0), state.eq(_State.WRITE)]
             with m.Case(_State.FIRST):
                 m.d.comb += r_ready.eq(1)
                 with m.If(r_valid):
-                    first = r_byte
-                    with m.If(desc.op == Op.WRITE):
-                        with m.If(first < p.targets):
-                            m.d.sync += [target.eq(first), state.eq(_State.DRAIN)]
-                        with m.Else():
-                            m.d.comb += r_abort.eq(1)
-                            queue(_Kind.NACK, 3, Nack.BAD_PAYLOAD)
+                    m.d.sync += [first.eq(r_byte), image_prod.eq(r_byte * p.image_bytes),
+                                 result_prod.eq(r_byte * p.result_bytes),
+                                 state.eq(_State.CHECK)]
+            with m.Case(_State.CHECK):
+                with m.If(desc.op == Op.WRITE):
+                    with m.If(first < p.targets):
+                        m.d.sync += [target.eq(first), state.eq(_State.DRAIN)]
                     with m.Else():
-                        fits = ((first >= 1) & (first <= p.images_per_frame)
-                                & (desc.length == 1 + first * p.image_bytes))
-                        with m.If(fits):
-                            queue(_Kind.RESULTS, 3 + first * p.result_bytes, count=first,
-                                  then=_State.FEED)
-                        with m.Else():
-                            m.d.comb += r_abort.eq(1)
-                            queue(_Kind.NACK, 3, Nack.BAD_PAYLOAD)
+                        m.d.comb += r_abort.eq(1)
+                        queue(_Kind.NACK, 3, Nack.BAD_PAYLOAD)
+                with m.Else():
+                    fits = ((first >= 1) & (first <= p.images_per_frame)
+                            & (length_m1 == image_prod))
+                    with m.If(fits):
+                        queue(_Kind.RESULTS, 3 + result_prod, count=first, then=_State.FEED)
+                    with m.Else():
+                        m.d.comb += r_abort.eq(1)
+                        queue(_Kind.NACK, 3, Nack.BAD_PAYLOAD)
             with m.Case(_State.WRITE):
                 m.d.comb += r_ready.eq(1)
                 with m.If(r_valid):
@@ -251,10 +279,6 @@ class Dispatcher(StreamBlock):
                     m.d.sync += cfg_valid.eq(0)
                 with m.If(~reading & ~cfg_valid):
                     queue(_Kind.ACK, 2)
-                if p.targets:
-                    m.d.comb += [self.net_cfg.valid.eq(cfg_valid),
-                                 self.net_cfg.payload.target.eq(target),
-                                 self.net_cfg.payload.beat.eq(beat)]
             with m.Case(_State.QUEUE), m.If(records.w_rdy):
                 m.d.sync += state.eq(after)
             with m.Case(_State.FEED):
@@ -268,6 +292,14 @@ class Dispatcher(StreamBlock):
                 m.d.comb += self.i_stream.ready.eq(1)   # frees the receiver's bank
                 m.d.sync += state.eq(_State.IDLE)
 
+        # The configuration beats straight from registers (``cfg_valid`` is high only in
+        # WRITE, and low when it ends): the write enables the memories decode from them
+        # take most of a cycle.
+        if p.targets:
+            m.d.comb += [self.net_cfg.valid.eq(cfg_valid),
+                         self.net_cfg.payload.target.eq(target),
+                         self.net_cfg.payload.beat.eq(beat)]
+
         # ======== the responder: one response per record, in order =====================
         good, bad, images, timeouts = (Signal(32, name=n) for n in
                                        ("frames_good", "frames_bad", "images_done",
@@ -278,8 +310,12 @@ class Dispatcher(StreamBlock):
         sent = Signal(16)             # payload bytes sent
         m.d.comb += [responder_idle.eq(~busy_out),
                      records.r_en.eq(~busy_out)]
+        # ``pre`` is ``sent < prefix_len`` and ``more`` is ``sent != cur.length``, kept in
+        # registers (every response has a prefix of 2 bytes or more): the comparisons of
+        # ``sent`` would otherwise sit before the byte multiplexer and the output register.
+        pre, more = Signal(), Signal()
         with m.If(~busy_out & records.r_rdy):
-            m.d.sync += [cur.eq(top), sent.eq(0), busy_out.eq(1)]
+            m.d.sync += [cur.eq(top), sent.eq(0), busy_out.eq(1), pre.eq(1), more.eq(1)]
             with m.If(top.kind == _Kind.COUNTERS):
                 m.d.sync += snapshot.eq(Cat(good, bad, images, timeouts))
 
@@ -297,27 +333,39 @@ class Dispatcher(StreamBlock):
                 m.d.comb += prefix_len.eq(18)
         pbyte = Signal(8)
         i = sent
+        id_bytes = [crc_lo, crc_hi, *ident]
         with m.Switch(cur.kind):
             with m.Case(_Kind.NACK):
                 m.d.comb += pbyte.eq(Array([cur.reason, crc_lo, crc_hi])[i[:2]])
             with m.Case(_Kind.IDENTITY):
-                m.d.comb += pbyte.eq(Mux(i == 0, crc_lo, Mux(i == 1, crc_hi,
-                                                               Array(ident)[i - 2])))
+                m.d.comb += pbyte.eq(Array(id_bytes)[i[:max(1, (len(id_bytes) - 1)
+                                                               .bit_length())]])
             with m.Case(_Kind.COUNTERS):
-                snap_bytes = Array(snapshot[8 * k:8 * k + 8] for k in range(16))
-                m.d.comb += pbyte.eq(Mux(i == 0, crc_lo, Mux(i == 1, crc_hi,
-                                                               snap_bytes[(i - 2)[:4]])))
+                snap_bytes = [snapshot[8 * k:8 * k + 8] for k in range(16)]
+                m.d.comb += pbyte.eq(Array([crc_lo, crc_hi, *snap_bytes])[i[:5]])
             with m.Default():  # ACK, RESULTS
                 m.d.comb += pbyte.eq(Array([crc_lo, crc_hi, cur.count])[i[:2]])
 
+        # The payload bytes leave from an output register: the choice between the prefix
+        # and the packer and the transmitter's CRC update behind it would not fit one
+        # cycle together. ``sent`` counts the bytes loaded into it.
         o = self.o_stream
-        with m.If(busy_out & (sent != cur.length)):
-            with m.If(sent < prefix_len):
-                m.d.comb += [o.payload.eq(pbyte), o.valid.eq(1)]
+        load = Signal()
+        free = output_register(m, o, load)
+        with m.If(busy_out & more):
+            with m.If(pre):
+                m.d.comb += load.eq(free)
+                with m.If(free):
+                    m.d.sync += o.payload.eq(pbyte)
             with m.Else():
-                wiring.connect(m, packer.o_stream, wiring.flipped(o))
-        with m.If(o.valid & o.ready):
-            m.d.sync += sent.eq(sent + 1)
+                m.d.comb += [load.eq(packer.o_stream.valid & free),
+                             packer.o_stream.ready.eq(free)]
+                with m.If(load):
+                    m.d.sync += o.payload.eq(packer.o_stream.payload)
+        with m.If(load):
+            m.d.sync += [sent.eq(sent + 1), more.eq(sent + 1 != cur.length)]
+            with m.If(sent + 1 == prefix_len):
+                m.d.sync += pre.eq(0)
         op_of = Mux(cur.kind == _Kind.NACK, Op.NACK,
                     Mux(cur.kind == _Kind.ACK, Op.ACK,
                         Mux(cur.kind == _Kind.IDENTITY, Op.IDENTITY,

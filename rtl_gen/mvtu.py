@@ -29,7 +29,8 @@ compute overlap. The write side runs at most one pixel ahead (it waits while bot
 hold beats still needed); a step reads its beat from the buffer once it is stored, so
 when the unit waits for its input the steps follow the arriving beats one cycle behind.
 The two sides meet only through registers: no combinational path links ``i_stream`` to
-the compute pipeline, and the buffer's read port feeds the XNORs directly.
+the compute pipeline. The buffer's and the weight memory's read data are registered once
+more before the XNORs (stage 2), so no block RAM output drives logic in the same cycle.
 
 Cycle model: at steady state a pixel takes ``max(A, NF * SF)`` cycles, ``A`` being the
 cycles its ``SF`` input beats take to arrive (``SF`` at full rate): ``cycles_per_image =
@@ -45,10 +46,11 @@ while both banks are full) and the buffer keeps accepting beats while the output
 Latency (no stalls): a pixel's first output beat can be taken ``latency`` cycles
 (``MVTUParams.latency``) after the edge that accepts its last input beat, when the unit
 waits for its input (a slow input, or an idle unit): the input register (the buffer's
-write and read with ``NF > 1``, one cycle more), the trees, the accumulator and the
-threshold unit's register. A pixel whose beats arrived early, while the previous pixel
-was still being computed, starts when that pixel's last step is done and its first
-output beat comes ``latency - 1`` cycles after its step ``(nf, sf) = (0, SF - 1)``.
+write and read with ``NF > 1``, one cycle more), the register after the memories, the
+trees, the accumulator and the threshold unit's register. A pixel whose beats arrived
+early, while the previous pixel was still being computed, starts when that pixel's last
+step is done and its first output beat comes ``latency - 1`` cycles after its step
+``(nf, sf) = (0, SF - 1)``.
 
 Run-time weights (``runtime_writable``): a ``cfg`` stream writes the weight memory
 (``sel`` 0, words of ``matrix_words``) and the threshold memory (``sel`` 1, words of
@@ -174,9 +176,9 @@ class MVTUParams:
         """Cycles from the edge that accepts a pixel's last input beat to the first edge at
         which its first output beat can be taken, when the unit waits for that beat (no
         stalls; see the module docstring): the input register, one more cycle through the
-        input buffer when ``NF > 1``, the trees, the accumulator, and the threshold unit's
-        register."""
-        return (1 + self.tree_latency + 1 + (0 if self.is_scores else 1)
+        input buffer when ``NF > 1``, the register after the memories, the trees, the
+        accumulator, and the threshold unit's register."""
+        return (2 + self.tree_latency + 1 + (0 if self.is_scores else 1)
                 + (1 if self.nf > 1 else 0))
 
     @property
@@ -287,11 +289,18 @@ class MVTU(StreamBlock):
             m.d.comb += [available.eq(self.i_stream.valid), self.i_stream.ready.eq(en)]
         else:
             x = self._input_buffer(m, p, en, fire, available, sf, last_step)
-        xs = Signal(p.i_width)
-        m.d.comb += xs.eq(x)
-        w = wmem.rd.data
+        # Stage 2: the input vector and the weight word registered again. A block RAM's
+        # clock-to-output (about 6 ns on an ECP5 without its output register) cannot also
+        # take the XNORs and the first compressor levels in one 10 ns cycle; this register
+        # cuts that path, so the trees start from plain flip-flops.
+        xs = Signal(p.i_width, name="x2")
+        w = Signal(p.pe * simd, name="w2")
+        valid2, first2, last2 = Signal(name="valid2"), Signal(name="first2"), Signal(name="last2")
+        with m.If(en):
+            m.d.sync += [xs.eq(x), w.eq(wmem.rd.data),
+                         valid2.eq(valid1), first2.eq(first1), last2.eq(last1)]
 
-        # Stage 1 .. 1 + L: one tree per PE (plus the shared sum(x) tree for uint8).
+        # Stage 2 .. 2 + L: one tree per PE (plus the shared sum(x) tree for uint8).
         sums = []
         for i in range(pe):
             wi = w[i * simd:(i + 1) * simd]
@@ -313,9 +322,9 @@ class MVTU(StreamBlock):
             m.d.comb += [xsum.en.eq(en), xsum.i_data.eq(xs)]
             sums = [(s << 1) - xsum.o_data for s in sums]
 
-        flags = Cat(valid1, first1, last1)
+        flags = Cat(valid2, first2, last2)
         for k in range(p.tree_latency):
-            delayed = Signal(3, name=f"flags{k + 2}")
+            delayed = Signal(3, name=f"flags{k + 3}")
             with m.If(en):
                 m.d.sync += delayed.eq(flags)
             flags = delayed
@@ -361,7 +370,7 @@ class MVTU(StreamBlock):
         filling (bank ``wp % 2``), ``rp`` the one the steps read (bank ``rp % 2``). The
         writer may run one pixel ahead (``wp - rp`` is 0, 1 or 2; 2 means both banks hold
         beats still needed). Returns the stage-1 input vector, straight from the buffer's
-        read port (no logic between the memory and the XNORs)."""
+        read port (stage 2 registers it before the XNORs)."""
         sf_count = p.sf
         wsf = Signal(range(sf_count))
         wp, rp = Signal(2), Signal(2)

@@ -14,7 +14,9 @@ col_class[ox]``. Rewriting them at run time goes through ``cfg`` (see
 ``rtl_gen.weight_memory``) with words from :meth:`ThresholdParams.threshold_words`.
 
 Timing: a result can be taken one cycle after its accumulators are accepted; one beat per cycle
-(``cycles_per_image = P * NF``). ``i_stream.ready`` is ``~o_stream.valid | o_stream.ready``.
+(``cycles_per_image = P * NF``). ``i_stream.ready`` is ``~o_stream.valid | o_stream.ready``,
+except in the first cycle after a reset (the memory is read one beat ahead, and the first
+word needs one edge: see the code).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth import Array, Cat, Const, Module, Signal
+from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 
 from bnnhw.packing import table_words
@@ -163,47 +165,55 @@ class Threshold(StreamBlock):
 
         accept = Signal()
         free = output_register(m, self.o_stream, accept)
-        m.d.comb += [self.i_stream.ready.eq(free), accept.eq(self.i_stream.valid & free)]
+        # The memory is read ahead (below): the first beat after a reset waits for one
+        # edge that reads its word.
+        primed = Signal()
+        m.d.sync += primed.eq(1)
+        m.d.comb += [self.i_stream.ready.eq(free & primed),
+                     accept.eq(self.i_stream.valid & self.i_stream.ready)]
 
         # Address of the (cls, nf) word: row_class[oy] * NX * NF + col_class[ox] * NF + nf,
         # from two small constant tables (no multiplier). Counters whose table is constant
-        # are left out.
-        addr = Signal(range(ny * nx * nf_count))
+        # are left out. The memory is read one beat ahead, at the address of the next beat
+        # to come (the counters' next state): its word then waits on the read port and is
+        # copied into ``thr`` with the accumulators, so the comparators start from
+        # flip-flops, not from a block RAM's slow clock-to-output.
         nf = Signal(range(nf_count))
-        terms = [nf]
         last_nf = nf == nf_count - 1
-        bases = []
+        nf_next = Signal.like(nf)
+        m.d.comb += nf_next.eq(Mux(accept, Mux(last_nf, 0, nf + 1), nf))
+        m.d.sync += nf.eq(nf_next)
+        wrap = accept & last_nf  # the pixel's last beat: the next pixel's class
+        addr = Signal(range(ny * nx * nf_count))
+        terms = [nf_next]
         for what, table, scale in (("ox", p.col_class, nf_count), ("oy", p.row_class,
                                                                    nx * nf_count)):
             counter = Signal(range(len(table)), name=what)
-            bases.append((counter, len(table)))
+            last = counter == len(table) - 1
+            step = Signal(name=f"{what}_step")
+            m.d.comb += step.eq(wrap)
+            nxt = Signal.like(counter, name=f"{what}_next")
+            m.d.comb += nxt.eq(Mux(step, Mux(last, 0, counter + 1), counter))
+            m.d.sync += counter.eq(nxt)
+            wrap = wrap & last  # the row's last pixel: the next row
             values = [int(v) * scale for v in table]
             if len(set(values)) > 1:
-                terms.append(Array(Const(v, addr.shape()) for v in values)[counter])
+                terms.append(Array(Const(v, addr.shape()) for v in values)[nxt])
             elif values[0]:
                 terms.append(Const(values[0], addr.shape()))
-        m.d.comb += addr.eq(sum(terms))
-        (ox, width), (oy, height) = bases
-        with m.If(accept):
-            m.d.sync += nf.eq(nf + 1)
-            with m.If(last_nf):
-                m.d.sync += [nf.eq(0), ox.eq(ox + 1)]
-                with m.If(ox == width - 1):
-                    m.d.sync += [ox.eq(0), oy.eq(oy + 1)]
-                    with m.If(oy == height - 1):
-                        m.d.sync += oy.eq(0)
+        m.d.comb += [addr.eq(sum(terms)), mem.rd.addr.eq(addr), mem.rd.en.eq(1)]
 
-        m.d.comb += [mem.rd.addr.eq(addr), mem.rd.en.eq(accept)]
         acc = Signal(p.i_width)
+        thr = Signal(mem.rd.data.shape(), name="thr")
         with m.If(accept):
-            m.d.sync += acc.eq(self.i_stream.payload)
+            m.d.sync += [acc.eq(self.i_stream.payload), thr.eq(mem.rd.data)]
 
         aw, tw = p.acc_shape.width, p.threshold_shape.width
         signed = p.acc_shape.signed
         bits = []
         for i in range(p.pe):
             a = acc[i * aw:(i + 1) * aw]
-            t = mem.rd.data[i * tw:(i + 1) * tw]
+            t = thr[i * tw:(i + 1) * tw]
             if signed:
                 a, t = a.as_signed(), t.as_signed()
             bits.append(a >= t)

@@ -11,8 +11,10 @@ completed with zero bits. Any pair of widths works (``12 -> 8`` as well as ``64 
 or ``16 -> 64``).
 
 Structure: a shift register of ``capacity`` bits holding ``level`` valid bits; an input
-beat is appended above the valid bits, an output beat is taken from the bottom. Same widths
-with whole beats per frame need no logic: the block is then a wire.
+beat is appended above the valid bits, an output beat is taken from the bottom (in one
+cycle, the beat is placed at ``level`` first and the result shifted down, so the
+variable shift hangs on a register only). Same widths with whole beats per frame need no
+logic: the block is then a wire.
 
 Cycle model: one beat per cycle on each side, ``max(in_beats, out_beats)`` cycles per frame
 (``cycles_per_image``). Latency: an output beat is valid the cycle after the input beat that
@@ -145,6 +147,8 @@ class WidthConverter(StreamBlock):
         beat = Signal(range(p.in_beats))    # input beat within the frame
 
         last_in = beat == p.in_beats - 1
+        n_in, n_last = win // g, (p.last_in_bits + p.pad_bits) // g  # bits / g per input beat
+        n_out, n_cap = wout // g, cap // g
         data = Signal(win)
         added = Signal.like(level)          # bits / g the input beat adds, padding included
         if p.last_in_bits == win:
@@ -153,26 +157,44 @@ class WidthConverter(StreamBlock):
             keep = (1 << p.last_in_bits) - 1
             m.d.comb += data.eq(Mux(last_in, self.i_stream.payload & keep,
                                     self.i_stream.payload))
-        m.d.comb += added.eq(Mux(last_in, (p.last_in_bits + p.pad_bits) // g, win // g))
+        m.d.comb += added.eq(Mux(last_in, n_last, n_in))
 
         o_fire = Signal()
         i_fire = Signal()
-        kept = Signal.like(level)           # level after this cycle's output beat
+
+        # ``ready`` is ``level - (o_fire ? wout : 0) + added <= cap`` (in units of g), and
+        # ``ready`` feeds the upstream block's clock enable: written as four comparisons of
+        # the ``level`` register with constants, chosen by the handshake and ``last_in``,
+        # it has no adder after ``o_stream.ready``.
+        def fits(out: int):
+            return Mux(last_in, level <= n_cap + out - n_last, level <= n_cap + out - n_in)
+
         m.d.comb += [
-            self.o_stream.valid.eq(level >= wout // g),
+            self.o_stream.valid.eq(level >= n_out),
             self.o_stream.payload.eq(buf[:wout]),
             o_fire.eq(self.o_stream.valid & self.o_stream.ready),
-            kept.eq(Mux(o_fire, level - wout // g, level)),
-            self.i_stream.ready.eq(kept + added <= cap // g),
+            self.i_stream.ready.eq(Mux(o_fire, fits(n_out), fits(0))),
             i_fire.eq(self.i_stream.valid & self.i_stream.ready),
         ]
-        shifted = Mux(o_fire, buf >> wout, buf)
+        # The input beat goes in above the valid bits *before* this cycle's output beat is
+        # taken out: its position then depends on the ``level`` register alone, not on
+        # ``o_stream.ready``, and the shift is a multiplexer over the ``level`` values (no
+        # multiplier for ``level * g``). Only the final 2:1 multiplexer waits for the
+        # handshakes. ``merged`` holds up to one output beat more than ``cap``.
+        merged_width = cap + wout
+        placed = Signal(merged_width)
+        with m.Switch(level):
+            for k in range(min(cap // g, (merged_width - 1) // g) + 1):
+                with m.Case(k):
+                    m.d.comb += placed.eq(data << (k * g))
+        merged = Signal(merged_width)
+        m.d.comb += merged.eq(buf | Mux(i_fire, placed, 0))
+        # the level moves by one of a few constants: a single adder
+        delta = Mux(o_fire, Mux(i_fire, added - n_out, -n_out), Mux(i_fire, added, 0))
+        m.d.sync += [
+            buf.eq(Mux(o_fire, merged >> wout, merged)),
+            level.eq(level + delta),
+        ]
         with m.If(i_fire):
-            m.d.sync += [
-                buf.eq(shifted | (data << (kept * g))),
-                level.eq(kept + added),
-                beat.eq(Mux(last_in, 0, beat + 1)),
-            ]
-        with m.Else():
-            m.d.sync += [buf.eq(shifted), level.eq(kept)]
+            m.d.sync += beat.eq(Mux(last_in, 0, beat + 1))
         return m
