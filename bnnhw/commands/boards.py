@@ -10,25 +10,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def table() -> list[dict]:
-    """One entry per board: name, aliases, title, device, clocks, link, budget, flow."""
-    import boards
-
-    out = []
-    for b in boards.BOARDS.values():
-        out.append({
-            "name": b.name, "aliases": list(b.aliases), "title": b.title,
-            "family": b.fpga.family, "device": b.fpga.describe(),
-            "board_clock_hz": b.clock.hz, "default_clock_hz": b.default_clock_hz,
-            "pll": b.pll.primitive, "uart": f"{b.uart.bridge}, up to {b.uart.max_baud:,} baud",
-            "budget": {**b.budget.as_dict(), "lut_inputs": b.budget.lut_inputs,
-                       "bram_kind": b.budget.bram_kind, "bram_bits": b.budget.bram_bits,
-                       "dsp_kind": b.budget.dsp_kind},
-            "flow": b.stages()})
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
+    from ..flows.boards import table
+
     rows = table()
     if args.json:
         print(json.dumps({"boards": rows}))
