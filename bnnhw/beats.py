@@ -9,8 +9,11 @@ compare both with Amaranth's own ``Layout.const``. Torch-free and amaranth-free.
 
 The top's formats (``TopFormat``):
 
-- input, one beat per pixel (HWC order, row-major pixels): ``data`` (``C`` pixels of 8
-  bits), ``first`` (the image's first pixel), ``last`` (its last);
+- input, ``k`` pixels per beat (``pixels_per_beat``, 1 by default; HWC order, row-major
+  pixels, so a beat holds ``k * C`` consecutive pixel channels, element ``i`` of the beat
+  being channel ``i % C`` of its ``i // C``-th pixel): ``data`` (``k * C`` values of 8
+  bits), ``first`` (on the image's first beat), ``last`` (on its last); ``k`` divides the
+  pixels of an image;
 - output, one beat per image: ``scores`` (one signed dot product per class) and
   ``argmax`` (the class: first index of the largest integer logit);
 - a network truncated after a node (``rtl_gen.network.NetworkParams.until``) emits that
@@ -131,28 +134,43 @@ def elements_layout(per_beat: int, elem_width: int) -> BeatLayout:
 @dataclass(frozen=True)
 class TopFormat:
     """The formats of a network top with ``channels``-channel pixels, ``height x width``
-    pixels per image and ``classes`` scores of ``score_width`` bits."""
+    pixels per image, ``pixels_per_beat`` of them per input beat, and ``classes`` scores of
+    ``score_width`` bits."""
 
     height: int
     width: int
     channels: int
     classes: int
     score_width: int
+    pixels_per_beat: int = 1
+
+    def __post_init__(self) -> None:
+        for what in ("height", "width", "channels", "classes", "score_width"):
+            integer("top format", what, getattr(self, what), 1)
+        k = integer("top format", "pixels_per_beat", self.pixels_per_beat, 1)
+        if self.pixels % k:
+            raise ParameterError(f"top format: pixels_per_beat must divide the {self.pixels} "
+                                 f"pixels of an image, not {k}")
 
     @classmethod
-    def for_graph(cls, graph: Any) -> TopFormat:
+    def for_graph(cls, graph: Any, pixels_per_beat: int = 1) -> TopFormat:
         """The formats of the top of a lowered ``bnnhw.ir.Graph``."""
         h, w, c = graph.input.in_shape
-        return cls(h, w, c, graph.classes, graph.nodes[-1].dot_bits)
+        return cls(h, w, c, graph.classes, graph.nodes[-1].dot_bits, pixels_per_beat)
 
     @property
     def pixels(self) -> int:
         return self.height * self.width
 
     @property
+    def beats_per_image(self) -> int:
+        """Input beats per image: ``pixels / pixels_per_beat``."""
+        return self.pixels // self.pixels_per_beat
+
+    @property
     def in_layout(self) -> BeatLayout:
-        return BeatLayout(Field("data", nx.PIXEL_BITS, self.channels), Field("first", 1),
-                          Field("last", 1))
+        return BeatLayout(Field("data", nx.PIXEL_BITS, self.channels * self.pixels_per_beat),
+                          Field("first", 1), Field("last", 1))
 
     @property
     def out_layout(self) -> BeatLayout:
@@ -166,9 +184,9 @@ class TopFormat:
             raise ParameterError(f"images of shape {list(images.shape)[1:]} do not match "
                                  f"the model input [{self.channels}, {self.height}, "
                                  f"{self.width}]")
-        n = images.shape[0]
-        pixels = np.moveaxis(images, 1, -1).reshape(n, self.pixels, self.channels)
-        layout, last = self.in_layout, self.pixels - 1
+        n, beats = images.shape[0], self.beats_per_image
+        pixels = np.moveaxis(images, 1, -1).reshape(n, beats, -1)
+        layout, last = self.in_layout, beats - 1
         return [layout.const(data=px, first=int(i == 0), last=int(i == last))
                 for img in pixels for i, px in enumerate(img)]
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import NoReturn
 
@@ -30,6 +31,7 @@ COMMANDS = {
               "host link, and check every result against the golden model."),
     "sim-board": ("Serve a model's simulated board (Verilator) on a loopback TCP port "
                   "until stopped."),
+    "boards": "List the boards bnnhw builds for: devices, resource budgets, clocks, flows.",
     "verify": ("Co-simulate the generated accelerator (Verilator + cocotb) on images and "
                "compare every score with the golden model."),
 }
@@ -129,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:        # the reader went away (``bnnhw ... | head``): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _one_line(error: BaseException) -> str:

@@ -32,8 +32,7 @@ ARTY_A7_35 = Board(
     clock=_CLOCK, pll=Xc7Mmcm(_SPEED), default_clock_hz=100_000_000,
     uart=_UART, leds=_LEDS,
     # 5200 slices of 4 LUT6 + 8 FF; 50 RAMB36 (= 100 RAMB18) of 36 Kbit; 90 DSP48E1
-    budget=Budget(lut=20_800, lut_inputs=6, ff=41_600, bram=50, bram_kind="RAMB36",
-                  bram_bits=36 * 1024, dsp=90, dsp_kind="DSP48E1"),
+    budget=Budget("XC7A35T", "xc7", lut=20_800, ff=41_600, bram=50, dsp=90),
 )
 
 ARTY_A7_100 = Board(
@@ -43,6 +42,5 @@ ARTY_A7_100 = Board(
     clock=_CLOCK, pll=Xc7Mmcm(_SPEED), default_clock_hz=100_000_000,
     uart=_UART, leds=_LEDS,
     # 15850 slices; 135 RAMB36 (= 270 RAMB18); 240 DSP48E1
-    budget=Budget(lut=63_400, lut_inputs=6, ff=126_800, bram=135, bram_kind="RAMB36",
-                  bram_bits=36 * 1024, dsp=240, dsp_kind="DSP48E1"),
+    budget=Budget("XC7A100T", "xc7", lut=63_400, ff=126_800, bram=135, dsp=240),
 )

@@ -29,6 +29,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from bnnhw.resources import Budget
+
 from .pll import MHZ, PllModel, PllSettings, format_hz
 
 __all__ = ["FLOW_STAGES", "LED_ROLES", "Board", "Budget", "ClockInput", "Fpga", "Uart",
@@ -78,38 +80,6 @@ class Uart:
     bridge: str
     max_baud: int
     tx_enable: tuple[str, int] | None = None
-
-
-@dataclass(frozen=True)
-class Budget:
-    """What the device has. ``lut`` counts ``lut_inputs``-input LUTs; block RAM is counted
-    in ``bram_kind`` blocks of ``bram_bits`` bits each; ``spram`` blocks (iCE40 UltraPlus)
-    of ``spram_bits``; ``dsp`` blocks of ``dsp_kind``."""
-
-    lut: int
-    lut_inputs: int
-    ff: int
-    bram: int
-    bram_kind: str
-    bram_bits: int
-    dsp: int
-    dsp_kind: str
-    spram: int = 0
-    spram_bits: int = 0
-
-    @property
-    def bram_total_bits(self) -> int:
-        return self.bram * self.bram_bits
-
-    @property
-    def spram_total_bits(self) -> int:
-        return self.spram * self.spram_bits
-
-    def as_dict(self) -> dict[str, int]:
-        out = {"lut": self.lut, "ff": self.ff, "bram": self.bram, "dsp": self.dsp}
-        if self.spram:
-            out["spram"] = self.spram
-        return out
 
 
 @dataclass(frozen=True)

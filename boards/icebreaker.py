@@ -32,7 +32,5 @@ ICEBREAKER = Board(
           "response": ("led", 3)},
     extra_resources=tuple(ICEBreakerPlatform.break_off_pmod),
     # 5280 LUT4 and FF; 30 EBR of 4 Kbit; 4 SPRAM of 256 Kbit; 8 SB_MAC16
-    budget=Budget(lut=5_280, lut_inputs=4, ff=5_280, bram=30, bram_kind="EBR",
-                  bram_bits=4 * 1024, dsp=8, dsp_kind="SB_MAC16", spram=4,
-                  spram_bits=256 * 1024),
+    budget=Budget("iCE40UP5K", "ice40", lut=5_280, ff=5_280, bram=30, dsp=8, spram=4),
 )

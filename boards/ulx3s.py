@@ -29,6 +29,5 @@ ULX3S_85F = Board(
     leds={"heartbeat": ("led", 0), "activity": ("led", 1), "response": ("led", 2),
           "error": ("led", 7)},
     # 83640 LUT4 and FF (41820 slices); 208 DP16KD of 18 Kbit; 156 MULT18X18D
-    budget=Budget(lut=83_640, lut_inputs=4, ff=83_640, bram=208, bram_kind="DP16KD",
-                  bram_bits=18 * 1024, dsp=156, dsp_kind="MULT18X18D"),
+    budget=Budget("LFE5U-85F", "ecp5", lut=83_640, ff=83_640, bram=208, dsp=156),
 )

@@ -1,17 +1,20 @@
 """First-layer input encoders: 8-bit pixel streams to what the first layer reads.
 
-Input: pixels ``[H, W, C]`` in HWC order, beats of ``simd`` channels x 8 bits (channel
-``i`` of a beat at bits ``[8i, 8i + 8)``). Output, per input beat, one beat of:
+Input: pixels ``[H, W, C]`` in HWC order, beats of ``n = simd * pixels`` elements of 8
+bits: ``simd`` channels of one pixel, or ``pixels`` whole pixels (``simd = C``) when
+``pixels > 1``; element ``i`` of a beat (channel ``i % C`` of its pixel ``i // C`` then) at
+bits ``[8i, 8i + 8)``. Output, per input beat, one beat of:
 
-- ``binary``: ``simd`` bits, bit ``i`` = ``pixel_i >= threshold``;
-- ``thermometer``: ``simd * levels`` bits, bit ``i * levels + k`` = ``pixel_i >=
+- ``binary``: ``n`` bits, bit ``i`` = ``element_i >= threshold``;
+- ``thermometer``: ``n * levels`` bits, bit ``i * levels + k`` = ``element_i >=
   bnnhw.numerics.thermometer_thresholds(levels)[k]``; so global channel ``c`` gives channels
-  ``c * levels + k`` of the encoded map, in HWC order with beats of ``simd * levels``;
+  ``c * levels + k`` of the encoded map, in HWC order with beats of ``n * levels``;
 - ``uint8``: the pixels unchanged (the block is a wire, kept so a network is assembled
   the same way whatever its encoding).
 
-The encoder is combinational: zero latency, one beat per cycle, ``valid`` and ``ready``
-pass straight through. ``cycles_per_image = H * W * C / simd``.
+The encoder is combinational: zero latency, one beat per cycle, every element of a beat
+encoded in the same cycle, ``valid`` and ``ready`` pass straight through.
+``cycles_per_image = H * W * C / (simd * pixels)``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 from amaranth import Cat, Module
 
 from bnnhw import numerics as nx
-from bnnhw.validate import choice, divides, integer, positive_fields
+from bnnhw.validate import ParameterError, choice, divides, integer, positive_fields
 
 from .block import StreamBlock
 
@@ -32,7 +35,8 @@ __all__ = ["InputEncoder", "InputEncoderParams"]
 @dataclass(frozen=True)
 class InputEncoderParams:
     """One input encoder (see the module docstring); ``threshold`` is used by ``binary``,
-    ``levels`` by ``thermometer``."""
+    ``levels`` by ``thermometer``; ``pixels`` whole pixels per beat (then ``simd`` must be
+    ``channels`` and ``pixels`` must divide ``height * width``)."""
 
     height: int
     width: int
@@ -42,6 +46,7 @@ class InputEncoderParams:
     threshold: int = 128
     levels: int = 8
     name: str = "input_encoder"
+    pixels: int = 1
 
     def __post_init__(self):
         n = self.name
@@ -50,6 +55,17 @@ class InputEncoderParams:
         divides(n, "simd", self.simd, self.channels, "channels")
         integer(n, "threshold", self.threshold, 0, nx.PIXEL_MAX)
         integer(n, "levels", self.levels, 1, nx.MAX_THERMOMETER_LEVELS)
+        integer(n, "pixels", self.pixels, 1)
+        if self.pixels > 1:
+            if self.simd != self.channels:
+                raise ParameterError(f"{n}: with {self.pixels} pixels per beat simd must be "
+                                     f"all {self.channels} channels, not {self.simd}")
+            divides(n, "pixels", self.pixels, self.height * self.width, "pixels of an image")
+
+    @property
+    def elements(self) -> int:
+        """Pixel channels per beat: ``simd * pixels``."""
+        return self.simd * self.pixels
 
     @property
     def bits_per_channel(self) -> int:
@@ -58,11 +74,11 @@ class InputEncoderParams:
 
     @property
     def i_width(self) -> int:
-        return nx.PIXEL_BITS * self.simd
+        return nx.PIXEL_BITS * self.elements
 
     @property
     def o_width(self) -> int:
-        return self.bits_per_channel * self.simd
+        return self.bits_per_channel * self.elements
 
     @property
     def out_channels(self) -> int:
@@ -72,7 +88,7 @@ class InputEncoderParams:
     @property
     def cycles_per_image(self) -> int:
         """Cycles per image at steady state without stalls."""
-        return self.height * self.width * self.channels // self.simd
+        return self.height * self.width * self.channels // self.elements
 
     @property
     def latency(self) -> int:
@@ -91,7 +107,7 @@ class InputEncoder(StreamBlock):
     def elaborate(self, platform):
         p = self.params
         m = Module()
-        pixels = [self.i_stream.payload[8 * i:8 * i + 8] for i in range(p.simd)]
+        pixels = [self.i_stream.payload[8 * i:8 * i + 8] for i in range(p.elements)]
         if p.encoding == "uint8":
             bits = self.i_stream.payload
         elif p.encoding == "binary":

@@ -2,7 +2,8 @@
 
 One engine per IR node, joined by streams (``wiring.connect`` checks every join):
 
-- ``InputEncoder`` -> ``rtl_gen.input_encoder`` (one pixel, all channels, per beat);
+- ``InputEncoder`` -> ``rtl_gen.input_encoder`` (``pixels_per_beat`` pixels, all
+  channels, per beat);
 - ``Conv`` -> [width converter to ``simd`` elements] -> ``rtl_gen.sliding_window`` ->
   ``rtl_gen.mvtu`` (thresholds) -> ``rtl_gen.fifo``;
 - ``MaxPool`` -> ``rtl_gen.maxpool`` (OR, AND for the channels of ``and_mask``);
@@ -13,10 +14,13 @@ One engine per IR node, joined by streams (``wiring.connect`` checks every join)
 
 Ports (their formats are ``bnnhw.beats.TopFormat``, which the host uses too):
 
-- ``i_stream``: payload ``{"data": C pixels of 8 bits, "first": 1, "last": 1}``: one pixel
-  per beat, pixels of an image in row-major order, ``first`` on its first pixel and
-  ``last`` on its last. The engines count beats themselves; a flag that disagrees with
-  that count sets the sticky ``frame_error`` output.
+- ``i_stream``: payload ``{"data": k * C pixel channels of 8 bits, "first": 1, "last":
+  1}``: ``k = pixels_per_beat`` pixels per beat (1 by default), pixels of an image in
+  row-major order, ``first`` on its first beat and ``last`` on its last. The encoder
+  encodes all of them in one cycle and a width converter brings them to the first layer's
+  ``simd``, so a dense first layer can take more than one pixel per cycle. The engines
+  count beats themselves; a flag that disagrees with that count sets the sticky
+  ``frame_error`` output.
 - ``o_stream``: one beat per image, ``{"scores": classes signed scores, "argmax": class}``;
   a network truncated after a node emits that node's output instead
   (``bnnhw.beats.elements_layout(*NetworkParams.out_elements)``).
@@ -25,12 +29,18 @@ Images stream back to back with full valid/ready backpressure everywhere. The cy
 each engine reports its cycles per image at steady state; the network's initiation
 interval (``cycles_per_image``) is the slowest engine's. The latency model (``latency``)
 follows one image's beats through every engine (``rtl_gen.block``).
+
+Memory styles (``NetworkParams.memory_styles``): every weight and threshold memory
+(``"<node>.weights"``, ``"<node>.thresholds"``) can be given a style of
+``rtl_gen.weight_memory.STYLES``; unnamed memories keep ``auto`` (the synthesis tool
+decides, today's behaviour). The classifier's map memory (``"classify.class_map"``) takes
+only ``auto`` (``rtl_gen.classify`` builds its memory itself).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any
 
@@ -53,6 +63,8 @@ from .input_encoder import InputEncoder, InputEncoderParams
 from .maxpool import MaxPool, MaxPoolParams
 from .mvtu import MVTU, MVTUParams
 from .sliding_window import SlidingWindow, SlidingWindowParams
+from .threshold import ThresholdParams
+from .weight_memory import FoldedMemoryParams, check_style
 from .width_converter import WidthConverter, WidthConverterParams
 
 __all__ = ["CFG_TARGET_LAYOUT", "Network", "NetworkParams", "Stage"]
@@ -61,10 +73,47 @@ CFG_TARGET_LAYOUT = data.StructLayout({"target": 8, "beat": 64})
 """A configuration beat for the top: which target (``NetworkParams.targets``), and the
 beat itself (``rtl_gen.weight_memory``)."""
 
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class StyledThresholdParams(ThresholdParams):
+    """A threshold unit whose memory has style ``memory_style``."""
+
+    memory_style: str = "auto"
+
+    @property
+    def memory(self) -> FoldedMemoryParams:
+        plain = super().memory
+        return FoldedMemoryParams(plain.width, plain.init, plain.sel, plain.writable,
+                                  plain.name, self.memory_style)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class StyledMVTUParams(MVTUParams):
+    """An MVTU whose weight and threshold memories have the styles ``weight_style`` and
+    ``threshold_style`` (``rtl_gen.weight_memory.STYLES``); the unit is ``rtl_gen.mvtu``'s."""
+
+    weight_style: str = "auto"
+    threshold_style: str = "auto"
+
+    @property
+    def weight_memory(self) -> FoldedMemoryParams:
+        plain = super().weight_memory
+        return FoldedMemoryParams(plain.width, plain.init, plain.sel, plain.writable,
+                                  plain.name, self.weight_style)
+
+    @property
+    def threshold_params(self) -> ThresholdParams | None:
+        plain = super().threshold_params
+        if plain is None:
+            return None
+        return StyledThresholdParams(**{f.name: getattr(plain, f.name) for f in fields(plain)},
+                                     memory_style=self.threshold_style)
+
+
 _BLOCKS = {
     InputEncoderParams: InputEncoder, WidthConverterParams: WidthConverter,
-    SlidingWindowParams: SlidingWindow, MVTUParams: MVTU, FifoParams: Fifo,
-    MaxPoolParams: MaxPool, ClassifyParams: Classify,
+    SlidingWindowParams: SlidingWindow, MVTUParams: MVTU, StyledMVTUParams: MVTU,
+    FifoParams: Fifo, MaxPoolParams: MaxPool, ClassifyParams: Classify,
 }
 
 
@@ -90,7 +139,9 @@ class NetworkParams:
     mismatch is traced to the first layer that goes wrong. ``runtime_writable`` makes
     every weight, threshold and class-map memory rewritable through the top's ``cfg``
     stream (``Network``), in the order of the manifest's targets
-    (``bnnhw.manifest.Manifest.targets``).
+    (``bnnhw.manifest.Manifest.targets``). ``pixels_per_beat`` pixels enter per input beat
+    (it must divide the pixels of an image). ``memory_styles`` maps memory names
+    (``memories``) to styles (``rtl_gen.weight_memory.STYLES``); the others are ``auto``.
     """
 
     graph: ir.Graph
@@ -98,6 +149,8 @@ class NetworkParams:
     fifo_depth: int = 4
     until: str | None = None
     runtime_writable: bool = False
+    pixels_per_beat: int = 1
+    memory_styles: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         self.graph.check_lowered()
@@ -110,6 +163,37 @@ class NetworkParams:
         if self.fifo_depth < 3:
             raise ParameterError(f"network: fifo_depth must be at least 3 (full rate), "
                                  f"not {self.fifo_depth}")
+        TopFormat.for_graph(self.graph, self.pixels_per_beat)  # validates pixels_per_beat
+        object.__setattr__(self, "memory_styles", dict(self.memory_styles or {}))
+        memories = self.memories
+        for name, style in self.memory_styles.items():
+            if name not in memories:
+                raise ParameterError(f"network: no memory named {name!r} to give a style "
+                                     f"(memories: {', '.join(memories)})")
+            check_style(name, style, self.runtime_writable)
+            if memories[name] == "class_map" and style != "auto":
+                raise ParameterError(f"{name}: the classifier's map memory takes only style "
+                                     f"'auto', not {style!r}")
+
+    @property
+    def memories(self) -> dict[str, str]:
+        """Every styleable memory of the graph, ``{name: kind}`` with kind ``weights``,
+        ``thresholds`` or ``class_map`` (the last only when the classifier stores a map)."""
+        out = {}
+        for node in self.graph.nodes:
+            if isinstance(node, (ir.Conv, ir.Dense)):
+                out[f"{node.name}.weights"] = "weights"
+                if node.thresholds is not None:
+                    out[f"{node.name}.thresholds"] = "thresholds"
+        last = self.graph.nodes[-1]
+        scales, offsets = set(last.class_scale.tolist()), set(last.class_offset.tolist())
+        if self.runtime_writable or len(scales) > 1 or len(offsets) > 1:
+            out["classify.class_map"] = "class_map"
+        return out
+
+    def memory_style(self, name: str) -> str:
+        """The style of memory ``name`` (``auto`` unless ``memory_styles`` names it)."""
+        return self.memory_styles.get(name, "auto")
 
     @property
     def stages(self) -> tuple[Stage, ...]:
@@ -126,11 +210,12 @@ class NetworkParams:
         g = self.graph
         enc = g.input
         h, w, c = enc.in_shape
+        k = self.pixels_per_beat
         stages = [Stage(f"{enc.name}_encoder", InputEncoderParams(
             h, w, c, enc.encoding, simd=c, threshold=enc.threshold, levels=enc.levels,
-            name=enc.name), enc.name)]
+            name=enc.name, pixels=k), enc.name)]
         h, w, c = enc.out_shape
-        per_beat, elem = c, (8 if enc.out_kind == "uint8" else 1)
+        per_beat, elem = c * k, (8 if enc.out_kind == "uint8" else 1)
 
         def convert(node: str, to: int, frame: int, width: int = 1,
                     role: str = "convert") -> None:
@@ -189,9 +274,14 @@ class NetworkParams:
             extra = {"thresholds": node.thresholds}
             if isinstance(node, ir.Conv):
                 extra.update(row_class=node.row_class, col_class=node.col_class)
-        return MVTUParams(name=node.name, rows=node.rows, cols=node.cols, pe=fold.pe,
-                          simd=fold.simd, weights=node.weights, input_kind=node.input_kind,
-                          pixels=pixels, runtime_writable=self.runtime_writable, **extra)
+        styles = {"weight_style": self.memory_style(f"{node.name}.weights"),
+                  "threshold_style": self.memory_style(f"{node.name}.thresholds")}
+        cls = MVTUParams
+        if set(styles.values()) != {"auto"}:
+            cls, extra = StyledMVTUParams, {**extra, **styles}
+        return cls(name=node.name, rows=node.rows, cols=node.cols, pe=fold.pe,
+                   simd=fold.simd, weights=node.weights, input_kind=node.input_kind,
+                   pixels=pixels, runtime_writable=self.runtime_writable, **extra)
 
     @property
     def targets(self) -> tuple[Stage, ...]:
@@ -216,7 +306,7 @@ class NetworkParams:
     @property
     def format(self) -> TopFormat:
         """The beat formats of the top's ports (shared with the host)."""
-        return TopFormat.for_graph(self.graph)
+        return TopFormat.for_graph(self.graph, self.pixels_per_beat)
 
     @property
     def score_width(self) -> int:
@@ -228,16 +318,21 @@ class NetworkParams:
         return h * w
 
     @property
+    def beats_per_image(self) -> int:
+        """Input beats per image: ``pixels_per_image / pixels_per_beat``."""
+        return self.pixels_per_image // self.pixels_per_beat
+
+    @property
     def cycles_per_image(self) -> int:
         """Initiation interval: cycles per image of the slowest engine."""
         return max(s.cycles_per_image for s in self.stages)
 
     @property
     def latency(self) -> int:
-        """Modelled cycles from the edge accepting an image's first pixel to the edge at
-        which its first output beat is taken, pixels arriving one per cycle into an idle
+        """Modelled cycles from the edge accepting an image's first beat to the edge at
+        which its first output beat is taken, beats arriving one per cycle into an idle
         network (each engine's ``beat_times``, ``rtl_gen.block``)."""
-        t = np.arange(self.pixels_per_image, dtype=np.int64)
+        t = np.arange(self.beats_per_image, dtype=np.int64)
         for stage in self.stages:
             t = stage.params.beat_times(t)
         return int(t[0])
@@ -255,7 +350,7 @@ class Network(wiring.Component):
     """The accelerator of a ``NetworkParams`` (see the module docstring).
 
     ``frame_error`` goes high, and stays high, when an input beat's ``first``/``last``
-    flag disagrees with the pixel count of the image being received. ``blocks`` maps stage
+    flag disagrees with the beat count of the image being received. ``blocks`` maps stage
     names to other block classes for those engines (a planted fault in a test); the
     others are the ones ``rtl_gen`` makes for their parameters.
     """
@@ -305,9 +400,9 @@ class Network(wiring.Component):
                              cfg.valid.eq(self.cfg.valid & (self.cfg.payload.target == index))]
             m.d.comb += self.cfg.ready.eq(1)
 
-        count = Signal(range(p.pixels_per_image), name="pixel_count")
+        count = Signal(range(p.beats_per_image), name="pixel_count")
         with m.If(self.i_stream.valid & self.i_stream.ready):
-            at_first, at_last = count == 0, count == p.pixels_per_image - 1
+            at_first, at_last = count == 0, count == p.beats_per_image - 1
             with m.If((self.i_stream.payload.first != at_first)
                       | (self.i_stream.payload.last != at_last)):
                 m.d.sync += self.frame_error.eq(1)

@@ -74,3 +74,30 @@ def test_element_beats():
     assert element_beats(acts, 3, 1) == [0b101, 0b001, 0b110, 0b111]
     with pytest.raises(ValueError, match="6 elements do not split into beats of 4"):
         element_beats(acts, 4, 1)
+
+
+def test_top_format_several_pixels_per_beat():
+    """``k`` pixels per beat: ``k * C`` channels in HWC order, ``first``/``last`` on an
+    image's first and last beat; the layout is the port's (Amaranth's ``Layout.const``)."""
+    fmt = TopFormat(2, 3, 2, 10, 9, pixels_per_beat=3)
+    images = np.arange(2 * 2 * 2 * 3, dtype=np.uint8).reshape(2, 2, 2, 3)
+    beats = fmt.image_beats(images)
+    assert fmt.beats_per_image == 2 and len(beats) == 4
+    hwc = np.moveaxis(images, 1, -1).reshape(2, 2, 6)
+    for i, beat in enumerate(beats):
+        fields = fmt.in_layout.from_bits(beat)
+        assert list(fields["data"]) == list(hwc[i // 2, i % 2])
+        assert (fields["first"], fields["last"]) == (int(i % 2 == 0), int(i % 2 == 1))
+        assert beat == amaranth_const(fmt.in_layout, data=list(hwc[i // 2, i % 2]),
+                                      first=int(i % 2 == 0), last=int(i % 2 == 1))
+    assert fmt.in_layout.size == 8 * 6 + 2
+    whole = TopFormat(2, 3, 2, 10, 9, pixels_per_beat=6)
+    assert [whole.in_layout.from_bits(b)["last"] for b in whole.image_beats(images)] == [1, 1]
+
+
+def test_pixels_per_beat_must_divide_the_image():
+    with pytest.raises(ValueError, match="top format: pixels_per_beat must divide the 6 "
+                                         "pixels of an image, not 4"):
+        TopFormat(2, 3, 2, 10, 9, pixels_per_beat=4)
+    with pytest.raises(ValueError, match="pixels_per_beat must be a positive integer, not 0"):
+        TopFormat(2, 3, 2, 10, 9, pixels_per_beat=0)

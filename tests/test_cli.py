@@ -158,3 +158,21 @@ def test_console_entry_point(tmp_path):
     bad = subprocess.run(BNNHW + ["train", "--model", str(tmp_path / "missing.json")],
                          capture_output=True, text=True, env=env, check=False)
     check_user_error(bad.returncode, bad.stdout, bad.stderr, "does not exist")
+
+
+def test_boards_lists_every_board_with_budget_and_flow(capsys):
+    import json
+
+    import boards
+    from bnnhw import cli
+
+    assert cli.main(["boards", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    names = [b["name"] for b in doc["boards"]]
+    assert names == list(boards.NAMES)
+    for b in doc["boards"]:
+        assert b["budget"]["lut"] > 0 and b["budget"]["bram"] > 0
+        assert set(b["flow"]) == set(boards.FLOW_STAGES)
+    assert cli.main(["boards"]) == 0
+    text = capsys.readouterr().out
+    assert "arty-a7-35 (alias arty)" in text and "20,800 LUT6" in text

@@ -1,7 +1,7 @@
 """Layers import only downward (docs/architecture.md, "Layers").
 
-The shared bottom (numerics, validators, beat formats), the IR, the folding and the
-packing, and every ``rtl_gen`` module import neither torch nor ``bnnhw.nn``; the host side
+The shared bottom (numerics, validators, beat formats), the IR, the folding, the
+packing, the resource model and the optimiser, and every ``rtl_gen`` module import neither torch nor ``bnnhw.nn``; the host side
 imports neither torch nor amaranth; only the flows (``bnnhw.flows``) reach the hardware
 and host packages from ``bnnhw``. Checked twice: by importing in a fresh interpreter and
 by reading every module's imports, nested ones included.
@@ -16,7 +16,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BOTTOM = ("bnnhw.numerics", "bnnhw.validate", "bnnhw.beats", "bnnhw.errors", "bnnhw.ir",
-          "bnnhw.folding", "bnnhw.packing", "bnnhw.protocol", "bnnhw.manifest")
+          "bnnhw.folding", "bnnhw.packing", "bnnhw.protocol", "bnnhw.manifest",
+          "bnnhw.resources", "bnnhw.optimiser")
 TORCH_SIDE = ("torch", "bnnhw.nn", "bnnhw.frontend", "bnnhw.golden", "bnnhw.reference",
               "bnnhw.check", "bnnhw.train", "bnnhw.data", "bnnhw.checkpoint")
 HARDWARE = ("rtl_gen", "sim", "boards", "host")

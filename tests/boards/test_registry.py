@@ -131,3 +131,16 @@ def test_core_params_carry_the_board():
 def test_describe():
     text = boards.get("icebreaker").describe()
     assert "iCE40UP5K" in text and "30 EBR" in text and "4 SPRAM" in text
+
+
+def test_one_budget_class():
+    """The boards' budgets are ``bnnhw.resources.Budget`` (the optimiser's), with the same
+    figures as ``bnnhw.resources.BUDGETS``."""
+    from bnnhw import resources as rs
+
+    assert boards.Budget is rs.Budget
+    for board, part in (("arty-a7-35", "xc7a35t"), ("arty-a7-100", "xc7a100t"),
+                        ("ulx3s", "ecp5-85f"), ("icebreaker", "ice40up5k")):
+        b = boards.get(board).budget
+        assert isinstance(b, rs.Budget) and b == rs.BUDGETS[part]
+        assert b.family == boards.get(board).fpga.family

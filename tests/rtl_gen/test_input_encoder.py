@@ -30,8 +30,9 @@ def check(params, images=2, seed=0, dut=None, stall=0.3):
     enc = reference.encode(x, params.encoding, params.threshold, params.levels)
     width = 8 if params.encoding == "uint8" else 1
     expected = beats(enc.reshape(-1).tolist(), params.o_width // width, width)
-    got = run_stream(clocked(dut or InputEncoder(params)), beats(x.reshape(-1), params.simd, 8),
-                     len(expected), seed=seed, stall_in=stall, stall_out=stall)
+    got = run_stream(clocked(dut or InputEncoder(params)),
+                     beats(x.reshape(-1), params.elements, 8), len(expected), seed=seed,
+                     stall_in=stall, stall_out=stall)
     if stall:
         assert_stalled(got)
     return got, expected
@@ -86,3 +87,27 @@ def test_derived_figures():
 def test_converts_to_verilog(encoding):
     p = InputEncoderParams(4, 4, 3, encoding, simd=3, levels=4)
     assert "module enc" in verilog.convert(InputEncoder(p), name="enc")
+
+
+@pytest.mark.parametrize("p", [
+    InputEncoderParams(4, 4, 1, "binary", simd=1, threshold=100, pixels=8),
+    InputEncoderParams(3, 4, 3, "thermometer", simd=3, levels=3, pixels=4),
+    InputEncoderParams(2, 6, 2, "uint8", simd=2, pixels=12),
+], ids=["bin-k8", "therm-k4", "uint8-k12"])
+def test_several_pixels_per_beat_in_one_cycle(p):
+    """``pixels`` whole pixels per beat, all encoded in the same cycle."""
+    got, expected = check(p, images=12, seed=p.pixels)
+    assert got == expected
+    assert p.cycles_per_image == p.height * p.width // p.pixels
+    assert p.i_width == 8 * p.channels * p.pixels
+    stamps, _ = output_cycles(InputEncoder(p), list(range(4)), 4)
+    assert stamps == list(range(4))
+
+
+def test_pixels_per_beat_is_validated():
+    with pytest.raises(ValueError, match="enc: with 2 pixels per beat simd must be all 3 "
+                                         "channels, not 1"):
+        InputEncoderParams(4, 4, 3, simd=1, pixels=2, name="enc")
+    with pytest.raises(ValueError, match="enc: pixels must divide the 16 pixels of an image, "
+                                         "not 3"):
+        InputEncoderParams(4, 4, 3, simd=3, pixels=3, name="enc")

@@ -14,7 +14,7 @@ from bnnhw.folding import Fold, default_folding, matrix_layers
 from bnnhw.frontend import compile_model
 from rtl_gen.network import Network, NetworkParams
 from sim.stream_sim import run_stream
-from tests.bnn_cases import random_model, spec_model, zoo_model
+from tests.bnn_cases import cnv_small, random_model, spec_model, zoo_model
 from tests.stream_helpers import SerialInput, assert_stalled, output_cycles, steady_cycles
 
 
@@ -173,3 +173,131 @@ def test_cycle_check_catches_a_serial_mvtu():
     steady, model, out, want = measured_cycles("fc", serial_mvtu="dense1_mvtu")
     assert out == want
     assert not all(abs(c - model) <= 0.05 * model for c in steady)
+
+
+# -- pixels per beat and memory styles -----------------------------------------------------
+
+K_NETS = {
+    # a dense first layer: k pixels per beat lift the one-pixel-per-cycle cap
+    "fc": ([{"type": "dense", "out": 16}, {"type": "dense", "out": 10}], "thermometer",
+           (2, 6, 6), [Fold(4, 24), Fold(2, 4)], 4),
+    "fc-whole": ([{"type": "dense", "out": 16}, {"type": "dense", "out": 10}], "binary",
+                 (1, 6, 6), [Fold(16, 36), Fold(10, 16)], 36),
+    # a conv first layer takes one pixel per cycle at most: the converter paces the input
+    "conv": ([{"type": "conv", "out": 4, "kernel": 3}, {"type": "dense", "out": 5}], "uint8",
+             (3, 6, 6), [Fold(4, 3), Fold(1, 16)], 2),
+}
+
+
+def k_network(name):
+    layers, encoding, shape, folds, k = K_NETS[name]
+    model = spec_model(layers, encoding, shape, seed=1)
+    graph = compile_model(model)
+    names = [m.name for m in matrix_layers(graph)]
+    return graph, shape, NetworkParams(graph, dict(zip(names, folds, strict=True)),
+                                       pixels_per_beat=k)
+
+
+@pytest.mark.parametrize("name", list(K_NETS))
+def test_pixels_per_beat_match_golden_and_the_cycle_models(name):
+    from tests.rtl_gen.test_latency import timed_run
+
+    graph, shape, params = k_network(name)
+    images = random_images(shape, 4, 2)
+    assert simulate(params, images, seed=2) == expected_beats(params, graph, images)
+    beats = params.format.image_beats(images[:1])
+    assert len(beats) == params.beats_per_image == 36 // params.pixels_per_beat
+    t_in, t_out = timed_run(Network(params), beats, 1)
+    assert int(t_out[0] - t_in[0]) == params.latency  # exact, as for one pixel per beat
+    stamps, _ = output_cycles(Network(params), params.format.image_beats(images), 4)
+    assert all(c == params.cycles_per_image for c in steady_cycles(stamps, 1))
+
+
+def test_pixels_per_beat_lift_the_input_cap():
+    """tfc: 784 cycles per image at one pixel per beat whatever the folding; 16 pixels per
+    beat take 49 cycles, 49 let the folding set the II."""
+    graph = compile_model(zoo_model("tfc", seed=0, calibration=2))
+    folds = {"dense1": Fold(64, 49), "dense4": Fold(16, 16), "dense7": Fold(16, 16),
+             "dense10": Fold(10, 16)}
+    one = NetworkParams(graph, folds)
+    sixteen = NetworkParams(graph, folds, pixels_per_beat=16)
+    many = NetworkParams(graph, folds, pixels_per_beat=49)
+    assert one.cycles_per_image == 784 and one.bottleneck.name == "input_encoder"
+    assert sixteen.cycles_per_image == 49 and sixteen.format.in_layout.size == 16 * 8 + 2
+    assert many.cycles_per_image == 16  # the layers, as fast as the input now
+    with pytest.raises(ValueError, match="pixels_per_beat must divide the 784 pixels"):
+        NetworkParams(graph, folds, pixels_per_beat=5)
+
+
+def test_verilator_pixels_per_beat_match_golden():
+    """Verilator regression (the C++ stream harness): tfc at 16 pixels per beat, its
+    memories in LUT ROMs and block RAM, against the golden model, and the cycle model."""
+    from sim.fast import run_stream_fast
+
+    graph = compile_model(zoo_model("tfc", seed=0, calibration=2))
+    folds = {"dense1": Fold(16, 49), "dense4": Fold(4, 16), "dense7": Fold(4, 16),
+             "dense10": Fold(2, 16)}
+    styles = {"dense1.weights": "block", "dense4.weights": "logic",
+              "dense1.thresholds": "logic", "dense7.weights": "block"}
+    params = NetworkParams(graph, folds, pixels_per_beat=16, memory_styles=styles)
+    images = random_images((1, 28, 28), 6, 3)
+    res = run_stream_fast(Network(params), params.format.image_beats(images), len(images),
+                          stall_in=0, stall_out=0, timeout_cycles=200_000)
+    assert res.out_beats == expected_beats(params, graph, images)
+    gaps = np.diff(res.out_cycles[1:])
+    assert set(gaps.tolist()) == {params.cycles_per_image} == {64}
+    stalled = run_stream_fast(Network(params), params.format.image_beats(images), len(images),
+                              seed=4, stall_in=0.3, stall_out=0.3, timeout_cycles=400_000)
+    assert stalled.out_beats == res.out_beats
+
+
+def test_frame_flags_are_per_beat_with_several_pixels():
+    _, shape, params = k_network("fc")
+    beats = params.format.image_beats(random_images(shape, 1, 0))
+    assert [params.format.in_layout.from_bits(b)["first"] for b in beats] == [1] + [0] * 8
+    assert [params.format.in_layout.from_bits(b)["last"] for b in beats] == [0] * 8 + [1]
+
+
+def test_memory_styles_keep_the_outputs():
+    """Every style of every weight and threshold memory computes the same thing."""
+    model = cnv_small()
+    graph = compile_model(model)
+    folds = default_folding(graph)
+    images = random_images(model.spec["input"]["shape"], 3, 6)
+    plain = NetworkParams(graph, folds)
+    want = expected_beats(plain, graph, images)
+    names = [n for n, kind in plain.memories.items() if kind != "class_map"]
+    for styles in ({n: "logic" for n in names},
+                   {n: ("block" if i % 2 else "logic") for i, n in enumerate(names)}):
+        params = NetworkParams(graph, folds, memory_styles=styles)
+        assert simulate(params, images, seed=1) == want
+        kinds = {type(s.params).__name__ for s in params.stages}
+        assert "StyledMVTUParams" in kinds
+
+
+def test_memory_styles_are_validated():
+    graph = compile_model(zoo_model("tiny", seed=0))
+    folds = default_folding(graph)
+    assert list(NetworkParams(graph, folds).memories) == [
+        "conv0.weights", "conv0.thresholds", "dense5.weights", "dense5.thresholds",
+        "dense8.weights", "classify.class_map"]
+    with pytest.raises(ValueError, match="network: no memory named 'conv9.weights' to give "
+                                         "a style \\(memories: conv0.weights, "):
+        NetworkParams(graph, folds, memory_styles={"conv9.weights": "block"})
+    with pytest.raises(ValueError, match="conv0.weights: memory style must be one of auto, "
+                                         "block, lutram, logic, not 'ultra'"):
+        NetworkParams(graph, folds, memory_styles={"conv0.weights": "ultra"})
+    with pytest.raises(ValueError, match="dense5.thresholds: a run-time writable memory "
+                                         "cannot be a ROM of LUTs"):
+        NetworkParams(graph, folds, runtime_writable=True,
+                      memory_styles={"dense5.thresholds": "logic"})
+    with pytest.raises(ValueError, match="conv0.weights: a read-only memory cannot be LUT "
+                                         "RAM"):
+        NetworkParams(graph, folds, memory_styles={"conv0.weights": "lutram"})
+    with pytest.raises(ValueError, match="classify.class_map: the classifier's map memory "
+                                         "takes only style 'auto', not 'block'"):
+        NetworkParams(graph, folds, memory_styles={"classify.class_map": "block"})
+    ok = NetworkParams(graph, folds, runtime_writable=True,
+                       memory_styles={"conv0.weights": "lutram", "dense5.weights": "block"})
+    assert ok.memory_style("conv0.weights") == "lutram"
+    assert ok.memory_style("dense8.weights") == "auto"

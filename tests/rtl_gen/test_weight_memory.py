@@ -129,3 +129,54 @@ def test_bad_parameters(kwargs, message):
         FoldedMemoryParams(name="fc2", **kwargs)
     with pytest.raises(ValueError, match="cfg beat: field 'addr': -1 does not fit 20 bits"):
         cfg_word(0, -1, 0, 0)
+
+
+@pytest.mark.parametrize("style", ["auto", "block", "logic"])
+def test_read_only_styles_read_the_same_words(style):
+    rng = np.random.default_rng(7)
+    w = rng.integers(0, 2, size=(6, 24))
+    params = FoldedMemoryParams.for_weights("conv2", w, pe=3, simd=4, style=style)
+    assert params.style == style
+    assert np.array_equal(words_to_matrix(simulate(params, seed=3), 6, 24, 3, 4), w)
+
+
+@pytest.mark.parametrize("style", ["auto", "block", "lutram"])
+def test_writable_styles_take_rewrites(style):
+    rng = np.random.default_rng(8)
+    old_w = rng.integers(0, 2, size=(4, 40))
+    new_w = 1 - old_w
+    params = FoldedMemoryParams.for_weights("fc1", old_w, 2, 20, writable=True, style=style)
+    words = simulate(params, rewrite_beats(new_w, 2, 20, 1), 1)
+    assert np.array_equal(words_to_matrix(words, 4, 40, 2, 20), new_w)
+
+
+def test_style_attributes_reach_the_netlist():
+    """``block``/``lutram``/``logic`` put ``ram_style``/``rom_style`` on the memory (Yosys
+    and Vivado read them); ``auto`` puts none. The mapping they cause on xc7 is measured
+    by ``bench/calibrate_resources.py`` (``tests/test_resources.py`` checks it)."""
+    from amaranth.back import rtlil
+
+    w = np.random.default_rng(0).integers(0, 2, size=(4, 16))
+    for style, attr in (("block", "block"), ("logic", "logic"), ("auto", None)):
+        text = rtlil.convert(FoldedMemory(FoldedMemoryParams.for_weights(
+            "m", w, 2, 4, style=style)))
+        if attr is None:
+            assert "ram_style" not in text and "rom_style" not in text
+        else:
+            assert f'attribute \\rom_style "{attr}"' in text
+            assert f'attribute \\ram_style "{attr}"' in text
+    text = rtlil.convert(FoldedMemory(FoldedMemoryParams.for_weights(
+        "m", w, 2, 4, writable=True, style="lutram")))
+    assert 'attribute \\ram_style "distributed"' in text
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"style": "bram"}, ("fc3: memory style must be one of auto, block, lutram, logic, "
+                         "not 'bram'")),
+    ({"style": "logic", "writable": True}, ("fc3: a run-time writable memory cannot be a "
+                                            "ROM of LUTs")),
+    ({"style": "lutram"}, "fc3: a read-only memory cannot be LUT RAM"),
+])
+def test_styles_a_memory_cannot_take_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FoldedMemoryParams(width=4, init=(1, 2), name="fc3", **kwargs)

@@ -1,0 +1,590 @@
+"""Folding optimiser: the fastest design that fits a device, or the smallest that is fast
+enough.
+
+Given a lowered graph and a :class:`bnnhw.resources.Budget`, :func:`optimise` chooses
+``pe``/``simd`` per matrix layer, a style per weight and threshold memory (``block`` or
+``logic``; ``block`` or ``lutram`` when the memories are run-time writable) and the
+pixels per beat of the top, estimating every candidate with the resource model
+(``bnnhw.resources``):
+
+- without a target it minimises the initiation interval (II) under the budget, LUTs and
+  FFs kept ``margin`` below the device (block RAM and DSP counts are exact, so they may
+  fill the device);
+- with ``target_ii`` (or ``target_rate`` images/s at ``clock_hz``) it returns the
+  smallest design (least utilisation of its most used resource) that reaches it.
+
+For a candidate II every layer gets the folds that meet it (for each ``pe`` the least
+``simd``, for each ``simd`` the least ``pe``): the layers are balanced by construction,
+the network's II being its slowest engine's. Costs add up block by block; a layer's width
+converter depends on the previous layer's ``pe``, so the layers are chosen together by
+dynamic programming over the layer chain, minimising ``LUT/LUT_max + lambda *
+BRAM/BRAM_max + FF/(4 FF_max) + DSP/DSP_max`` for a sweep of ``lambda`` (how dear block
+RAM is against LUTs); each memory takes, for that ``lambda``, the cheaper of its styles.
+The II is found by bisection over the IIs the layers can take.
+
+The result (:class:`Choice`) carries the folding, the styles, the pixels per beat, the
+estimate, and a plain explanation of what binds: the most used resource against the
+budget and what the next faster II would have needed. A budget nothing fits is refused
+with the figures of the smallest design (``DoesNotFit``); a network whose weights alone
+exceed what the device's block RAM and LUTs can hold is refused before any search.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import ir
+from . import resources as rs
+from .errors import BnnhwError
+from .folding import Fold, matrix_layers
+from .validate import ParameterError
+
+__all__ = ["Choice", "DoesNotFit", "largest_width", "optimise", "shape_graph"]
+
+LAMBDAS = (0.0, 0.05, 0.12, 0.25, 0.4, 0.6, 0.85, 1.2, 1.7, 2.5, 4.0, 8.0, 30.0)
+MAX_PE = 128
+MAX_SIMD = 1024
+BITS_PER_LUT = {"xc7": 64, "ecp5": 16, "ice40": 16}   # a ROM word per address of one LUT
+BRAM_BITS = {"xc7": 36 * 1024, "ecp5": 18 * 1024, "ice40": 4 * 1024}
+
+
+class DoesNotFit(BnnhwError):
+    """No design of the graph fits the budget; ``figures`` has the smallest one's."""
+
+    def __init__(self, message: str, figures: Mapping[str, float] | None = None):
+        super().__init__(message)
+        self.figures = dict(figures or {})
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The optimiser's design: folding, memory styles, pixels per beat, its II and
+    estimate against the budget, and what binds."""
+
+    folds: dict[str, Fold]
+    memory_styles: dict[str, str]
+    pixels_per_beat: int
+    ii: int
+    estimate: rs.Estimate
+    budget: rs.Budget
+    margin: float
+    binding: str
+    explanation: str
+    stages_ii: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> rs.Resources:
+        return self.estimate.total
+
+    def rate(self, clock_hz: float) -> float:
+        """Images per second at ``clock_hz``."""
+        return clock_hz / self.ii
+
+    def network_kwargs(self) -> dict[str, Any]:
+        """Keywords of ``rtl_gen.network.NetworkParams`` besides the graph."""
+        return {"folds": dict(self.folds), "memory_styles": dict(self.memory_styles),
+                "pixels_per_beat": self.pixels_per_beat}
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def _usage(r: rs.Resources, budget: rs.Budget, margin: float) -> dict[str, float]:
+    """Use of each resource as a fraction of what the budget allows (LUT and FF less the
+    margin)."""
+    def frac(used: float, cap: float) -> float:
+        return used / cap if cap > 0 else (0.0 if used <= 0 else math.inf)
+
+    return {"LUT": frac(r.lut_sites, budget.lut * (1 - margin)),
+            "FF": frac(r.ff, budget.ff * (1 - margin)),
+            "BRAM": frac(r.bram, budget.bram), "DSP": frac(r.dsp, budget.dsp)}
+
+
+def _describe(r: rs.Resources, budget: rs.Budget, margin: float) -> dict[str, str]:
+    unit = rs.BRAM_NAME[budget.family]
+    return {"LUT": f"LUT: {r.lut_sites:,.0f} of {budget.lut:,.0f} ({r.lutram:,.0f} of them "
+                   f"LUT RAM; {margin:.0%} margin: {budget.lut * (1 - margin):,.0f})",
+            "FF": f"FF: {r.ff:,.0f} of {budget.ff:,.0f}",
+            "BRAM": f"BRAM: {r.bram:g} of {budget.bram:g} {unit}",
+            "DSP": f"DSP: {r.dsp:g} of {budget.dsp:g}"}
+
+
+@dataclass
+class _Layer:
+    """One matrix node and the non-matrix nodes after it (pools, up to the next)."""
+
+    node: ir.Conv | ir.Dense
+    after: list[ir.Node]
+    index: int
+
+
+class _Problem:
+    """A graph cut into layers, with the cost of every option cached."""
+
+    def __init__(self, graph: ir.Graph, budget: rs.Budget, margin: float, writable: bool,
+                 max_pe: int, max_simd: int, cal: Mapping[str, Any]):
+        self.graph, self.budget, self.margin, self.writable = graph, budget, margin, writable
+        self.family, self.cal = budget.family, cal
+        self.max_pe, self.max_simd = max_pe, max_simd
+        self.layers: list[_Layer] = []
+        for node in graph.nodes[1:]:
+            if isinstance(node, (ir.Conv, ir.Dense)):
+                self.layers.append(_Layer(node, [], len(self.layers)))
+            elif self.layers:
+                self.layers[-1].after.append(node)
+            else:  # pragma: no cover - lowered graphs start with a matrix node
+                raise ParameterError(f"optimiser: {node.name} comes before any matrix layer")
+        self.shapes = {m.name: m for m in matrix_layers(graph)}
+        self.styles = ("block", "lutram") if writable else ("block", "logic")
+        if writable and family_has_no_lutram(self.family):
+            self.styles = ("block",)
+        self._body: dict[tuple[int, Fold], tuple[int, list[tuple[str, dict[str,
+                                                                          rs.Resources]]],
+                                                 rs.Resources]] = {}
+        self._conv: dict[tuple[int, int, int], tuple[rs.Resources, int]] = {}
+        h, w, _ = graph.input.in_shape
+        self.pixels = h * w
+
+    # cost pieces -------------------------------------------------------------------
+
+    def _estimate(self, blocks: Sequence[rs.Block]) -> rs.Resources:
+        return rs.estimate(blocks, self.family, self.cal).total
+
+    def body(self, i: int, fold: Fold):
+        """``(cycles, memories, rest)`` of layer ``i`` at ``fold`` without its input
+        converter: ``memories`` lists per styleable memory its resources per style."""
+        key = (i, fold)
+        if key in self._body:
+            return self._body[key]
+        layer = self.layers[i]
+        flow = _flow_into(self, i, fold)
+        blocks, out = rs.node_blocks(layer.node, fold, flow, None, 4, self.writable)
+        blocks = [b for b in blocks if b.kind != "convert" or b.name.endswith("_gather")]
+        for node in layer.after:
+            more, out = rs.node_blocks(node, None, out, None, 4, self.writable)
+            blocks += more
+        cycles = max(b.cycles for b in blocks)
+        mems: list[tuple[str, dict[str, rs.Resources]]] = []
+        rest = rs.Resources()
+        for b in blocks:
+            est = rs.estimate([b], self.family, self.cal).blocks[0]
+            rest = rest + est.logic
+            for m in est.memories:
+                if m.memory.role in ("weights", "thresholds"):
+                    per = {}
+                    for style in self.styles:
+                        styled = rs.Memory(m.memory.name, m.memory.depth, m.memory.width,
+                                           m.memory.kind, style, m.memory.granularity,
+                                           m.memory.role)
+                        per[style] = rs.map_memory(styled, self.family, self.cal).resources
+                    mems.append((m.memory.name, per))
+                else:
+                    rest = rest + m.resources
+        self._body[key] = (cycles, mems, rest)
+        return self._body[key]
+
+    def converter(self, i: int, per_beat: int, fold: Fold) -> tuple[rs.Resources, int]:
+        """The width converter in front of layer ``i`` (fed ``per_beat`` elements)."""
+        key = (i, per_beat, fold.simd)
+        if key not in self._conv:
+            layer = self.layers[i]
+            flow = _flow_into(self, i, fold, per_beat)
+            blocks, _ = rs.node_blocks(layer.node, fold, flow, None, 4, self.writable)
+            conv = [b for b in blocks if b.kind == "convert" and b.name.endswith("_convert")]
+            self._conv[key] = (self._estimate(conv), max((b.cycles for b in conv), default=0))
+        return self._conv[key]
+
+    def options(self, i: int, ii: int) -> list[Fold]:
+        """The folds of layer ``i`` that meet ``ii``: per ``pe`` the least ``simd`` and per
+        ``simd`` the least ``pe``."""
+        m = self.shapes[self.layers[i].node.name]
+        pes = [p for p in _divisors(m.rows) if p <= self.max_pe]
+        simds = [s for s in _divisors(m.simd_base) if s <= self.max_simd]
+        found: set[Fold] = set()
+        for pe in pes:
+            for simd in simds:
+                f = Fold(pe, simd)
+                if m.cycles(f) <= ii and self.body(i, f)[0] <= ii:
+                    found.add(f)
+                    break
+        for simd in simds:
+            for pe in pes:
+                f = Fold(pe, simd)
+                if m.cycles(f) <= ii and self.body(i, f)[0] <= ii:
+                    found.add(f)
+                    break
+        return sorted(found, key=lambda f: (f.pe * f.simd, f.pe))
+
+    def fixed(self, k: int) -> tuple[rs.Resources, int]:
+        """The encoder and the top's glue at ``k`` pixels per beat."""
+        blocks, _ = rs.input_blocks(self.graph, k)
+        est = rs.estimate(blocks, self.family, self.cal, self.pixels // k)
+        return est.total, blocks[0].cycles
+
+    # search ------------------------------------------------------------------------
+
+    def weights(self, lam: float) -> tuple[float, float, float, float]:
+        b = self.budget
+        return (1 / max(b.lut, 1), lam / max(b.bram, 1e-9) if b.bram else 1e6,
+                0.25 / max(b.ff, 1), 1 / max(b.dsp, 1e-9) if b.dsp else 1e6)
+
+    def scalar(self, r: rs.Resources, w: tuple[float, float, float, float]) -> float:
+        return r.lut_sites * w[0] + r.bram * w[1] + r.ff * w[2] + r.dsp * w[3]
+
+    def solve(self, ii: int, lam: float) -> tuple[dict[str, Fold], dict[str, str], int,
+                                                 rs.Resources] | None:
+        """The cheapest design at ``ii`` for ``lam`` (dynamic programming over layers)."""
+        w = self.weights(lam)
+        k = _pixels_per_beat(self, ii)
+        if k is None:
+            return None
+        top, _ = self.fixed(k)
+        first = self.graph.input
+        in_per_beat = first.out_shape[2] * k
+        # states: fold of the previous layer -> (cost, resources, folds, styles)
+        states: dict[Any, tuple[float, rs.Resources, list[Fold], dict[str, str]]] = {
+            None: (self.scalar(top, w), top, [], {})}
+        for i in range(len(self.layers)):
+            opts = self.options(i, ii)
+            if not opts:
+                return None
+            new: dict[Any, tuple[float, rs.Resources, list[Fold], dict[str, str]]] = {}
+            for f in opts:
+                _, mems, rest = self.body(i, f)
+                r, styles = rest, {}
+                for name, per in mems:
+                    style = min(per, key=lambda s: self.scalar(per[s], w))
+                    styles[name] = style
+                    r = r + per[style]
+                best = None
+                for prev, (cost, tot, folds, st) in states.items():
+                    per_beat = in_per_beat if prev is None else prev.pe
+                    conv, conv_cycles = self.converter(i, per_beat, f)
+                    if conv_cycles > ii:
+                        continue
+                    c = cost + self.scalar(r + conv, w)
+                    if best is None or c < best[0]:
+                        best = (c, tot + r + conv, [*folds, f], {**st, **styles})
+                if best is not None:
+                    new[f] = best
+            if not new:
+                return None
+            states = new
+        cost, total, folds, styles = min(states.values(), key=lambda s: s[0])
+        names = [layer.node.name for layer in self.layers]
+        return dict(zip(names, folds, strict=True)), styles, k, total
+
+    def best_at(self, ii: int, objective: str = "fit"):
+        """The design at ``ii`` that fits with the least use of its most used resource,
+        or, if none fits, the one closest to fitting (``fits`` False)."""
+        seen = []
+        for lam in LAMBDAS:
+            sol = self.solve(ii, lam)
+            if sol is None:
+                return None
+            use = _usage(sol[3], self.budget, self.margin)
+            seen.append((max(use.values()), sol))
+        worst, sol = min(seen, key=lambda s: s[0])
+        return worst <= 1.0, sol
+
+
+def family_has_no_lutram(family: str) -> bool:
+    return family == "ice40"
+
+
+def _flow_into(p: _Problem, i: int, fold: Fold, per_beat: int | None = None) -> rs.Flow:
+    """The stream entering layer ``i`` (``per_beat`` from the previous layer's ``pe``, or
+    ``fold.simd`` when only the body matters: then no converter is planned)."""
+    graph = p.graph
+    if i == 0:
+        enc = graph.input
+        h, w, c = enc.out_shape
+        elem = 8 if enc.out_kind == "uint8" else 1
+    else:
+        prev = p.layers[i - 1]
+        shape = prev.node.out_shape
+        for node in prev.after:
+            shape = node.out_shape
+        if len(shape) == 3:
+            h, w, c = shape
+        else:
+            h, w, c = 1, 1, shape[0]
+        elem = 1
+    return rs.Flow(h, w, c, fold.simd if per_beat is None else per_beat, elem)
+
+
+def _pixels_per_beat(p: _Problem, ii: int) -> int | None:
+    """The fewest pixels per beat that let the encoder meet ``ii`` (1 unless the first
+    layer is dense: a window takes at most one pixel per cycle)."""
+    for k in _divisors(p.pixels):
+        if p.pixels // k <= ii:
+            return k
+        if isinstance(p.layers[0].node, ir.Conv):
+            return None
+    return None
+
+
+def _ii_candidates(p: _Problem) -> list[int]:
+    vals = set()
+    for i in range(len(p.layers)):
+        m = p.shapes[p.layers[i].node.name]
+        for pe in _divisors(m.rows):
+            if pe > p.max_pe:
+                continue
+            for simd in _divisors(m.simd_base):
+                if simd <= p.max_simd:
+                    vals.add(m.cycles(Fold(pe, simd)))
+    for k in _divisors(p.pixels):
+        vals.add(p.pixels // k)
+    floor = max(min(p.shapes[layer.node.name].cycles(Fold(pe, simd))
+                    for pe in _divisors(p.shapes[layer.node.name].rows) if pe <= p.max_pe
+                    for simd in _divisors(p.shapes[layer.node.name].simd_base)
+                    if simd <= p.max_simd) for layer in p.layers)
+    last = p.graph.nodes[-1]
+    floor = max(floor, last.rows + 3)
+    if isinstance(p.layers[0].node, ir.Conv):
+        floor = max(floor, p.pixels)
+    return sorted(v for v in vals if v >= floor) or [floor]
+
+
+# -- entry points --------------------------------------------------------------------------
+
+
+def _capacity_check(graph: ir.Graph, budget: rs.Budget, margin: float) -> None:
+    """Refuse a graph whose weight bits exceed any packing into the device."""
+    bits = sum(m.rows * m.cols for m in matrix_layers(graph))
+    room = budget.bram * BRAM_BITS[budget.family] \
+        + budget.lut * (1 - margin) * BITS_PER_LUT[budget.family]
+    if bits > room:
+        raise DoesNotFit(
+            f"{graph.meta.get('spec', {}).get('name', 'the network')} does not fit "
+            f"{budget.name}: its {bits / 1e6:.1f} Mbit of binary weights exceed the "
+            f"{budget.bram * BRAM_BITS[budget.family] / 1e6:.2f} Mbit of its "
+            f"{budget.bram:g} {rs.BRAM_NAME[budget.family]} plus the "
+            f"{budget.lut * (1 - margin) * BITS_PER_LUT[budget.family] / 1e6:.2f} Mbit its "
+            f"LUTs could hold as ROM", {"weight_bits": bits, "room_bits": room})
+
+
+def optimise(graph: ir.Graph, budget: rs.Budget, *, target_ii: int | None = None,
+             target_rate: float | None = None, clock_hz: float = 100e6, margin: float = 0.07,
+             runtime_writable: bool = False, max_pe: int = MAX_PE, max_simd: int = MAX_SIMD,
+             cal: Mapping[str, Any] | None = None) -> Choice:
+    """The design of ``graph`` for ``budget`` (see the module docstring)."""
+    if not 0 <= margin < 1:
+        raise ParameterError(f"optimiser: margin must be in 0..1, not {margin!r}")
+    if target_rate is not None:
+        if target_ii is not None:
+            raise ParameterError("optimiser: give target_ii or target_rate, not both")
+        if not target_rate > 0:
+            raise ParameterError(f"optimiser: target_rate must be positive, not {target_rate}")
+        target_ii = max(1, int(clock_hz // target_rate))
+    cal = cal or rs.calibration()
+    _capacity_check(graph, budget, margin)
+    p = _Problem(graph, budget, margin, runtime_writable, max_pe, max_simd, cal)
+    cands = _ii_candidates(p)
+    if target_ii is not None:
+        usable = [c for c in cands if c <= target_ii]
+        if not usable:
+            raise DoesNotFit(f"the network cannot reach II {target_ii:,}: its fastest "
+                             f"folding within pe <= {max_pe}, simd <= {max_simd} takes "
+                             f"{cands[0]:,} cycles per image", {"ii": cands[0]})
+        ii = usable[-1]
+        found = p.best_at(ii)
+        if found is None or not found[0]:
+            _refuse(p, ii, found, f"at the target II {target_ii:,}")
+        return _choice(p, ii, found[1], faster=None, mode="target")
+    # fastest that fits: bisection on the candidate IIs
+    slow = p.best_at(cands[-1])
+    if slow is None or not slow[0]:
+        _refuse(p, cands[-1], slow, "even at its slowest folding")
+    lo, hi = 0, len(cands) - 1   # cands[hi] fits
+    best = slow
+    while lo < hi:
+        mid = (lo + hi) // 2
+        found = p.best_at(cands[mid])
+        if found is not None and found[0]:
+            hi, best = mid, found
+        else:
+            lo = mid + 1
+    if best is slow and hi != len(cands) - 1:
+        best = p.best_at(cands[hi])
+    faster = p.best_at(cands[hi - 1]) if hi > 0 else None
+    return _choice(p, cands[hi], best[1], faster=(cands[hi - 1], faster) if hi > 0 else None,
+                   mode="fastest")
+
+
+def _refuse(p: _Problem, ii: int, found, when: str) -> None:
+    if found is None:
+        raise DoesNotFit(f"no folding of the network meets II {ii:,} within pe <= "
+                         f"{p.max_pe}, simd <= {p.max_simd}")
+    total = found[1][3]
+    use = _usage(total, p.budget, p.margin)
+    text = _describe(total, p.budget, p.margin)
+    over = [text[k] for k, v in sorted(use.items(), key=lambda kv: -kv[1]) if v > 1]
+    raise DoesNotFit(f"the network does not fit {p.budget.name} {when}: the smallest design "
+                     f"found (II {ii:,}) needs " + "; ".join(over),
+                     {"ii": ii, **total.rounded()})
+
+
+def _choice(p: _Problem, ii: int, sol, faster, mode: str) -> Choice:
+    folds, styles, k, _ = sol
+    blocks = rs.plan_blocks(p.graph, folds, pixels_per_beat=k, memory_styles=styles,
+                            runtime_writable=p.writable)
+    est = rs.estimate(blocks, p.family, p.cal, p.pixels // k)
+    total = est.total
+    use = _usage(total, p.budget, p.margin)
+    text = _describe(total, p.budget, p.margin)
+    binding_key = max(use, key=lambda k_: use[k_])
+    binding = text[binding_key]
+    real_ii = max(b.cycles for b in blocks)
+    slowest = max(blocks, key=lambda b: b.cycles)
+    goal = "fastest that fits" if mode == "fastest" else "smallest meeting the target"
+    lines = [(f"II {real_ii:,} cycles per image (slowest engine {slowest.name}), {goal} "
+              f"on {p.budget.name}"),
+             "use: " + "; ".join(text[k_] for k_ in ("LUT", "FF", "BRAM", "DSP")),
+             f"binds: {binding} ({use[binding_key]:.0%} of what the budget allows)"]
+    if faster is not None:
+        fii, ffound = faster
+        if ffound is None:
+            lines.append(f"II {fii:,} is out of reach of pe <= {p.max_pe}, "
+                         f"simd <= {p.max_simd}")
+        else:
+            ft = ffound[1][3]
+            fuse = _usage(ft, p.budget, p.margin)
+            ftext = _describe(ft, p.budget, p.margin)
+            over = [ftext[k_] for k_, v in sorted(fuse.items(), key=lambda kv: -kv[1])
+                    if v > 1]
+            lines.append(f"the next faster II {fii:,} would need " + "; ".join(over))
+    kinds = {s: sum(1 for v in styles.values() if v == s) for s in set(styles.values())}
+    lines.append("memories: " + ", ".join(f"{n} {s}" for s, n in sorted(kinds.items()))
+                 + (f"; {k} pixels per beat" if k > 1 else ""))
+    return Choice(folds, styles, k, real_ii, est, p.budget, p.margin, binding,
+                  "\n".join(lines), {b.name: b.cycles for b in blocks})
+
+
+# -- shape-only graphs and the width search -------------------------------------------------
+
+
+def shape_graph(spec: Mapping[str, Any]) -> ir.Graph:
+    """A lowered graph with the shapes of normalised model ``spec`` and all-zero weights
+    and thresholds (node names as ``bnnhw.frontend`` gives them): enough for the resource
+    model and the optimiser, without building or compiling the model."""
+    import numpy as np
+
+    from . import numerics as nx
+
+    inp = spec["input"]
+    c, h, w = inp["shape"]
+    nodes: list[ir.Node] = [ir.InputEncoder("input", (h, w, c), inp["encoding"],
+                                            inp["threshold"], inp["levels"], ("encoder",))]
+    shape: tuple[int, ...] = nodes[0].out_shape
+    kind = nodes[0].out_kind
+    layers = spec["layers"]
+    j, flat = 0, False
+    for i, lay in enumerate(layers):
+        last = i == len(layers) - 1
+        if lay["type"] == "conv":
+            pool_next = i + 1 < len(layers) and layers[i + 1]["type"] == "maxpool" \
+                and layers[i + 1].get("before_bn", False)
+            hh, ww, cc = shape
+            k, s, pad = lay["kernel"], lay.get("stride", 1), lay.get("padding", 0)
+            r = lay["out"]
+            oh, ow = nx.conv_out_size(hh, k, s, pad), nx.conv_out_size(ww, k, s, pad)
+            zero = pad > 0 and kind == "binary" and lay.get("pad_value", 0) == 0
+            ny = nxc = 1
+            if zero:
+                ny = len({tuple(t for t in range(k) if not 0 <= o * s + t - pad < hh)
+                          for o in range(oh)})
+                nxc = len({tuple(t for t in range(k) if not 0 <= o * s + t - pad < ww)
+                           for o in range(ow)})
+            rc = np.zeros(oh, np.int64)
+            cl = np.zeros(ow, np.int64)
+            if zero:
+                rc = _classes(hh, k, s, pad)
+                cl = _classes(ww, k, s, pad)
+            nodes.append(ir.Conv(
+                f"conv{j}", (hh, ww, cc), k, np.zeros((r, k * k * cc), np.uint8),
+                np.ones(r), np.zeros(r), stride=s, padding=pad,
+                pad_bit=1 if lay.get("pad_value", 0) == 1 and kind == "binary" else 0,
+                zero_padding=zero, input_kind=kind,
+                thresholds=np.zeros((ny, nxc, r), np.int64), row_class=rc, col_class=cl,
+                source=(f"layers.{j}",)))
+            j += 1 if pool_next else 3
+            shape, kind = (oh, ow, r), "binary"
+        elif lay["type"] == "maxpool":
+            hh, ww, cc = shape
+            k, s = lay["kernel"], lay.get("stride") or lay["kernel"]
+            nodes.append(ir.MaxPool(f"pool{j}", shape, k, s, np.zeros(cc, np.uint8),
+                                    (f"layers.{j}",)))
+            j += 3 if lay.get("before_bn", False) else 1
+            shape = (nx.conv_out_size(hh, k, s), nx.conv_out_size(ww, k, s), cc)
+        else:
+            if not flat:
+                j += 1  # Flatten
+                flat = True
+            r, f = lay["out"], int(np.prod(shape))
+            extra: dict[str, Any] = {}
+            if last:
+                extra = {"class_scale": np.ones(r, np.int64),
+                         "class_offset": np.arange(r, dtype=np.int64) - r // 2}
+            else:
+                extra = {"thresholds": np.zeros((1, 1, r), np.int64)}
+            nodes.append(ir.Dense(f"dense{j}", shape, np.zeros((r, f), np.uint8), np.ones(r),
+                                  np.zeros(r), input_kind=kind, source=(f"layers.{j}",),
+                                  **extra))
+            j += 2 if last else 3
+            shape, kind = (r,), "binary"
+    return ir.Graph(tuple(nodes), {"spec": dict(spec)})
+
+
+def _classes(size: int, k: int, s: int, pad: int):
+    import numpy as np
+
+    out = (size + 2 * pad - k) // s + 1
+    sets: list[tuple[int, ...]] = []
+    cls = np.empty(out, np.int64)
+    for o in range(out):
+        taps = tuple(t for t in range(k) if not 0 <= o * s + t - pad < size)
+        if taps not in sets:
+            sets.append(taps)
+        cls[o] = sets.index(taps)
+    return cls
+
+
+def largest_width(make_spec, widths: Sequence[float], budget: rs.Budget, **kwargs: Any
+                  ) -> tuple[float, Choice]:
+    """The largest width of ``widths`` whose model (``make_spec(width)``, a normalised
+    spec, e.g. ``lambda w: bnnhw.nn.zoo.get_spec("vgg", width=w)``) fits ``budget``, and
+    the optimiser's choice for it (``optimise`` keywords in ``kwargs``); ``DoesNotFit``
+    with the smallest width's figures when none does. Bisection: widths that fit are
+    assumed to be a prefix of the sorted ``widths``."""
+    ws = sorted(set(widths))
+    if not ws:
+        raise ParameterError("largest_width: give at least one width")
+
+    def attempt(w: float) -> Choice | DoesNotFit:
+        try:
+            return optimise(shape_graph(make_spec(w)), budget, **kwargs)
+        except DoesNotFit as e:
+            return e
+
+    first = attempt(ws[0])
+    if isinstance(first, DoesNotFit):
+        raise DoesNotFit(f"width {ws[0]:g} already does not fit: {first}", first.figures)
+    lo, hi, best = 0, len(ws) - 1, (ws[0], first)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        got = attempt(ws[mid])
+        if isinstance(got, DoesNotFit):
+            hi = mid - 1
+        else:
+            lo, best = mid, (ws[mid], got)
+    return best
