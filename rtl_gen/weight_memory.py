@@ -167,7 +167,8 @@ class FoldedMemoryParams:
 
     @property
     def bits(self) -> int:
-        """Memory bits (without the padding of a writable memory to whole chunks)."""
+        """Memory bits (without the padding of a writable memory of several chunks to
+        whole chunks)."""
         return self.depth * self.width
 
 
@@ -190,7 +191,9 @@ class FoldedMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        stored = p.chunks * CFG_DATA_BITS if p.writable else p.width
+        # A writable word of several chunks is stored padded to whole chunks (the write
+        # port's granularity); a word of one chunk at its own width.
+        stored = p.chunks * CFG_DATA_BITS if p.writable and p.chunks > 1 else p.width
         m.submodules.mem = mem = Memory(shape=stored, depth=p.depth, init=p.init,
                                         attrs=style_attrs(p.style))
         if p.style == "logic" and p.depth > 1:
@@ -206,13 +209,18 @@ class FoldedMemory(wiring.Component):
             m.d.comb += [rd.addr.eq(self.rd.addr), rd.en.eq(self.rd.en),
                          self.rd.data.eq(rd.data[:p.width])]
         if p.writable:
-            wr = mem.write_port(granularity=CFG_DATA_BITS)
             beat = data.View(CFG_LAYOUT, self.cfg.payload)
             hit = self.cfg.valid & (beat.sel == p.sel) & (beat.addr < p.depth)
-            m.d.comb += [
-                self.cfg.ready.eq(1),
-                wr.addr.eq(beat.addr),
-                wr.data.eq(Cat(*[beat.data] * p.chunks)),
-                wr.en.eq(Cat(*(hit & (beat.chunk == c) for c in range(p.chunks)))),
-            ]
+            m.d.comb += [self.cfg.ready.eq(1)]
+            if p.chunks > 1:
+                wr = mem.write_port(granularity=CFG_DATA_BITS)
+                m.d.comb += [
+                    wr.data.eq(Cat(*[beat.data] * p.chunks)),
+                    wr.en.eq(Cat(*(hit & (beat.chunk == c) for c in range(p.chunks)))),
+                ]
+            else:
+                wr = mem.write_port()
+                m.d.comb += [wr.data.eq(beat.data[:p.width]),
+                             wr.en.eq(hit & (beat.chunk == 0))]
+            m.d.comb += wr.addr.eq(beat.addr)
         return m
