@@ -16,7 +16,7 @@ board answers with carries its digest.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from amaranth import Module, ResetInserter
@@ -40,7 +40,9 @@ __all__ = ["BoardCore", "BoardCoreParams"]
 @dataclass(frozen=True, eq=False)
 class BoardCoreParams:
     """A graph and its folding behind the link; the board's name, clock and baud go into
-    the manifest and the identity; a frame silent for ``timeout_cycles`` is dropped."""
+    the manifest and the identity; a frame silent for ``timeout_cycles`` is dropped.
+    ``memory_styles`` gives the network's memories their styles
+    (``rtl_gen.network.NetworkParams.memory_styles``, e.g. ``bnnhw.optimiser``'s)."""
 
     graph: ir.Graph
     folds: Mapping[str, Fold]
@@ -51,6 +53,7 @@ class BoardCoreParams:
     max_payload: int = 4096
     timeout_cycles: int = 1 << 22
     fifo_depth: int = 4
+    memory_styles: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         integer("board core", "max_payload", self.max_payload, 16, 0xFFFF)
@@ -64,7 +67,8 @@ class BoardCoreParams:
     @cached_property
     def network(self) -> NetworkParams:
         return NetworkParams(self.graph, self.folds, fifo_depth=self.fifo_depth,
-                             runtime_writable=self.writable)
+                             runtime_writable=self.writable,
+                             memory_styles=self.memory_styles)
 
     @cached_property
     def manifest(self) -> Manifest:
