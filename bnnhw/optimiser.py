@@ -26,7 +26,16 @@ The result (:class:`Choice`) carries the folding, the styles, the pixels per bea
 estimate, and a plain explanation of what binds: the most used resource against the
 budget and what the next faster II would have needed. A budget nothing fits is refused
 with the figures of the smallest design (``DoesNotFit``); a network whose weights alone
-exceed what the device's block RAM and LUTs can hold is refused before any search.
+exceed what the device's block RAM and LUTs can hold is refused before any search, the
+message naming the figures, the devices that would hold them and the width that would
+fit (:func:`largest_width` finds it for the zoo's ``vgg``).
+
+On a board the host link takes its share (``link``, a ``bnnhw.resources.Link``: UART,
+frame receiver with two banks of ``max_payload`` bytes, dispatcher, transmitter); its
+frame buffer is shrunk when block RAM binds (``shrink_payload``), and the link feeds one
+pixel per beat (``max_pixels_per_beat=1``). A user folding (``folds``) is kept: only the
+memory styles are chosen. :func:`shape_graph` gives a graph of a spec's shapes without
+torch or training, which is all the optimiser needs.
 """
 
 from __future__ import annotations
@@ -44,11 +53,12 @@ from .validate import ParameterError
 
 __all__ = ["Choice", "DoesNotFit", "largest_width", "optimise", "shape_graph"]
 
-LAMBDAS = (0.0, 0.05, 0.12, 0.25, 0.4, 0.6, 0.85, 1.2, 1.7, 2.5, 4.0, 8.0, 30.0)
+LAMBDAS = (0.0, *(0.02 * 1.3 ** i for i in range(30)))  # 0.02 .. about 40
 MAX_PE = 128
 MAX_SIMD = 1024
+SAMPLE_STEP = 1.5
 BITS_PER_LUT = {"xc7": 64, "ecp5": 16, "ice40": 16}   # a ROM word per address of one LUT
-BRAM_BITS = {"xc7": 36 * 1024, "ecp5": 18 * 1024, "ice40": 4 * 1024}
+BRAM_BITS = rs.BRAM_BITS
 
 
 class DoesNotFit(BnnhwError):
@@ -61,8 +71,19 @@ class DoesNotFit(BnnhwError):
 
 @dataclass(frozen=True)
 class Choice:
-    """The optimiser's design: folding, memory styles, pixels per beat, its II and
-    estimate against the budget, and what binds."""
+    """The optimiser's design.
+
+    ``folds`` (``{layer: Fold}``), ``memory_styles`` (``{memory: style}``, the names of
+    ``rtl_gen.network.NetworkParams.memories``) and ``pixels_per_beat`` are what
+    ``rtl_gen.network.NetworkParams`` takes (``network_kwargs``); ``ii`` its cycles per
+    image; ``estimate`` the resource model's (``bnnhw.resources.Estimate``, the link
+    included when there is one), ``total`` its sum; ``budget`` and ``margin`` what it was
+    chosen for; ``binding`` the most used resource (``LUT``, ``FF``, ``BRAM`` or
+    ``DSP``); ``explanation`` plain lines: the II and its slowest engine, the use of each
+    resource, what binds and what the next faster II would have needed, the memory
+    styles, the largest LUT consumers; ``stages_ii`` each engine's cycles per image;
+    ``link`` the host link the design was sized with (its ``max_payload`` possibly
+    shrunk), None without one; ``runtime_writable`` whether the memories are."""
 
     folds: dict[str, Fold]
     memory_styles: dict[str, str]
@@ -74,6 +95,8 @@ class Choice:
     binding: str
     explanation: str
     stages_ii: dict[str, int] = field(default_factory=dict)
+    link: rs.Link | None = None
+    runtime_writable: bool = False
 
     @property
     def total(self) -> rs.Resources:
@@ -86,7 +109,17 @@ class Choice:
     def network_kwargs(self) -> dict[str, Any]:
         """Keywords of ``rtl_gen.network.NetworkParams`` besides the graph."""
         return {"folds": dict(self.folds), "memory_styles": dict(self.memory_styles),
-                "pixels_per_beat": self.pixels_per_beat}
+                "pixels_per_beat": self.pixels_per_beat,
+                "runtime_writable": self.runtime_writable}
+
+    def dominant(self, n: int = 3) -> list[tuple[str, float]]:
+        """The ``n`` largest LUT consumers: ``(what, LUTs)`` by block kind and memory role
+        (``Estimate.by_kind``), LUT RAM sites included."""
+        kinds = self.estimate.by_kind()
+        if self.estimate.top.lut:
+            kinds["top"] = self.estimate.top
+        ranked = sorted(((k, r.lut_sites) for k, r in kinds.items()), key=lambda kv: -kv[1])
+        return ranked[:n]
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -130,8 +163,11 @@ class _Problem:
     """A graph cut into layers, with the cost of every option cached."""
 
     def __init__(self, graph: ir.Graph, budget: rs.Budget, margin: float, writable: bool,
-                 max_pe: int, max_simd: int, cal: Mapping[str, Any]):
+                 max_pe: int, max_simd: int, cal: Mapping[str, Any],
+                 link: rs.Link | None = None, max_k: int | None = None,
+                 forced: Mapping[str, Fold] | None = None):
         self.graph, self.budget, self.margin, self.writable = graph, budget, margin, writable
+        self.link, self.forced = link, dict(forced) if forced else None
         self.family, self.cal = budget.family, cal
         self.max_pe, self.max_simd = max_pe, max_simd
         self.layers: list[_Layer] = []
@@ -152,6 +188,7 @@ class _Problem:
         self._conv: dict[tuple[int, int, int], tuple[rs.Resources, int]] = {}
         h, w, _ = graph.input.in_shape
         self.pixels = h * w
+        self.ks = [k for k in _divisors(self.pixels) if max_k is None or k <= max_k]
 
     # cost pieces -------------------------------------------------------------------
 
@@ -166,7 +203,11 @@ class _Problem:
             return self._body[key]
         layer = self.layers[i]
         flow = _flow_into(self, i, fold)
-        blocks, out = rs.node_blocks(layer.node, fold, flow, None, 4, self.writable)
+        # the engines' logic as with the styles the optimiser gives (never auto, whose ROM
+        # merges differently); the memories are costed per style below
+        own = self.styles[-1]
+        styled = {f"{layer.node.name}.weights": own, f"{layer.node.name}.thresholds": own}
+        blocks, out = rs.node_blocks(layer.node, fold, flow, styled, 4, self.writable)
         blocks = [b for b in blocks if b.kind != "convert" or b.name.endswith("_gather")]
         for node in layer.after:
             more, out = rs.node_blocks(node, None, out, None, 4, self.writable)
@@ -185,7 +226,7 @@ class _Problem:
                                            m.memory.kind, style, m.memory.granularity,
                                            m.memory.role)
                         per[style] = rs.map_memory(styled, self.family, self.cal).resources
-                    mems.append((m.memory.name, per))
+                    mems.append((m.memory.name.replace("_mvtu.", ".", 1), per))
                 else:
                     rest = rest + m.resources
         self._body[key] = (cycles, mems, rest)
@@ -206,6 +247,9 @@ class _Problem:
         """The folds of layer ``i`` that meet ``ii``: per ``pe`` the least ``simd`` and per
         ``simd`` the least ``pe``."""
         m = self.shapes[self.layers[i].node.name]
+        if self.forced is not None:
+            f = self.forced[m.name]
+            return [f] if m.cycles(f) <= ii and self.body(i, f)[0] <= ii else []
         pes = [p for p in _divisors(m.rows) if p <= self.max_pe]
         simds = [s for s in _divisors(m.simd_base) if s <= self.max_simd]
         found: set[Fold] = set()
@@ -224,10 +268,13 @@ class _Problem:
         return sorted(found, key=lambda f: (f.pe * f.simd, f.pe))
 
     def fixed(self, k: int) -> tuple[rs.Resources, int]:
-        """The encoder and the top's glue at ``k`` pixels per beat."""
+        """The encoder, the top's glue at ``k`` pixels per beat and the link if any."""
         blocks, _ = rs.input_blocks(self.graph, k)
+        cycles = blocks[0].cycles
+        if self.link is not None:
+            blocks.append(self.link.block(self.graph))
         est = rs.estimate(blocks, self.family, self.cal, self.pixels // k)
-        return est.total, blocks[0].cycles
+        return est.total, cycles
 
     # search ------------------------------------------------------------------------
 
@@ -279,8 +326,46 @@ class _Problem:
                 return None
             states = new
         cost, total, folds, styles = min(states.values(), key=lambda s: s[0])
+        styles, total = self.restyle(folds, styles, total)
         names = [layer.node.name for layer in self.layers]
         return dict(zip(names, folds, strict=True)), styles, k, total
+
+    def restyle(self, folds: list[Fold], styles: dict[str, str], total: rs.Resources,
+                ) -> tuple[dict[str, str], rs.Resources]:
+        """The memory styles of ``folds`` re-chosen as a knapsack: every memory out of
+        block RAM first, then into block RAM in the order of the most LUTs saved per
+        block RAM spent, while the device's block RAM lasts (the lambda sweep alone
+        misses designs that fill the block RAM)."""
+        if "block" not in self.styles or len(self.styles) < 2:
+            return styles, total
+        other = next(s for s in self.styles if s != "block")
+        per: dict[str, dict[str, rs.Resources]] = {}
+        for i, f in enumerate(folds):
+            for name, res in self.body(i, f)[1]:
+                per[name] = res
+        base = total
+        for name, res in per.items():
+            base = base + _minus(res[other], res[styles[name]])
+        new = {name: other for name in per}
+
+        def gain(name: str) -> float:
+            b, o = per[name]["block"], per[name][other]
+            spent = b.bram - o.bram
+            saved = o.lut_sites - b.lut_sites
+            return saved / spent if spent > 0 else (math.inf if saved > 0 else -math.inf)
+
+        room = self.budget.bram - base.bram
+        for name in sorted(per, key=gain, reverse=True):
+            b, o = per[name]["block"], per[name][other]
+            if o.lut_sites - b.lut_sites <= 0:
+                continue
+            if b.bram - o.bram <= room:
+                room -= b.bram - o.bram
+                base = base + _minus(b, o)
+                new[name] = "block"
+        old_use = max(_usage(total, self.budget, self.margin).values())
+        new_use = max(_usage(base, self.budget, self.margin).values())
+        return (new, base) if new_use < old_use else (styles, total)
 
     def best_at(self, ii: int, objective: str = "fit"):
         """The design at ``ii`` that fits with the least use of its most used resource,
@@ -294,6 +379,12 @@ class _Problem:
             seen.append((max(use.values()), sol))
         worst, sol = min(seen, key=lambda s: s[0])
         return worst <= 1.0, sol
+
+
+def _minus(a: rs.Resources, b: rs.Resources) -> rs.Resources:
+    """``a - b``, figure by figure."""
+    return rs.Resources(a.lut - b.lut, a.ff - b.ff, a.lutram - b.lutram, a.bram - b.bram,
+                        a.dsp - b.dsp, a.ramb18 - b.ramb18, a.ramb36 - b.ramb36)
 
 
 def family_has_no_lutram(family: str) -> bool:
@@ -324,7 +415,7 @@ def _flow_into(p: _Problem, i: int, fold: Fold, per_beat: int | None = None) -> 
 def _pixels_per_beat(p: _Problem, ii: int) -> int | None:
     """The fewest pixels per beat that let the encoder meet ``ii`` (1 unless the first
     layer is dense: a window takes at most one pixel per cycle)."""
-    for k in _divisors(p.pixels):
+    for k in p.ks:
         if p.pixels // k <= ii:
             return k
         if isinstance(p.layers[0].node, ir.Conv):
@@ -342,7 +433,7 @@ def _ii_candidates(p: _Problem) -> list[int]:
             for simd in _divisors(m.simd_base):
                 if simd <= p.max_simd:
                     vals.add(m.cycles(Fold(pe, simd)))
-    for k in _divisors(p.pixels):
+    for k in p.ks:
         vals.add(p.pixels // k)
     floor = max(min(p.shapes[layer.node.name].cycles(Fold(pe, simd))
                     for pe in _divisors(p.shapes[layer.node.name].rows) if pe <= p.max_pe
@@ -352,32 +443,71 @@ def _ii_candidates(p: _Problem) -> list[int]:
     floor = max(floor, last.rows + 3)
     if isinstance(p.layers[0].node, ir.Conv):
         floor = max(floor, p.pixels)
+    floor = max(floor, p.pixels // p.ks[-1])
     return sorted(v for v in vals if v >= floor) or [floor]
 
 
 # -- entry points --------------------------------------------------------------------------
 
 
+def _spec_name(graph: ir.Graph) -> str:
+    return str(graph.meta.get("spec", {}).get("name") or "the network")
+
+
 def _capacity_check(graph: ir.Graph, budget: rs.Budget, margin: float) -> None:
-    """Refuse a graph whose weight bits exceed any packing into the device."""
+    """Refuse a graph whose weight bits exceed any packing into the device: all its block
+    RAM full and its LUTs (less the margin) all ROM, the least any design could need."""
     bits = sum(m.rows * m.cols for m in matrix_layers(graph))
-    room = budget.bram * BRAM_BITS[budget.family] \
-        + budget.lut * (1 - margin) * BITS_PER_LUT[budget.family]
-    if bits > room:
-        raise DoesNotFit(
-            f"{graph.meta.get('spec', {}).get('name', 'the network')} does not fit "
-            f"{budget.name}: its {bits / 1e6:.1f} Mbit of binary weights exceed the "
-            f"{budget.bram * BRAM_BITS[budget.family] / 1e6:.2f} Mbit of its "
-            f"{budget.bram:g} {rs.BRAM_NAME[budget.family]} plus the "
-            f"{budget.lut * (1 - margin) * BITS_PER_LUT[budget.family] / 1e6:.2f} Mbit its "
-            f"LUTs could hold as ROM", {"weight_bits": bits, "room_bits": room})
+    fam = budget.family
+
+    def room(b: rs.Budget) -> float:
+        return b.bram * BRAM_BITS[b.family] + b.lut * (1 - margin) * BITS_PER_LUT[b.family]
+
+    have = room(budget)
+    if bits <= have:
+        return
+    bigger = [b.name for b in sorted(rs.BUDGETS.values(), key=lambda b: b.lut)
+              if b.family == fam and room(b) >= bits]
+    others = [b.name for b in sorted(rs.BUDGETS.values(), key=lambda b: b.lut)
+              if b.family != fam and room(b) >= bits]
+    spec = graph.meta.get("spec", {})
+    width = spec.get("width")
+    scale = math.sqrt(have / bits)  # weights grow with the square of the width
+    widths = (f"a width of at most about {scale * width:.2g}" if width else
+              f"about {scale:.2f} times its channels")
+    boards_text = ", ".join(bigger or others) or (
+        f"one with {bits / 1e6:.1f} Mbit of block RAM or more; none of "
+        f"{', '.join(b.name for b in rs.BUDGETS.values())} has it")
+    raise DoesNotFit(
+        f"{_spec_name(graph)} does not fit {budget.name}: its {bits / 1e6:.2f} Mbit of binary "
+        f"weights exceed the {have / 1e6:.2f} Mbit the device could hold at most "
+        f"({budget.bram:g} {budget.bram_kind} of {budget.bram_bits // 1024} Kbit = "
+        f"{budget.bram * BRAM_BITS[fam] / 1e6:.2f} Mbit, plus "
+        f"{budget.lut * (1 - margin) * BITS_PER_LUT[fam] / 1e6:.2f} Mbit if its "
+        f"{budget.lut:,} LUTs were all ROM). What would fit: a bigger device "
+        f"({boards_text}), or a smaller network ({widths}; "
+        f"bnnhw.optimiser.largest_width finds the largest zoo vgg width that fits, "
+        f"bnnhw train --width W trains it)",
+        {"weight_bits": bits, "room_bits": have, "bram_bits": budget.bram * BRAM_BITS[fam],
+         "lut_rom_bits": budget.lut * (1 - margin) * BITS_PER_LUT[fam],
+         "width_scale": scale})
 
 
 def optimise(graph: ir.Graph, budget: rs.Budget, *, target_ii: int | None = None,
-             target_rate: float | None = None, clock_hz: float = 100e6, margin: float = 0.07,
-             runtime_writable: bool = False, max_pe: int = MAX_PE, max_simd: int = MAX_SIMD,
-             cal: Mapping[str, Any] | None = None) -> Choice:
-    """The design of ``graph`` for ``budget`` (see the module docstring)."""
+             target_rate: float | None = None, clock_hz: float = 100e6, margin: float = 0.03,
+             runtime_writable: bool = False, link: rs.Link | None = None,
+             shrink_payload: bool = True, max_pixels_per_beat: int | None = None,
+             folds: Mapping[str, Fold] | None = None, max_pe: int = MAX_PE,
+             max_simd: int = MAX_SIMD, cal: Mapping[str, Any] | None = None) -> Choice:
+    """The design of ``graph`` for ``budget`` (see the module docstring).
+
+    ``link`` (a ``bnnhw.resources.Link``) puts the board's host link in the budget; with
+    ``shrink_payload`` its ``max_payload`` is halved (down to what one image needs,
+    ``bnnhw.resources.least_payload``) while that lets a faster design fit, and the
+    choice's ``link`` says which was taken. ``max_pixels_per_beat`` caps the pixels per
+    input beat (1 for a board: the link feeds one pixel per beat). ``folds`` is the user's
+    folding: it is kept (only the memory styles are chosen) and refused if it does not
+    fit or misses a target."""
     if not 0 <= margin < 1:
         raise ParameterError(f"optimiser: margin must be in 0..1, not {margin!r}")
     if target_rate is not None:
@@ -386,9 +516,83 @@ def optimise(graph: ir.Graph, budget: rs.Budget, *, target_ii: int | None = None
         if not target_rate > 0:
             raise ParameterError(f"optimiser: target_rate must be positive, not {target_rate}")
         target_ii = max(1, int(clock_hz // target_rate))
+    if target_ii is not None and (isinstance(target_ii, bool) or not isinstance(target_ii, int)
+                                  or target_ii < 1):
+        raise ParameterError(f"optimiser: target_ii must be a positive integer, "
+                             f"not {target_ii!r}")
     cal = cal or rs.calibration()
     _capacity_check(graph, budget, margin)
-    p = _Problem(graph, budget, margin, runtime_writable, max_pe, max_simd, cal)
+    if link is None or not shrink_payload:
+        return _optimise(graph, budget, target_ii, margin, runtime_writable, link,
+                         max_pixels_per_beat, folds, max_pe, max_simd, cal)
+    least = rs.least_payload(graph)
+    payloads = [link.max_payload]
+    while payloads[-1] // 2 >= least:
+        payloads.append(payloads[-1] // 2)
+    if payloads[-1] > least:
+        payloads.append(least)
+    best: Choice | None = None
+    refusal: DoesNotFit | None = None
+    for payload in payloads:
+        lk = rs.Link(payload, link.clock_hz, link.baud, link.timeout_cycles)
+        try:
+            got = _optimise(graph, budget, target_ii, margin, runtime_writable, lk,
+                            max_pixels_per_beat, folds, max_pe, max_simd, cal)
+        except DoesNotFit as e:
+            refusal = refusal or e
+            continue
+        if best is None or got.ii < best.ii:
+            best = got
+        if target_ii is not None or folds is not None:
+            break  # the smallest design meeting the target with the largest payload
+        if got.binding != "BRAM" and best is got:
+            break  # block RAM does not bind: a smaller frame buffer would not help
+    if best is None:
+        assert refusal is not None
+        raise refusal
+    if best.link is not None and best.link.max_payload != link.max_payload:
+        best = _with_note(best, f"max_payload {link.max_payload:,} -> "
+                                f"{best.link.max_payload:,} bytes: the frame buffer's "
+                                f"block RAM was what bound")
+    return best
+
+
+def _with_note(choice: Choice, note: str) -> Choice:
+    from dataclasses import replace
+
+    return replace(choice, explanation=choice.explanation + "\n" + note)
+
+
+def _forced_ii(p: _Problem, folds: Mapping[str, Fold]) -> tuple[int, int]:
+    """The II of a user folding and the fewest pixels per beat that reach it."""
+    best: tuple[int, int] | None = None
+    for k in p.ks:
+        blocks = rs.plan_blocks(p.graph, folds, pixels_per_beat=k, runtime_writable=p.writable)
+        ii = max(b.cycles for b in blocks)
+        if best is None or ii < best[0]:
+            best = (ii, k)
+    assert best is not None
+    return best
+
+
+def _optimise(graph, budget, target_ii, margin, writable, link, max_k, folds, max_pe,
+              max_simd, cal) -> Choice:
+    p = _Problem(graph, budget, margin, writable, max_pe, max_simd, cal, link, max_k, folds)
+    if folds is not None:
+        missing = [m.name for m in matrix_layers(graph) if m.name not in folds]
+        if missing:
+            raise ParameterError(f"optimiser: the folding gives no pe/simd for "
+                                 f"{', '.join(missing)}")
+        for m in matrix_layers(graph):
+            m.cycles(folds[m.name])  # validates pe and simd
+        ii, _ = _forced_ii(p, folds)
+        if target_ii is not None and ii > target_ii:
+            raise DoesNotFit(f"the given folding takes {ii:,} cycles per image, more than "
+                             f"the target II {target_ii:,}", {"ii": ii})
+        found = p.best_at(ii)
+        if found is None or not found[0]:
+            _refuse(p, ii, found, "with the given folding")
+        return _choice(p, ii, found[1], faster=None, mode="given")
     cands = _ii_candidates(p)
     if target_ii is not None:
         usable = [c for c in cands if c <= target_ii]
@@ -396,17 +600,37 @@ def optimise(graph: ir.Graph, budget: rs.Budget, *, target_ii: int | None = None
             raise DoesNotFit(f"the network cannot reach II {target_ii:,}: its fastest "
                              f"folding within pe <= {max_pe}, simd <= {max_simd} takes "
                              f"{cands[0]:,} cycles per image", {"ii": cands[0]})
+        # the smallest design meeting the target: the slowest usable II that fits, and
+        # of the IIs that fit the least used
         ii = usable[-1]
         found = p.best_at(ii)
         if found is None or not found[0]:
             _refuse(p, ii, found, f"at the target II {target_ii:,}")
         return _choice(p, ii, found[1], faster=None, mode="target")
-    # fastest that fits: bisection on the candidate IIs
-    slow = p.best_at(cands[-1])
-    if slow is None or not slow[0]:
-        _refuse(p, cands[-1], slow, "even at its slowest folding")
-    lo, hi = 0, len(cands) - 1   # cands[hi] fits
-    best = slow
+    # fastest that fits: the candidate IIs sampled about every factor SAMPLE_STEP from the
+    # fastest; the first sample that fits, then bisection between it and the faster
+    # sample before it (fitting is monotone in the II but near the slowest foldings, whose
+    # one-bit-wide memories pack block RAM badly)
+    samples, last = [], None
+    for i, c in enumerate(cands):
+        if last is None or c >= last * SAMPLE_STEP or i == len(cands) - 1:
+            samples.append(i)
+            last = c
+    closest, hi, best = None, None, None
+    prev = -1
+    for i in samples:
+        found = p.best_at(cands[i])
+        if found is not None and found[0]:
+            hi, best = i, found
+            break
+        if found is not None and (closest is None or _worst(p, found) < _worst(p, closest[1])):
+            closest = (cands[i], found)
+        prev = i
+    if hi is None:
+        if closest is None:
+            _refuse(p, cands[-1], None, "at any folding")
+        _refuse(p, closest[0], closest[1], "at any folding")
+    lo = prev + 1
     while lo < hi:
         mid = (lo + hi) // 2
         found = p.best_at(cands[mid])
@@ -414,11 +638,13 @@ def optimise(graph: ir.Graph, budget: rs.Budget, *, target_ii: int | None = None
             hi, best = mid, found
         else:
             lo = mid + 1
-    if best is slow and hi != len(cands) - 1:
-        best = p.best_at(cands[hi])
     faster = p.best_at(cands[hi - 1]) if hi > 0 else None
     return _choice(p, cands[hi], best[1], faster=(cands[hi - 1], faster) if hi > 0 else None,
                    mode="fastest")
+
+
+def _worst(p: _Problem, found) -> float:
+    return max(_usage(found[1][3], p.budget, p.margin).values())
 
 
 def _refuse(p: _Problem, ii: int, found, when: str) -> None:
@@ -438,15 +664,19 @@ def _choice(p: _Problem, ii: int, sol, faster, mode: str) -> Choice:
     folds, styles, k, _ = sol
     blocks = rs.plan_blocks(p.graph, folds, pixels_per_beat=k, memory_styles=styles,
                             runtime_writable=p.writable)
+    engines = list(blocks)
+    if p.link is not None:
+        blocks.append(p.link.block(p.graph))
     est = rs.estimate(blocks, p.family, p.cal, p.pixels // k)
     total = est.total
     use = _usage(total, p.budget, p.margin)
     text = _describe(total, p.budget, p.margin)
     binding_key = max(use, key=lambda k_: use[k_])
     binding = text[binding_key]
-    real_ii = max(b.cycles for b in blocks)
-    slowest = max(blocks, key=lambda b: b.cycles)
-    goal = "fastest that fits" if mode == "fastest" else "smallest meeting the target"
+    real_ii = max(b.cycles for b in engines)
+    slowest = max(engines, key=lambda b: b.cycles)
+    goal = {"fastest": "fastest that fits", "target": "smallest meeting the target",
+            "given": "the given folding"}[mode]
     lines = [(f"II {real_ii:,} cycles per image (slowest engine {slowest.name}), {goal} "
               f"on {p.budget.name}"),
              "use: " + "; ".join(text[k_] for k_ in ("LUT", "FF", "BRAM", "DSP")),
@@ -466,8 +696,14 @@ def _choice(p: _Problem, ii: int, sol, faster, mode: str) -> Choice:
     kinds = {s: sum(1 for v in styles.values() if v == s) for s in set(styles.values())}
     lines.append("memories: " + ", ".join(f"{n} {s}" for s, n in sorted(kinds.items()))
                  + (f"; {k} pixels per beat" if k > 1 else ""))
-    return Choice(folds, styles, k, real_ii, est, p.budget, p.margin, binding,
-                  "\n".join(lines), {b.name: b.cycles for b in blocks})
+    lines.append("LUTs: " + ", ".join(f"{what} {n:,.0f}" for what, n in _ranked(est)))
+    return Choice(folds, styles, k, real_ii, est, p.budget, p.margin, binding_key,
+                  "\n".join(lines), {b.name: b.cycles for b in engines}, p.link, p.writable)
+
+
+def _ranked(est: rs.Estimate, n: int = 4) -> list[tuple[str, float]]:
+    kinds = est.by_kind()
+    return sorted(((k, r.lut_sites) for k, r in kinds.items()), key=lambda kv: -kv[1])[:n]
 
 
 # -- shape-only graphs and the width search -------------------------------------------------

@@ -42,7 +42,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources as _pkg
-from itertools import pairwise
 from typing import Any
 
 from . import ir
@@ -50,8 +49,23 @@ from . import numerics as nx
 from .folding import Fold
 from .validate import ParameterError
 
-__all__ = ["BUDGETS", "FAMILIES", "Block", "Budget", "Estimate", "Memory", "Resources",
-           "blocks_of_stages", "calibration", "estimate", "map_memory", "plan_blocks"]
+__all__ = [
+    "BUDGETS",
+    "FAMILIES",
+    "Block",
+    "Budget",
+    "Estimate",
+    "Link",
+    "Memory",
+    "Resources",
+    "blocks_of_stages",
+    "calibration",
+    "estimate",
+    "image_bytes",
+    "least_payload",
+    "map_memory",
+    "plan_blocks",
+]
 
 FAMILIES = ("xc7", "ecp5", "ice40")
 STYLES = ("auto", "block", "lutram", "logic")
@@ -448,6 +462,59 @@ def _classify_of(node: ir.Dense, writable: bool) -> Block:
 
 
 @dataclass(frozen=True)
+class Link:
+    """The host link around the network on a board (``rtl_gen.board_core`` and its UART,
+    ``rtl_gen.board_top``): frame receiver (two banks of ``max_payload`` bytes),
+    dispatcher, transmitter and UART at ``baud`` from ``clock_hz``. :meth:`block` is its
+    block for a graph (kind ``link``: logic fitted like the engines', the frame buffer a
+    memory)."""
+
+    max_payload: int = 4096
+    clock_hz: int = 100_000_000
+    baud: int = 3_000_000
+    timeout_cycles: int = 1 << 22
+
+    def __post_init__(self) -> None:
+        for what, lo in (("max_payload", 16), ("clock_hz", 1), ("baud", 1),
+                         ("timeout_cycles", 1)):
+            v = getattr(self, what)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ParameterError(f"link: {what} must be an integer >= {lo}, not {v!r}")
+
+    @classmethod
+    def of_core(cls, core: Any) -> Link:
+        """The link of a ``rtl_gen.board_core.BoardCoreParams`` (read by attribute)."""
+        return cls(core.max_payload, core.clock_hz, core.baud, core.timeout_cycles)
+
+    def block(self, graph: ir.Graph) -> Block:
+        h, w, c = graph.input.in_shape
+        last = graph.nodes[-1]
+        depth = 2 * self.max_payload
+        mem = Memory("link.frame_buffer", depth, 8, "ram", "auto", 0, "frame_buffer")
+        shape = {"addr": _bits(depth), "pixels": _bits(h * w), "channels": c,
+                 "result": last.rows * last.dot_bits,
+                 "uart": _bits(-(-self.clock_hz // self.baud)),
+                 "timeout": _bits(self.timeout_cycles)}
+        return Block("link", "link", shape, (mem,), 0)
+
+
+def image_bytes(graph: ir.Graph) -> int:
+    """Bytes of one image in an ``INFER`` frame (``bnnhw.manifest.Manifest.image_bytes``:
+    a binary-encoded image travels one bit per value, else one byte)."""
+    h, w, c = graph.input.in_shape
+    n = h * w * c
+    return -(-n // 8) if graph.input.encoding == "binary" else n
+
+
+def least_payload(graph: ir.Graph) -> int:
+    """The smallest ``max_payload`` that carries one image and its result
+    (``bnnhw.manifest.Manifest.images_per_frame`` >= 1), at least 16."""
+    last = graph.nodes[-1]
+    result = (1 if last.rows <= 256 else 2) + last.rows * -(-last.dot_bits // 8)
+    return max(16, image_bytes(graph) + 1, result + 3)
+
+
+@dataclass(frozen=True)
 class Flow:
     """The stream between two engines: the map ``h x w x c`` in beats of ``per_beat``
     elements of ``elem`` bits."""
@@ -572,6 +639,8 @@ def blocks_of_stages(stages: Iterable[Any]) -> list[Block]:
             out.append(classify_block(stage.name, p.classes, p.score_width,
                                       p.scan_bits if p.scan_bits and p.map_words else 0,
                                       p.scale_bits, p.logit_bits, multiplier))
+        elif "BoardCoreParams" in kinds:  # the link of a board core, its network apart
+            out.append(Link.of_core(p).block(p.graph))
         else:
             raise TypeError(f"resources: no model for stage {stage.name} "
                             f"({type(p).__name__})")
@@ -657,11 +726,10 @@ def _candidates(mem: Memory, family: str, emu: Mapping[str, float]):
     for kind in ("block", "distributed"):
         if kind == "distributed" and mem.kind == "rom":
             continue  # prune_rom
+        if kind == "block" and mem.kind == "ram_async":
+            continue  # block RAM reads are synchronous
         for cell, abits, dbits, cost, wscale, byte in _UNITS[family][kind]:
             for i, unit in enumerate(dbits):
-                if family == "ice40" and kind == "block" and mem.kind != "rom" \
-                        and mem.granularity == 0 and unit == 16:
-                    continue  # the EBR's 16-bit write port needs byte enables
                 depth_unit = 1 << (abits - i)
                 mult_a = -(-d // depth_unit)
                 if mem.granularity and mem.kind != "rom":
@@ -680,6 +748,15 @@ def _candidates(mem: Memory, family: str, emu: Mapping[str, float]):
                     c += 0.5 * mult_a * wren
                 c += emu.get(f"{kind}_{mem.kind}", emu.get(kind, 2.0))
                 out.append((kind, cell, c, repl, mult_a))
+                if kind == "block" and mem.kind == "rom" and mult_a > 1:
+                    # a ROM deeper than the unit may also lay its depth slices side by
+                    # side in the unit's width, a multiplexer picking the slice
+                    packed = -(-mult_a * w // unit)
+                    if packed < repl:
+                        c2 = (cost - wscale) * packed + wscale * mult_a * w / unit
+                        c2 += 0.5 * (mult_a - 1) * w
+                        c2 += emu.get(f"{kind}_{mem.kind}", emu.get(kind, 2.0))
+                        out.append((kind, cell, c2, packed, mult_a))
     return out
 
 
@@ -721,18 +798,15 @@ def distinct_columns(depth: int, width: int) -> float:
 
 def _rom_luts(table: Mapping[str, float], depth: int, width: int) -> float:
     """LUTs of a ``depth x width`` ROM of random words: LUTs per distinct column by depth
-    (measured, interpolated linearly in the depth, proportional beyond the table)."""
+    (measured; a depth between two measured ones takes the deeper one's, a LUT holding a
+    power of two of words; proportional beyond the table)."""
     if depth <= 1:
         return 0.0
     pts = sorted((int(k), float(v)) for k, v in table.items())
     if depth >= pts[-1][0]:
         per = pts[-1][1] * depth / pts[-1][0]
-    else:
-        per = pts[0][1]
-        for (d0, v0), (d1, v1) in pairwise(pts):
-            if d0 <= depth <= d1:
-                per = v0 + (v1 - v0) * (depth - d0) / (d1 - d0)
-                break
+    else:  # LUTs per column step with the depth: the next measured depth's
+        per = next(v for d, v in pts if d >= depth)
     return per * distinct_columns(depth, width)
 
 
@@ -746,7 +820,7 @@ def _memory_resources(mem: Memory, family: str, fam: Mapping[str, Any], kind: st
             return Resources(luts, d * w + (w if mem.kind == "ram" else 0))
         if mem.style == "logic" and d > 1:  # address register, combinational ROM
             return Resources(_rom_luts(fam["rom_lut"], d, w), abits)
-        luts = _rom_luts(fam.get("rom_lut_auto", fam["rom_lut"]), d, w)
+        luts = _rom_luts(fam["rom_lut"], d, w)  # the same LUTs, a data register
         return Resources(luts, w)
     sync = mem.kind in ("rom", "ram")
     if kind == "distributed":
@@ -795,13 +869,18 @@ def features(block: Block) -> dict[str, float]:
         return {"width": s["width"], "one": 1}
     if k == "pool":
         return {"simd": s["simd"], "counters": s["counters"], "one": 1}
+    if k == "link":
+        return {"one": 1, "addr": s["addr"], "result": s["result"], "pixels": s["pixels"],
+                "uart": s["uart"]}
     if k == "classify":
         return {"scores": s["scores"], "logit": s["logit"], "index": _bits(s["classes"]),
                 "mul": s["logit"] * s["scale_bits"] if s["multiplier"] else 0, "one": 1}
     raise ValueError(f"unknown block kind {k!r}")
 
 
-def _dsp(block: Block, family: str) -> int:
+def _dsp(block: Block, family: str, fam: Mapping[str, Any]) -> int:
+    if block.kind == "link":  # the dispatcher's multipliers: a constant, measured
+        return int(fam.get("link_dsp", 0))
     if block.kind != "classify" or not block["multiplier"] or family == "ice40":
         return 0
     a, b = block["score_width"], max(1, block["scale_bits"])
@@ -810,12 +889,29 @@ def _dsp(block: Block, family: str) -> int:
     return -(-a // 18) * -(-b // 18) if a > 1 and b > 1 else 0
 
 
+def logic_features(block: Block, family: str, fam: Mapping[str, Any]) -> dict[str, float]:
+    """:func:`features` and, for an MVTU whose weights stay in logic, ``rom_merge`` (style
+    ``logic``) or ``rom_auto`` (style ``auto``, Yosys keeping it in logic): the LUTs the
+    memory model gives that ROM. Flattened, synthesis merges the ROM with the XNORs and
+    the first counters of the trees, which costs more than the two apart (much more for
+    an ``auto`` ROM, whose data register goes); the fitted coefficient is the extra per
+    ROM LUT."""
+    f = features(block)
+    if block.kind == "mvtu":
+        w = block.memories[0]
+        if w.kind == "rom":
+            m = map_memory(w, family, {"families": {family: fam}})
+            if m.kind == "logic":  # a ROM left to synthesis (auto) merges worse
+                f["rom_auto" if w.style == "auto" else "rom_merge"] = m.resources.lut
+    return f
+
+
 def _logic(block: Block, family: str, fam: Mapping[str, Any]) -> Resources:
     coef = fam.get("logic", {}).get(block.kind, {})
-    f = features(block)
+    f = logic_features(block, family, fam)
     lut = sum(coef.get("lut", {}).get(n, 0.0) * v for n, v in f.items())
     ff = sum(coef.get("ff", {}).get(n, 0.0) * v for n, v in f.items())
-    return Resources(max(0.0, lut), max(0.0, ff), 0, 0, _dsp(block, family))
+    return Resources(max(0.0, lut), max(0.0, ff), 0, 0, _dsp(block, family, fam))
 
 
 @dataclass(frozen=True)

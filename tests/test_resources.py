@@ -1,0 +1,163 @@
+"""The resource model (``bnnhw.resources``): blocks planned without hardware equal the
+blocks of the real stages, memories map as Yosys maps them (the grid measured by
+``bench/calibrate_resources.py``), budgets, the link. No synthesis runs here: the
+measured figures are the calibration's (``bnnhw/resource_calibration.json``);
+``bench/resource_model.py`` compares whole networks with Yosys."""
+
+from __future__ import annotations
+
+import pytest
+
+from bnnhw import resources as rs
+from bnnhw.folding import Fold, default_folding, two_foldings
+from bnnhw.frontend import compile_model
+from rtl_gen.network import NetworkParams
+from tests.bnn_cases import VERIFY_MODELS, zoo_model
+
+
+def _graph(name):
+    if name in VERIFY_MODELS:
+        return compile_model(VERIFY_MODELS[name]())
+    return compile_model(zoo_model(name, seed=0, calibration=2))
+
+
+CASES = [
+    ("tfc", "default", {}, 1, False),
+    ("tfc", "fast", {"dense1.weights": "logic", "dense4.thresholds": "block"}, 16, False),
+    ("sfc", "default", {}, 1, True),
+    ("cnv", "default", {}, 1, False),
+    ("cnv", "fast", {"conv1.weights": "block"}, 1, True),
+    ("tiny", "fast", {}, 1, False),
+    ("cnv_small", "default", {}, 1, False),
+    ("padded_small", "default", {}, 1, True),
+]
+
+
+@pytest.mark.parametrize("name,folding,styles,k,writable", CASES,
+                         ids=[f"{c[0]}-{c[1]}-k{c[3]}{'-w' if c[4] else ''}" for c in CASES])
+def test_planned_blocks_are_the_stages_blocks(name, folding, styles, k, writable):
+    graph = _graph(name)
+    folds = two_foldings(graph)[folding]
+    if writable:
+        styles = {n: ("block" if s == "block" else "lutram") for n, s in styles.items()}
+    styles = {n: s for n, s in styles.items()
+              if n in NetworkParams(graph, folds).memories}
+    params = NetworkParams(graph, folds, pixels_per_beat=k, memory_styles=styles,
+                           runtime_writable=writable)
+    planned = rs.plan_blocks(graph, folds, pixels_per_beat=k, memory_styles=styles,
+                             runtime_writable=writable)
+    assert planned == rs.blocks_of_stages(params.stages)
+    assert max(b.cycles for b in planned) == params.cycles_per_image
+    assert [b.name for b in planned] == [s.name for s in params.stages]
+    styled = {m.name: m.style for b in planned for m in b.memories}
+    for mem, style in styles.items():
+        assert styled[mem.replace(".", "_mvtu.", 1)] == style
+
+
+def test_a_changed_fold_changes_the_plan():
+    graph = _graph("tfc")
+    folds = default_folding(graph)
+    other = {**folds, "dense1": Fold(folds["dense1"].pe * 2, folds["dense1"].simd)}
+    params = NetworkParams(graph, other)
+    assert rs.plan_blocks(graph, folds) != rs.blocks_of_stages(params.stages)
+
+
+# -- memories ------------------------------------------------------------------------------
+
+def _grid(family):
+    grid = rs.calibration()["memory_grid"][family]
+    assert len(grid) >= 40
+    return grid
+
+
+CALIBRATED = sorted(rs.calibration()["families"])
+
+
+@pytest.mark.parametrize("family", CALIBRATED)
+def test_memory_mapping_follows_yosys(family):
+    """Every memory of the measured grid: the model's block RAM count is Yosys' exactly,
+    and its kind (block RAM, LUT RAM, logic) too."""
+    bad = []
+    for g in _grid(family):
+        mem = rs.Memory(g["name"], g["depth"], g["width"], g["kind"], g["style"],
+                        g["granularity"])
+        got = rs.map_memory(mem, family)
+        measured = g["measured"]
+        kind = ("block" if measured["bram"] else
+                "distributed" if measured.get("lutram") else "logic")
+        if got.resources.bram != measured["bram"] or got.kind != kind:
+            bad.append((g["name"], measured["bram"], kind, got.resources.bram, got.kind))
+    assert not bad
+
+
+def test_memory_styles_force_the_kind():
+    deep = rs.Memory("w", 2048, 9, "rom", "auto", 0, "weights")
+    assert rs.map_memory(deep, "xc7").kind == "block"  # Yosys' own choice (the grid)
+    assert rs.map_memory(rs.Memory("w", 2048, 9, "rom", "logic"), "xc7").kind == "logic"
+    shallow = rs.Memory("w", 72, 512, "rom")
+    assert rs.map_memory(shallow, "xc7").kind == "logic"
+    assert rs.map_memory(rs.Memory("w", 72, 512, "rom", "block"), "xc7").kind == "block"
+    block = rs.map_memory(rs.Memory("w", 8, 64, "rom", "block"), "xc7")
+    assert (block.kind, block.resources.bram) == ("block", 1)  # 64 bits wide: one RAMB36
+    ram = rs.Memory("t", 300, 64, "ram", "lutram", 32)
+    assert rs.map_memory(ram, "xc7").kind == "distributed"
+    with pytest.raises(ValueError, match="ice40 has no LUT RAM"):
+        rs.map_memory(ram, "ice40")
+    with pytest.raises(ValueError, match="a read-only memory cannot be LUT RAM"):
+        rs.map_memory(rs.Memory("w", 64, 8, "rom", "lutram"), "xc7")
+
+
+def test_block_ram_packing_by_family():
+    """Block RAM counts follow the aspect ratios: a 1024 x 36 memory is one RAMB36
+    (1K x 36), two DP16KD (1K x 18 each) or nine EBRs (256 x 16)."""
+    mem = rs.Memory("m", 1024, 36, "rom", "block")
+    assert rs.map_memory(mem, "xc7").resources.bram == 1
+    assert rs.map_memory(mem, "ice40").resources.bram == 9
+    if "ecp5" in CALIBRATED:
+        assert rs.map_memory(mem, "ecp5").resources.bram == 2
+
+
+# -- budgets and the link ------------------------------------------------------------------
+
+def test_budgets():
+    b = rs.BUDGETS["xc7a35t"]
+    assert (b.lut, b.ff, b.bram, b.dsp, b.bram_kind, b.bram_bits, b.lut_inputs) == \
+        (20_800, 41_600, 50, 90, "RAMB36", 36 * 1024, 6)
+    up5k = rs.BUDGETS["ice40up5k"]
+    assert (up5k.bram_kind, up5k.bram_total_bits, up5k.spram_total_bits) == \
+        ("EBR", 30 * 4096, 4 * 256 * 1024)
+    half = b.scaled(lut=0.5, bram=0.5)
+    assert (half.lut, half.bram, half.ff) == (10_400, 25, 41_600)
+    with pytest.raises(ValueError, match="budget X: family must be one of"):
+        rs.Budget("X", "stratix", 1, 1, 1, 1)
+    with pytest.raises(ValueError, match="budget X: lut must be a number >= 0"):
+        rs.Budget("X", "xc7", -1, 1, 1, 1)
+
+
+def test_link_block():
+    graph = _graph("tfc")
+    link = rs.Link(1024, 12_000_000, 3_000_000)
+    block = link.block(graph)
+    assert block.kind == "link"
+    (buf,) = block.memories
+    assert (buf.depth, buf.width, buf.kind) == (2048, 8, "ram")
+    assert rs.map_memory(buf, "ice40").resources.bram == 4  # 2048 x 8 in 512 x 8 EBRs
+    assert rs.image_bytes(graph) == 98 and rs.least_payload(graph) >= 99
+    est = rs.estimate([block], "ice40")
+    assert est.total.lut > 100 and est.total.bram == 4
+    with pytest.raises(ValueError, match="link: max_payload must be an integer >= 16"):
+        rs.Link(8)
+
+
+def test_estimate_adds_up():
+    graph = _graph("cnv")
+    blocks = rs.plan_blocks(graph, default_folding(graph))
+    est = rs.estimate(blocks, "xc7", beats_per_image=1024)
+    total = est.total
+    parts = est.top
+    for b in est.blocks:
+        parts = parts + b.total
+    assert total == parts
+    kinds = est.by_kind()
+    assert abs(sum(r.lut for r in kinds.values()) + est.top.lut - total.lut) < 1e-6
+    assert total.bram == sum(u.resources.bram for b in est.blocks for u in b.memories)
