@@ -31,6 +31,8 @@ COMMANDS = {
               "host link, and check every result against the golden model."),
     "sim-board": ("Serve a model's simulated board (Verilator) on a loopback TCP port "
                   "until stopped."),
+    "build": ("Build a checkpoint for a board: the folding that fills it, RTL, constraints, "
+              "project, bitstream where a toolchain here makes one, and the build report."),
     "boards": "List the boards bnnhw builds for: devices, resource budgets, clocks, flows.",
     "verify": ("Co-simulate the generated accelerator (Verilator + cocotb) on images and "
                "compare every score with the golden model."),

@@ -9,7 +9,9 @@ Fields: ``board``, ``device``, ``model``, ``fits`` (bool), ``ii_cycles``, ``cloc
 ``resources`` (per kind ``lut``/``ff``/``bram36``/``dsp``...: ``budget``, ``estimate``,
 ``synthesised``, the last None where no tool ran), ``layers`` (per matrix layer:
 ``name``, ``cycles``, ``pe``, ``simd``, ``estimate`` per kind), ``flow`` (what each stage
-used and whether timing was measured), ``notes`` (sentences worth reading), ``files``.
+used and whether timing was measured), ``notes`` (sentences worth reading), ``files``;
+optional: ``timing_met``, ``link_images_per_second``, ``writable_weights``,
+``explanation`` (the optimiser's lines: what it chose and what binds).
 """
 
 from __future__ import annotations
@@ -142,7 +144,14 @@ def render_html(report: dict[str, Any]) -> str:
         ("design clock", f"{_fmt(r.get('clock_mhz'))} MHz"),
         ("post-route Fmax", "not measured (no place-and-route ran)" if r.get("fmax_mhz") is None
          else f"{_fmt(r.get('fmax_mhz'))} MHz"),
+        ("timing", "not measured" if r.get("timing_met") is None
+         else ("met" if r["timing_met"] else "NOT met")),
         ("throughput", f"{_fmt(r.get('images_per_second'))} images/s at the design clock"),
+        ("link", "&mdash;" if r.get("link_images_per_second") is None
+         else f"at most {_fmt(r['link_images_per_second'])} images/s over the UART"),
+        ("weights", "&mdash;" if r.get("writable_weights") is None
+         else ("written by the host at run time" if r["writable_weights"]
+               else "fixed in the bitstream")),
         ("latency", f"{_fmt(r.get('latency_cycles'))} cycles"
          + (f" ({r['latency_cycles'] / r['clock_mhz']:,.1f} &micro;s)"
             if r.get("latency_cycles") and r.get("clock_mhz") else "")),
@@ -162,6 +171,8 @@ def render_html(report: dict[str, Any]) -> str:
     flow_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>"
                         for k, v in (r.get("flow") or {}).items())
     notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in r.get("notes") or [])
+    why = "".join(f"<li>{html.escape(line)}</li>" for line in r.get("explanation") or [])
+    why = f"<h2>The design chosen</h2><ul>{why}</ul>" if why else ""
     files = "".join(f"<li><code>{html.escape(f)}</code></li>" for f in r.get("files") or [])
     plots = [p for p in (_layer_cycles_plot(r), _layer_resources_plot(r),
                          _estimate_vs_synthesis_plot(r)) if p]
@@ -173,6 +184,7 @@ def render_html(report: dict[str, Any]) -> str:
 <p class="sub">bnnhw build report</p>
 {notes}
 <table>{rows}</table>
+{why}
 <h2>Resources</h2>
 <table><tr><th>kind</th><th>budget</th><th>estimate</th><th>synthesised</th></tr>{res_rows}</table>
 {''.join(plots[2:3])}

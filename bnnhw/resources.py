@@ -69,7 +69,8 @@ __all__ = [
 
 FAMILIES = ("xc7", "ecp5", "ice40")
 STYLES = ("auto", "block", "lutram", "logic")
-CFG_DATA_BITS = 32  # bnnhw.packing.CFG_DATA_BITS: a writable memory stores whole chunks
+CFG_DATA_BITS = 32  # bnnhw.packing.CFG_DATA_BITS: a writable word of several chunks is
+#                     stored padded to whole chunks, one chunk wide at its own width
 
 
 # -- figures -------------------------------------------------------------------------------
@@ -377,16 +378,20 @@ def mvtu_block(name: str, rows: int, cols: int, pe: int, simd: int, input_kind: 
     else:
         tree_luts, tree_regs = pe * outs, pe * regs
     mems = []
-    kind, gran = ("ram", CFG_DATA_BITS) if writable else ("rom", 0)
+    kind = "ram" if writable else "rom"
 
-    def stored(width: int) -> int:
-        return -(-width // CFG_DATA_BITS) * CFG_DATA_BITS if writable else width
+    def stored(width: int) -> int:     # rtl_gen.weight_memory.FoldedMemory
+        return -(-width // CFG_DATA_BITS) * CFG_DATA_BITS if writable and \
+            width > CFG_DATA_BITS else width
+
+    def gran(width: int) -> int:
+        return CFG_DATA_BITS if writable and width > CFG_DATA_BITS else 0
 
     mems.append(Memory(f"{name}.weights", nf * sf, stored(pe * simd), kind, weight_style,
-                       gran, "weights"))
+                       gran(pe * simd), "weights"))
     if classes is not None:
         mems.append(Memory(f"{name}.thresholds", classes * nf, stored(pe * thr_bits), kind,
-                           threshold_style, gran, "thresholds"))
+                           threshold_style, gran(pe * thr_bits), "thresholds"))
     if nf > 1:
         mems.append(Memory(f"{name}.input_buffer", 2 * sf, simd * ew, "ram"))
     shape = {"pe": pe, "simd": simd, "nf": nf, "sf": sf, "input_kind": input_kind,

@@ -114,6 +114,7 @@ class SynthResult:
     seeds_fmax_mhz: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     cached: bool = False
+    folder: str = ""        # where the build's files are (the cache, or out_dir)
 
     @property
     def design_fmax_mhz(self) -> float | None:
@@ -524,6 +525,7 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
     result.files = {k: str(where / v) for k, v in result.files.items()}
     result.logs = {k: str(where / v) for k, v in result.logs.items()}
     result.cached = cached
+    result.folder = str(where)
     result.seconds = time.perf_counter() - start
     say(result.summary())
     return result
