@@ -73,6 +73,10 @@ def _grid(family):
 CALIBRATED = sorted(rs.calibration()["families"])
 
 
+def test_every_family_is_calibrated():
+    assert CALIBRATED == sorted(rs.FAMILIES)
+
+
 @pytest.mark.parametrize("family", CALIBRATED)
 def test_memory_mapping_follows_yosys(family):
     """Every memory of the measured grid: the model's block RAM count is Yosys' exactly,
