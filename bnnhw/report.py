@@ -57,7 +57,7 @@ def _layer_cycles_plot(report: dict[str, Any]) -> str:
     ii = report["ii_cycles"]
     ax.bar(names, cycles, color=["#c0392b" if c == max(cycles) else "#2e86c1" for c in cycles])
     ax.axhline(ii, color="#444", linestyle="--", linewidth=1, label=f"II {ii:,} cycles")
-    ax.set(ylabel="cycles per image", title="cycles per image of each matrix layer")
+    ax.set(ylabel="cycles per image", title="cycles per image of each layer and part")
     ax.legend(loc="upper right")
     ax.tick_params(axis="x", labelrotation=45)
     return _svg(fig)

@@ -193,12 +193,17 @@ def test_user_errors_are_one_line(ckpts, tmp_path, capsys, monkeypatch, argv, wo
 
 # -- real builds ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("model, board", [("tiny", "ulx3s"), ("tfc", "ulx3s"),
-                                          ("tiny", "icebreaker"), ("tfc", "icebreaker")])
-def test_lattice_build_makes_a_bitstream_with_its_fmax(ckpts, tmp_path, capsys, model, board):
+@pytest.mark.parametrize("model, board, clock", [("tiny", "ulx3s", None), ("tfc", "ulx3s", 100),
+                                                 ("tiny", "icebreaker", 12),
+                                                 ("tfc", "icebreaker", 12)])
+def test_lattice_build_makes_a_bitstream_with_its_fmax(ckpts, tmp_path, capsys, model, board,
+                                                       clock):
+    """One build follows the Fmax (``clock`` None), the others are built at a fixed clock
+    the design meets (one place-and-route each, to keep the suite short)."""
     out = tmp_path / f"{model}-{board}"
+    fixed = [] if clock is None else ["--clock", clock]
     code, _, err = run(["build", "--board", board, "--model", ckpts[model], "--out", out,
-                        "--json"], capsys)
+                        "--json", *fixed], capsys)
     assert code == 0, err
     rep = report_of(out)
     assert rep["fits"] is True
