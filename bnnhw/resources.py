@@ -913,7 +913,10 @@ def logic_features(block: Block, family: str, fam: Mapping[str, Any]) -> dict[st
     xc7 (much more for an ``auto`` ROM, whose data register goes), less with 4-input
     LUTs, where a weight bit's XNOR folds into the last LUT of its ROM column. The fitted
     coefficients are the extra (``rom_merge``, ``rom_auto``) or the saving
-    (``rom_merge_less``, ``rom_auto_less``, features of negative sign) per ROM LUT."""
+    (``rom_merge_less``, ``rom_shallow_less``, features of negative sign) per ROM LUT; a
+    ROM no deeper than a LUT's inputs less one (address and input bit in one LUT) only
+    saves. Thresholds left to synthesis (``auto``) and kept in logic, deeper than that,
+    add ``thr_auto``: their data register goes into the comparators."""
     f = features(block)
     if block.kind == "mvtu":
         w = block.memories[0]
@@ -928,10 +931,17 @@ def logic_features(block: Block, family: str, fam: Mapping[str, Any]) -> dict[st
                     f[key] = m.resources.lut
                     if w.style == "logic":
                         f[key + "_less"] = -m.resources.lut
+        t = block.memories[1] if len(block.memories) > 1 and \
+            block.memories[1].role == "thresholds" else None
+        if t is not None and t.kind == "rom" and t.style == "auto":
+            m = map_memory(t, family, {"families": {family: fam}})
+            if m.kind == "logic" and _bits(t.depth) + 1 > LUT_INPUTS[family]:
+                # deeper than a LUT: its data register goes into the comparators
+                f["thr_auto"] = m.resources.lut
     return f
 
 
-MERGE_FEATURES = ("rom_merge", "rom_merge_less", "rom_auto", "rom_shallow_less")
+MERGE_FEATURES = ("rom_merge", "rom_merge_less", "rom_auto", "rom_shallow_less", "thr_auto")
 
 
 def _logic(block: Block, family: str, fam: Mapping[str, Any]) -> Resources:
