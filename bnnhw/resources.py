@@ -70,7 +70,7 @@ __all__ = [
 FAMILIES = ("xc7", "ecp5", "ice40")
 STYLES = ("auto", "block", "lutram", "logic")
 CFG_DATA_BITS = 32  # bnnhw.packing.CFG_DATA_BITS: a writable word of several chunks is
-#                     stored padded to whole chunks, one chunk wide at its own width
+#                     written a chunk at a time, one chunk wide at its own width
 
 
 # -- figures -------------------------------------------------------------------------------
@@ -380,12 +380,11 @@ def mvtu_block(name: str, rows: int, cols: int, pe: int, simd: int, input_kind: 
     mems = []
     kind = "ram" if writable else "rom"
 
-    def stored(width: int) -> int:     # rtl_gen.weight_memory.FoldedMemory
-        return -(-width // CFG_DATA_BITS) * CFG_DATA_BITS if writable and \
-            width > CFG_DATA_BITS else width
+    def stored(width: int) -> int:
+        return _stored(width, writable)[0]
 
     def gran(width: int) -> int:
-        return CFG_DATA_BITS if writable and width > CFG_DATA_BITS else 0
+        return _stored(width, writable)[1]
 
     mems.append(Memory(f"{name}.weights", nf * sf, stored(pe * simd), kind, weight_style,
                        gran(pe * simd), "weights"))
@@ -432,10 +431,21 @@ def pool_block(name: str, height: int, width: int, channels: int, kernel: int, s
                                 "overlapping": overlapping}, tuple(mems), cycles)
 
 
+def _stored(width: int, writable: bool) -> tuple[int, int]:
+    """Width and write granularity of a run-time writable memory's words as synthesis
+    keeps them (``rtl_gen.weight_memory.FoldedMemory``): a word wider than one cfg chunk
+    is padded to whole chunks, written a chunk at a time, but nothing reads the padding
+    and Yosys drops those bits (the word keeps its width, a write enable per chunk); a
+    narrower word is stored at its width with one write enable."""
+    return width, CFG_DATA_BITS if writable and width > CFG_DATA_BITS else 0
+
+
 def classify_block(name: str, classes: int, score_width: int, scan_bits: int,
-                   scale_bits: int, logit_bits: int, multiplier: bool) -> Block:
-    mems = (Memory(f"{name}.class_map", classes, scan_bits, "rom", "auto", 0, "class_map"),
-            ) if scan_bits else ()
+                   scale_bits: int, logit_bits: int, multiplier: bool,
+                   writable: bool = False) -> Block:
+    width, gran = _stored(scan_bits, writable)
+    mems = (Memory(f"{name}.class_map", classes, width, "ram" if writable else "rom", "auto",
+                   gran, "class_map"),) if scan_bits else ()
     return Block(name, "classify", {"classes": classes, "scores": classes * score_width,
                                     "score_width": score_width, "logit": logit_bits,
                                     "multiplier": multiplier, "scale_bits": scale_bits},
@@ -463,7 +473,7 @@ def _classify_of(node: ir.Dense, writable: bool) -> Block:
     scan = sb + ob
     multiplier = common is None or (common & (common - 1)) != 0
     return classify_block("classify", node.rows, sw, scan if node.rows > 1 or scan else 0,
-                          sb, logit, multiplier)
+                          sb, logit, multiplier, writable)
 
 
 @dataclass(frozen=True)
@@ -643,7 +653,8 @@ def blocks_of_stages(stages: Iterable[Any]) -> list[Block]:
             multiplier = common is None or (common & (common - 1)) != 0
             out.append(classify_block(stage.name, p.classes, p.score_width,
                                       p.scan_bits if p.scan_bits and p.map_words else 0,
-                                      p.scale_bits, p.logit_bits, multiplier))
+                                      p.scale_bits, p.logit_bits, multiplier,
+                                      p.runtime_writable))
         elif "BoardCoreParams" in kinds:  # the link of a board core, its network apart
             out.append(Link.of_core(p).block(p.graph))
         else:
@@ -898,25 +909,51 @@ def logic_features(block: Block, family: str, fam: Mapping[str, Any]) -> dict[st
     """:func:`features` and, for an MVTU whose weights stay in logic, ``rom_merge`` (style
     ``logic``) or ``rom_auto`` (style ``auto``, Yosys keeping it in logic): the LUTs the
     memory model gives that ROM. Flattened, synthesis merges the ROM with the XNORs and
-    the first counters of the trees, which costs more than the two apart (much more for
-    an ``auto`` ROM, whose data register goes); the fitted coefficient is the extra per
-    ROM LUT."""
+    the first counters of the trees, which costs more or less than the two apart: more on
+    xc7 (much more for an ``auto`` ROM, whose data register goes), less with 4-input
+    LUTs, where a weight bit's XNOR folds into the last LUT of its ROM column. The fitted
+    coefficients are the extra (``rom_merge``, ``rom_auto``) or the saving
+    (``rom_merge_less``, ``rom_shallow_less``, features of negative sign) per ROM LUT; a
+    ROM no deeper than a LUT's inputs less one (address and input bit in one LUT) only
+    saves. Thresholds left to synthesis (``auto``) and kept in logic, deeper than that,
+    add ``thr_auto``: their data register goes into the comparators."""
     f = features(block)
     if block.kind == "mvtu":
         w = block.memories[0]
         if w.kind == "rom":
             m = map_memory(w, family, {"families": {family: fam}})
             if m.kind == "logic":  # a ROM left to synthesis (auto) merges worse
-                f["rom_auto" if w.style == "auto" else "rom_merge"] = m.resources.lut
+                if _bits(w.depth) + 1 <= LUT_INPUTS[family]:
+                    # a word's address and its input bit fit one LUT: ROM and XNOR merge
+                    f["rom_shallow_less"] = -m.resources.lut
+                else:
+                    key = "rom_auto" if w.style == "auto" else "rom_merge"
+                    f[key] = m.resources.lut
+                    if w.style == "logic":
+                        f[key + "_less"] = -m.resources.lut
+        t = block.memories[1] if len(block.memories) > 1 and \
+            block.memories[1].role == "thresholds" else None
+        if t is not None and t.kind == "rom" and t.style == "auto":
+            m = map_memory(t, family, {"families": {family: fam}})
+            if m.kind == "logic" and _bits(t.depth) + 1 > LUT_INPUTS[family]:
+                # deeper than a LUT: its data register goes into the comparators
+                f["thr_auto"] = m.resources.lut
     return f
+
+
+MERGE_FEATURES = ("rom_merge", "rom_merge_less", "rom_auto", "rom_shallow_less", "thr_auto")
 
 
 def _logic(block: Block, family: str, fam: Mapping[str, Any]) -> Resources:
     coef = fam.get("logic", {}).get(block.kind, {})
     f = logic_features(block, family, fam)
-    lut = sum(coef.get("lut", {}).get(n, 0.0) * v for n, v in f.items())
+    lut = sum(coef.get("lut", {}).get(n, 0.0) * v for n, v in f.items()
+              if n not in MERGE_FEATURES)
+    # the merge of a ROM with the lanes changes the block's LUTs by a share of the ROM's
+    # (either sign): added after the logic's floor, the ROM's own LUTs stay in its memory
+    merge = sum(coef.get("lut", {}).get(n, 0.0) * f[n] for n in MERGE_FEATURES if n in f)
     ff = sum(coef.get("ff", {}).get(n, 0.0) * v for n, v in f.items())
-    return Resources(max(0.0, lut), max(0.0, ff), 0, 0, _dsp(block, family, fam))
+    return Resources(max(0.0, lut) + merge, max(0.0, ff), 0, 0, _dsp(block, family, fam))
 
 
 @dataclass(frozen=True)

@@ -165,3 +165,61 @@ def test_estimate_adds_up():
     kinds = est.by_kind()
     assert abs(sum(r.lut for r in kinds.values()) + est.top.lut - total.lut) < 1e-6
     assert total.bram == sum(u.resources.bram for b in est.blocks for u in b.memories)
+
+
+def test_writable_memories_at_their_read_width():
+    graph = _graph("tfc")
+    blocks = rs.plan_blocks(graph, default_folding(graph), runtime_writable=True)
+    mems = {m.name: m for b in blocks for m in b.memories}
+    cmap = mems["classify.class_map"]
+    # the class map is rewritable: a RAM; words wider than a cfg chunk keep their width
+    # (Yosys drops the unread padding) with a write enable per 32-bit chunk
+    assert cmap.kind == "ram" and cmap.width > 32 and cmap.width % 32
+    assert cmap.granularity == 32
+    narrow = [m for m in mems.values() if m.role in ("weights", "thresholds")
+              and m.width <= 32]
+    wide = [m for m in mems.values() if m.role in ("weights", "thresholds") and m.width > 32]
+    assert narrow and wide
+    assert all(m.kind == "ram" and m.granularity == 0 for m in narrow)
+    assert all(m.kind == "ram" and m.granularity == 32 for m in wide)
+    fixed = rs.plan_blocks(graph, default_folding(graph))
+    rom = {m.name: m for b in fixed for m in b.memories}["classify.class_map"]
+    assert rom.kind == "rom" and rom.granularity == 0 and rom.width < cmap.width
+    # 10 words of 41 bits in 256 x 16 EBRs: three, not the four of the padded 64 bits
+    assert rs.map_memory(cmap, "ice40").resources.bram == -(-cmap.width // 16) == 3
+
+
+def test_rom_merge_features_by_depth():
+    cal = rs.calibration()
+    # 8 words (3 address bits and the input bit: one LUT4) and 196 words
+    shallow = rs.mvtu_block("m", 8, 64, 8, 8, "binary", 1, 1, weight_style="logic")
+    deep = rs.mvtu_block("m", 64, 784, 16, 16, "binary", 1, 1, weight_style="logic")
+    for fam in ("xc7", "ice40"):
+        f = cal["families"][fam]
+        fs, fd = rs.logic_features(shallow, fam, f), rs.logic_features(deep, fam, f)
+        assert fs["rom_shallow_less"] < 0 and "rom_merge" not in fs
+        assert "rom_shallow_less" not in fd and fd["rom_merge"] == -fd["rom_merge_less"] > 0
+    # on iCE40 the deep ROM's merge is a saving: the block's logic is below that of the
+    # same block with its weights in block RAM
+    assert cal["families"]["ice40"]["logic"]["mvtu"]["lut"]["rom_merge_less"] > 0
+    in_block = rs.mvtu_block("m", 64, 784, 16, 16, "binary", 1, 1, weight_style="block")
+    logic = rs.estimate([deep], "ice40").blocks[0].logic.lut
+    assert logic < rs.estimate([in_block], "ice40").blocks[0].logic.lut
+
+
+def test_calibrated_designs_block_ram_exact_and_luts_within_15_percent():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import resource_model
+
+    table = resource_model.rows(["xc7", "ice40"], None, {})
+    byname = {(r["design"], r["family"]): r for r in table}
+    assert byname[("tfc-board-default", "ice40")]["model"]["bram"] == \
+        byname[("tfc-board-default", "ice40")]["yosys"]["bram"] == 35
+    bad = [(r["design"], r["family"], r["lut_error"]) for r in table if not r["ok"]]
+    assert not bad
+    # the check can fail: a planted fault outside the tolerance
+    planted = resource_model.rows(["xc7"], ["cnv-optimised"], {"cnv-optimised": 1.2})
+    assert not planted[0]["ok"]
