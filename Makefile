@@ -1,6 +1,6 @@
 # Two entry points; each creates or reuses the local virtual environment .venv by itself.
 #   make demo   train a small BNN on the bundled MNIST, check it, verify the RTL, run it
-#               on the simulated board through the host link
+#               on the simulated board through the host link, build it for the Arty
 #   make test   run the whole test suite
 PYTHON ?= python3
 VENV := .venv
@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(BNNHW) check --model $(DEMO)/sfc.pt --images 1000
 	$(BNNHW) verify --model $(DEMO)/sfc.pt --images 1000 --stall 0.2
 	$(BNNHW) infer --sim --model $(DEMO)/sfc.pt
+	$(BNNHW) build --board arty --model $(DEMO)/sfc.pt --out $(DEMO)/sfc-arty
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
