@@ -130,21 +130,49 @@ def _divisors(n: int) -> list[int]:
     return sorted(set(small + [n // d for d in small]))
 
 
+ICE40_FF_CELLS = 0.55
+"""iCE40 logic cells a flip-flop adds beside the LUT4s: a cell holds one LUT4 and one
+flip-flop, and most of a design's flip-flops (pipeline registers, resettable enables)
+find no LUT of their own to share a cell with. Measured on two UP5K board designs (zoo
+tiny: 3,254 LUT4 + 2,463 FF in 4,773 cells; zoo TFC: 3,519 + 2,757 in 5,027)."""
+ICE40_PLACE_MARGIN = 0.08
+"""nextpnr-ice40 failed to place a UP5K design at 95% of its cells and placed one at 90%."""
+
+
+def lut_cells(r: rs.Resources, family: str) -> float:
+    """What a design takes of a budget's LUTs: LUT sites (LUT RAM included), and on the
+    iCE40 the logic cells its flip-flops add (``ICE40_FF_CELLS``)."""
+    return r.lut_sites + (ICE40_FF_CELLS * r.ff if family == "ice40" else 0.0)
+
+
+def _lut_margin(budget: rs.Budget, margin: float) -> float:
+    return max(margin, ICE40_PLACE_MARGIN) if budget.family == "ice40" else margin
+
+
 def _usage(r: rs.Resources, budget: rs.Budget, margin: float) -> dict[str, float]:
     """Use of each resource as a fraction of what the budget allows (LUT and FF less the
-    margin)."""
+    margin; on the iCE40, logic cells: ``lut_cells``, less at least
+    ``ICE40_PLACE_MARGIN``)."""
     def frac(used: float, cap: float) -> float:
         return used / cap if cap > 0 else (0.0 if used <= 0 else math.inf)
 
-    return {"LUT": frac(r.lut_sites, budget.lut * (1 - margin)),
+    return {"LUT": frac(lut_cells(r, budget.family),
+                        budget.lut * (1 - _lut_margin(budget, margin))),
             "FF": frac(r.ff, budget.ff * (1 - margin)),
             "BRAM": frac(r.bram, budget.bram), "DSP": frac(r.dsp, budget.dsp)}
 
 
 def _describe(r: rs.Resources, budget: rs.Budget, margin: float) -> dict[str, str]:
     unit = rs.BRAM_NAME[budget.family]
-    return {"LUT": f"LUT: {r.lut_sites:,.0f} of {budget.lut:,.0f} ({r.lutram:,.0f} of them "
-                   f"LUT RAM; {margin:.0%} margin: {budget.lut * (1 - margin):,.0f})",
+    m = _lut_margin(budget, margin)
+    if budget.family == "ice40":
+        lut = (f"logic cells: {lut_cells(r, budget.family):,.0f} of {budget.lut:,.0f} "
+               f"({r.lut_sites:,.0f} LUT4 and {r.ff:,.0f} FF; {m:.0%} margin: "
+               f"{budget.lut * (1 - m):,.0f})")
+    else:
+        lut = (f"LUT: {r.lut_sites:,.0f} of {budget.lut:,.0f} ({r.lutram:,.0f} of them "
+               f"LUT RAM; {m:.0%} margin: {budget.lut * (1 - m):,.0f})")
+    return {"LUT": lut,
             "FF": f"FF: {r.ff:,.0f} of {budget.ff:,.0f}",
             "BRAM": f"BRAM: {r.bram:g} of {budget.bram:g} {unit}",
             "DSP": f"DSP: {r.dsp:g} of {budget.dsp:g}"}

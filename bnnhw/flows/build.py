@@ -247,6 +247,8 @@ def synthesise_with_clock(plan: BuildPlan, *, fixed_clock: bool, jobs: int, say:
 def report_of(plan: BuildPlan, model: str, result=None, tried=(), files=()) -> dict[str, Any]:
     """The build report (``bnnhw.report`` fields) of ``plan`` and the synthesis
     ``result`` (None when no synthesis ran)."""
+    from ..optimiser import lut_cells
+
     board, choice = plan.board, plan.choice
     net = plan.network
     est = choice.estimate.total
@@ -257,7 +259,7 @@ def report_of(plan: BuildPlan, model: str, result=None, tried=(), files=()) -> d
     lut_synth = synth.get("lc", synth.get("lut")) if board.fpga.family != "xc7" else \
         synth.get("lut")
     resources = {
-        "lut": {"budget": budget.lut, "estimate": round(est.lut_sites),
+        "lut": {"budget": budget.lut, "estimate": round(lut_cells(est, budget.family)),
                 "synthesised": lut_synth},
         "ff": {"budget": budget.ff, "estimate": round(est.ff), "synthesised": synth.get("ff")},
         "bram36": {"budget": budget.bram, "estimate": est.bram, "synthesised": synth.get("bram"),

@@ -491,7 +491,11 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
     if family in ("ecp5", "ice40"):
         overrides["nextpnr_opts"] = "--timing-allow-fail"
         overrides["script_after_synth"] = f"tee -q -o {NAME}.stat.json stat -json"
-    elif vivado and jobs > 1:
+    if family == "ice40":
+        # the UP5K's SB_MAC16s take the multipliers (synth_ice40 leaves them in LUTs
+        # otherwise: about 320 LUT4s of zoo TFC's board design)
+        overrides["synth_opts"] = "-dsp"
+    if vivado and jobs > 1:
         overrides["script_after_read"] = f"set_param general.maxThreads {min(jobs, 8)}"
     say(f"{b.name}: elaborating the design ({flow} flow)")
     t0 = time.perf_counter()
