@@ -513,9 +513,7 @@ def _capacity_check(graph: ir.Graph, budget: rs.Budget, margin: float) -> None:
         f"{budget.bram * BRAM_BITS[fam] / 1e6:.2f} Mbit, plus "
         f"{budget.lut * (1 - margin) * BITS_PER_LUT[fam] / 1e6:.2f} Mbit if its "
         f"{budget.lut:,} LUTs were all ROM). What would fit: a bigger device "
-        f"({boards_text}), or a smaller network ({widths}; "
-        f"bnnhw.optimiser.largest_width finds the largest zoo vgg width that fits, "
-        f"bnnhw train --width W trains it)",
+        f"({boards_text}), or a smaller network ({widths})",
         {"weight_bits": bits, "room_bits": have, "bram_bits": budget.bram * BRAM_BITS[fam],
          "lut_rom_bits": budget.lut * (1 - margin) * BITS_PER_LUT[fam],
          "width_scale": scale})

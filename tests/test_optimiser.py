@@ -4,8 +4,6 @@ figures. Estimates only (no synthesis); ``bench/resource_model.py`` checks the m
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from bnnhw import resources as rs
@@ -129,15 +127,13 @@ def test_a_budget_nothing_fits_is_refused_with_figures(tfc):
 
 
 def test_seed_vgg_is_refused_before_any_search():
-    start = time.perf_counter()
     graph = shape_graph(get_spec("vgg"))
     with pytest.raises(DoesNotFit) as e:
         optimise(graph, A35)
-    assert time.perf_counter() - start < 10
     text = str(e.value)
     assert "vgg does not fit XC7A35T" in text
     assert "Mbit of binary weights" in text and "50 RAMB36" in text
-    assert "bigger device" in text and "smaller network" in text and "largest_width" in text
+    assert "bigger device" in text and "smaller network" in text and "times its channels" in text
     assert e.value.figures["weight_bits"] > e.value.figures["room_bits"]
 
 
