@@ -746,6 +746,12 @@ def _candidates(mem: Memory, family: str, emu: Mapping[str, float]):
             continue  # block RAM reads are synchronous
         for cell, abits, dbits, cost, wscale, byte in _UNITS[family][kind]:
             for i, unit in enumerate(dbits):
+                if (family == "xc7" and cell == "RAMB18" and unit != 36 and mem.granularity
+                        and mem.kind != "rom"):
+                    # measured: a RAMB18 takes a memory with write enables only as 512 x 36
+                    # (56 such memories, 300..4,096 deep, 40..150 bits: all but one
+                    # reproduced; zoo vgg 0.35's 1,611 x 90 weights are 6 RAMB36)
+                    continue
                 depth_unit = 1 << (abits - i)
                 mult_a = -(-d // depth_unit)
                 if mem.granularity and mem.kind != "rom":

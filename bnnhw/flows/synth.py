@@ -44,7 +44,8 @@ design costs its elaboration and a look-up, and a killed build leaves nothing be
 ``jobs`` and ``seeds``: ``seeds`` > 1 places and routes with nextpnr seeds 1..``seeds`` and
 keeps the best design-clock Fmax; ``jobs`` of them run at once (the WebAssembly nextpnr
 runs one thread: ``--threads`` was measured to change nothing). With Vivado, ``jobs`` is
-its ``general.maxThreads``.
+its ``general.maxThreads``. ``seed`` places and routes once with that nextpnr seed (a
+design-space sweep's seed axis).
 
 YoWASP tools do not see absolute ``/tmp`` paths (their ``/tmp`` is private): every tool
 runs in the build folder with relative file names.
@@ -463,13 +464,15 @@ def _copy_tree(src: Path, dst: Path) -> None:
 # -- the flow -------------------------------------------------------------------------------
 
 def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, jobs: int = 1,
-               seeds: int = 1, progress: bool | Progress | None = True,
+               seeds: int = 1, seed: int | None = None,
+               progress: bool | Progress | None = True,
                cache: str | os.PathLike[str] | None = None) -> SynthResult:
     """Build ``top`` (a ``BoardTop`` or a ``boards.top.BoardDesign``) for ``board`` (a
     ``boards.board.Board`` or its name) and return its ``SynthResult``.
 
     The build's files are copied to ``out_dir`` (left in the cache when None). ``seeds``
-    nextpnr placements are tried (the best design-clock Fmax kept), ``jobs`` at once.
+    nextpnr placements are tried (the best design-clock Fmax kept), ``jobs`` at once;
+    ``seed`` (instead of ``seeds``) is the one nextpnr seed to use.
     ``progress``: True prints progress to stderr, a callable gets each message, False or
     None is silent. ``cache`` overrides ``cache_root()``. Raises ``BnnhwError`` when a
     tool fails or is missing, and ``ValueError`` for a design the board cannot clock."""
@@ -480,6 +483,9 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
     b = boards.get(board) if isinstance(board, str) else board
     if jobs < 1 or seeds < 1:
         raise ValueError(f"jobs and seeds must be at least 1, not {jobs} and {seeds}")
+    if seed is not None and (seeds != 1 or isinstance(seed, bool) or not isinstance(seed, int)
+                             or seed < 1):
+        raise ValueError(f"seed is a positive integer, given instead of seeds, not {seed!r}")
     design = top if isinstance(top, BoardDesign) else BoardDesign(b, top)
     if design.board.name != b.name:
         raise ValueError(f"the design was made for board {design.board.name}, not {b.name}")
@@ -510,7 +516,8 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
     tools = {"yosys-estimate": ["yosys"], "vivado": ["vivado"]}.get(
         flow, sorted({c[0] for c in commands}))
     tool_ids = [f"{t}={_command(t)}" for t in tools]
-    key = _hash(str(_CACHE_FORMAT), b.name, flow, f"seeds={seeds}", _tool_versions(tools),
+    seeding = f"seeds={seeds}" if seed is None else f"seed={seed}"
+    key = _hash(str(_CACHE_FORMAT), b.name, flow, seeding, _tool_versions(tools),
                 *tool_ids, *(part for name in sorted(files) for part in (name, files[name])))
     root = Path(cache).resolve() if cache is not None else cache_root()
     final = root / f"{b.name}-{key}"
@@ -522,8 +529,8 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
         with _flock(root / f"{final.name}.lock"):
             cached = (final / RESULT_FILE).is_file()
             if not cached:
-                _build(b, design, files, commands, flow, final, out, jobs, seeds, key, say,
-                       elaborate_s)
+                _build(b, design, files, commands, flow, final, out, jobs, seeds, seed, key,
+                       say, elaborate_s)
     doc = json.loads((final / RESULT_FILE).read_text())
     where = final
     if out is not None:
@@ -540,8 +547,8 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
 
 
 def _build(b, design, files: dict[str, bytes], commands: list[list[str]], flow: str,
-           final: Path, out: Path | None, jobs: int, seeds: int, key: str, say: Progress,
-           elaborate_s: float) -> None:
+           final: Path, out: Path | None, jobs: int, seeds: int, seed: int | None, key: str,
+           say: Progress, elaborate_s: float) -> None:
     scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     failed = final.with_name(final.name + ".failed")
 
@@ -552,7 +559,7 @@ def _build(b, design, files: dict[str, bytes], commands: list[list[str]], flow: 
         for name, content in files.items():
             (scratch / name).write_bytes(content)
         if flow in ("trellis", "icestorm"):
-            doc = _lattice(b, design, commands, scratch, jobs, seeds, say, where)
+            doc = _lattice(b, design, commands, scratch, jobs, seeds, seed, say, where)
         elif flow == "vivado":
             doc = _vivado(b, design, commands, scratch, say, where)
         else:
@@ -589,8 +596,8 @@ def _design_clock(fmax: Mapping[str, float], targets: Mapping[str, float],
     return hits[0] if hits else (next(iter(fmax)) if len(fmax) == 1 else None)
 
 
-def _lattice(b, design, commands, work: Path, jobs: int, seeds: int, say: Progress,
-             where) -> dict[str, Any]:
+def _lattice(b, design, commands, work: Path, jobs: int, seeds: int, seed: int | None,
+             say: Progress, where) -> dict[str, Any]:
     family = b.fpga.family
     doc = _base_doc(b, design, b.toolchain)
     steps = [_Step(_label(c[0]), c[0], c, _arg(c, "-l") or _arg(c, "--log") or f"{c[0]}.out",
@@ -601,6 +608,9 @@ def _lattice(b, design, commands, work: Path, jobs: int, seeds: int, say: Progre
     doc["cells"] = stat["cells"]
 
     if seeds == 1:
+        if seed is not None:
+            pnr = _Step(pnr.label, pnr.tool, [*pnr.argv, "--seed", str(seed)], pnr.log, pnr.out)
+            doc["seed"] = seed
         doc["step_seconds"]["place_and_route"] = _run(pnr, work, b.name, say, where)
         chosen = None
     else:
