@@ -151,7 +151,7 @@ def _client(scheduler: str | None, workers: int | None):
                              f"{scheduler}'") from None
     n = workers or max(1, os.cpu_count() or 1)
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR)
+                           dashboard_address=":0", silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
 
@@ -198,9 +198,7 @@ def explore(graph, board, points: Sequence[Point], out: str | os.PathLike[str], 
                 f = client.submit(run_point, remote, board.name, p, folds, str(folder),
                                   cache_dir, model, zoo, key=f"point-{key}", pure=False)
                 futures[f] = (i, p, key, folder)
-            from distributed import as_completed
-
-            for n, f in enumerate(as_completed(futures), 1):
+            for n, f in enumerate(_completed(futures, say, board.name), 1):
                 i, p, key, folder = futures[f]
                 try:
                     row = f.result()
@@ -225,6 +223,24 @@ def explore(graph, board, points: Sequence[Point], out: str | os.PathLike[str], 
     (out / "explore.json").write_text(json.dumps(doc, indent=1) + "\n")
     (out / "explore.html").write_text(write_page(doc))
     return doc
+
+
+def _completed(futures, say: Say, board: str, every: float = 30.0):
+    """The futures as they complete; every ``every`` seconds without one, a line saying
+    how many are done and how long the sweep has run."""
+    from distributed import wait
+
+    pending, done, start = set(futures), 0, time.perf_counter()
+    while pending:
+        try:
+            finished, pending = wait(pending, timeout=every, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            say(f"{board}: {done} of {len(futures)} points done, "
+                f"{time.perf_counter() - start:.0f} s")
+            continue
+        for f in finished:
+            done += 1
+            yield f
 
 
 def _said(row: Mapping[str, Any]) -> str:
