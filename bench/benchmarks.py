@@ -59,6 +59,7 @@ ANCHORS = [
      "source": "Zhang et al., FracBNN, FPGA'21 (one image at a time)"},
 ]
 FINN_CNV_PER_KLUT = 3_020.5 / 26.072
+SMALL = ("tiny", "tfc", "sfc")
 
 
 def say(message: str) -> None:
@@ -157,6 +158,7 @@ def build_row(name: str, graph, arch: str, board_name: str, out: Path, images: i
 
 def sim_speed(images: int) -> dict:
     """cycles/s of the Amaranth simulator, cocotb bench and C++ harness on ``sfc``."""
+    say("simulation speed: sfc under the Amaranth simulator, cocotb and the C++ harness")
     from bnnhw import golden
     from bnnhw.check import random_images
     from bnnhw.flows.verify import verify_graph
@@ -262,17 +264,29 @@ def main(argv=None) -> int:
     doc: dict = {"builds": [], "accuracy": {}, "weights": {}, "command": " ".join(sys.argv)}
     save = Path(args.json) if args.json else out / "benchmarks.json"
     start = time.perf_counter()
+    models = {}
     for name in args.models.split(","):
         path, how = checkpoint(name, out, args.epochs, args.cifar10)
         model, ckpt = load_model(path)
         graph = compile_model(model)
+        models[name] = (graph, ckpt.arch)
         doc["weights"][name] = how
         doc["accuracy"][name] = accuracy(graph, name, args.cifar10)
-        for board in args.boards.split(","):
-            doc["builds"].append(build_row(name, graph, ckpt.arch, board, out, args.images))
-            save.write_text(json.dumps(doc, indent=1, default=str) + "\n")
-    if not args.skip_speed:
-        say("simulation speed: sfc under the Amaranth simulator, cocotb and the C++ harness")
+    # the cheap builds first (small networks, then the estimate-only Arty), so that a run
+    # stopped early has the most rows; the simulation speed after the small networks
+    boards = args.boards.split(",")
+    pairs = sorted(((m, b) for m in models for b in boards),
+                   key=lambda mb: (mb[0] not in SMALL, mb[1] != "arty", list(models).index(mb[0]),
+                                   boards.index(mb[1])))
+    speed_done = args.skip_speed
+    for name, board in pairs:
+        if not speed_done and name not in SMALL:
+            doc["sim_speed"] = sim_speed(args.images)
+            speed_done = True
+        graph, arch = models[name]
+        doc["builds"].append(build_row(name, graph, arch, board, out, args.images))
+        save.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    if not speed_done:
         doc["sim_speed"] = sim_speed(args.images)
     doc["seconds"] = time.perf_counter() - start
     save.write_text(json.dumps(doc, indent=1, default=str) + "\n")
