@@ -53,8 +53,6 @@ runs in the build folder with relative file names.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -71,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BnnhwError
+from ..filelock import locked
 
 __all__ = ["SynthResult", "cache_root", "parse_nextpnr_log", "parse_vivado_timing",
            "parse_vivado_utilisation", "parse_yosys_stat", "synthesise"]
@@ -434,16 +433,6 @@ def _run(step: _Step, cwd: Path, board: str, say: Progress, where: Callable[[str
 
 # -- the cache ------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _flock(path: Path):
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _hash(*parts: str | bytes) -> str:
     digest = hashlib.sha256()
     for part in parts:
@@ -526,7 +515,7 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
     cached = (final / RESULT_FILE).is_file()
     if not cached:
         root.mkdir(parents=True, exist_ok=True)
-        with _flock(root / f"{final.name}.lock"):
+        with locked(root / f"{final.name}.lock"):
             cached = (final / RESULT_FILE).is_file()
             if not cached:
                 _build(b, design, files, commands, flow, final, out, jobs, seeds, seed, key,
