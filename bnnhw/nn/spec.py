@@ -207,6 +207,22 @@ def _normalize(spec: Any) -> tuple[dict[str, Any], list[tuple[int, ...]]]:
     return result, shapes
 
 
+def without_batchnorm(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` with every hidden conv/dense layer's BatchNorm dropped and a bias added
+    (each bit becomes the sign of its dot product plus that bias)."""
+    spec = normalize_spec(spec)
+    for lay in spec["layers"][:-1]:
+        if lay["type"] != "maxpool":
+            lay["batchnorm"], lay["bias"] = False, True
+    return normalize_spec(spec)
+
+
+def uses_batchnorm(spec: dict[str, Any]) -> bool:
+    """Whether every hidden conv/dense layer of ``spec`` has its BatchNorm."""
+    return all(lay["batchnorm"] for lay in normalize_spec(spec)["layers"]
+               if lay["type"] != "maxpool")
+
+
 def layer_shapes(spec: dict[str, Any]) -> list[tuple[int, ...]]:
     """Output shape of every spec layer (``(C, H, W)`` or ``(N,)``), spec normalised first."""
     return _normalize(spec)[1]
