@@ -34,6 +34,8 @@ COMMANDS = {
     "build": ("Build a checkpoint for a board: the folding that fills it, RTL, constraints, "
               "project, bitstream where a toolchain here makes one, and the build report."),
     "boards": "List the boards bnnhw builds for: devices, resource budgets, clocks, flows.",
+    "prune-report": ("Accuracy against size (filters, memory bits, LUTs) of a pruned "
+                     "training's epoch checkpoints, with the Pareto points."),
     "verify": ("Co-simulate the generated accelerator (Verilator + cocotb) on images and "
                "compare every score with the golden model."),
 }

@@ -40,6 +40,7 @@ FEEDBACK_METHODS = ("dfa", "drtp")
 DEFAULT_SLOPE_START = 1.0
 DEFAULT_SLOPE_FINAL = 200.0
 DEFAULT_PRUNE_T = 0.01
+DEFAULT_PRUNE_MULTIPLE = 8
 
 
 # --- self-binarizing -------------------------------------------------------------------------
@@ -204,9 +205,15 @@ def zero_pruned(model: nn.Module) -> None:
 
 
 @torch.no_grad()
-def prune_filters(model: nn.Module, t: float) -> int:
+def prune_filters(model: nn.Module, t: float, multiple: int = 1) -> int:
     """Prune the filters whose normalised pseudo-norms, sorted ascending, sum below
-    ``t`` (already pruned ones included); return how many were newly pruned."""
+    ``t`` (already pruned ones included); return how many were newly pruned.
+
+    Each layer prunes a multiple of ``multiple`` filters (the candidates of largest norm
+    are spared until it does), so its width keeps the divisors its folding had: 256
+    filters become 248, 240, ... for ``multiple`` 8, never a prime number like 251 that
+    leaves the folding no PE count between 1 and 251. At least one filter of each layer
+    is kept."""
     layers = hidden_layers(model)
     norms = _norms(layers)
     flat = torch.cat(norms).to(torch.float64)
@@ -219,12 +226,16 @@ def prune_filters(model: nn.Module, t: float) -> int:
     added, start = 0, 0
     for m, n in zip(layers, norms):
         rows = len(n)
-        new = sorted(set(m.pruned) | {i - start for i in chosen if start <= i < start + rows})
-        if len(new) >= rows:  # keep the filter of the largest norm
-            best = int(torch.argmax(n))
-            new = [i for i in range(rows) if i != best]
+        old = set(m.pruned)
+        fresh = sorted((i - start for i in chosen if start <= i < start + rows
+                        and i - start not in old), key=lambda i: float(n[i]))
+        count = len(old) + len(fresh)
+        count -= count % multiple
+        while count >= rows:
+            count -= multiple if multiple < rows else rows - 1
+        new = sorted(old | set(fresh[:max(0, count - len(old))]))
         if new != list(m.pruned):
-            added += len(set(new) - set(m.pruned))
+            added += len(set(new) - old)
             _set_pruned(model, m, new)
         start += rows
     zero_pruned(model)

@@ -89,6 +89,7 @@ class TrainConfig:
     slope_growth: float | None = None
     prune_lambda: float = 0.0
     prune_t: float = mt.DEFAULT_PRUNE_T
+    prune_multiple: int = mt.DEFAULT_PRUNE_MULTIPLE
 
     def __post_init__(self) -> None:
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
@@ -137,6 +138,10 @@ class TrainConfig:
         if (isinstance(self.prune_t, bool) or not isinstance(self.prune_t, (int, float))
                 or not 0 <= self.prune_t < 1):
             raise ValueError(f"prune t must be a fraction in [0, 1), not {self.prune_t!r}")
+        if (isinstance(self.prune_multiple, bool) or not isinstance(self.prune_multiple, int)
+                or self.prune_multiple < 1):
+            raise ValueError(f"prune multiple must be a positive integer, not "
+                             f"{self.prune_multiple!r}")
 
     @property
     def pruning(self) -> bool:
@@ -452,7 +457,7 @@ def train(spec: dict[str, Any], data: Dataset, config: TrainConfig, progress: bo
                                     refresh=False)
             record: dict[str, float] = {}
             if config.pruning:
-                mt.prune_filters(model, config.prune_t)
+                mt.prune_filters(model, config.prune_t, config.prune_multiple)
                 record["pruned_fraction"] = mt.pruning_figures(model)["pruned_fraction"]
             if smooth:
                 record["slope"] = float(slope)  # type: ignore[arg-type]

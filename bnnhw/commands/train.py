@@ -81,6 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prune-t", type=fraction, default=0.01, metavar="T",
                         help="pruning: after each epoch remove the filters whose normalised "
                              "pseudo-norms, smallest first, sum below T (default: 0.01)")
+    parser.add_argument("--prune-multiple", type=positive_int, default=8, metavar="M",
+                        help="pruning: each layer loses a multiple of M filters, so its "
+                             "width keeps the divisors its folding needs (default: 8; 1 "
+                             "prunes freely)")
     parser.add_argument("--width", type=positive_float, default=None, metavar="W",
                         help="channel-count multiplier of the zoo's vgg (default 1: the "
                              "seed-size network; bnnhw build says the largest that fits "
@@ -180,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
                              optimizer=args.optimizer, schedule=args.schedule,
                              seed=args.seed, limit=args.limit, shift=args.shift,
                              method=args.method, prune_lambda=prune_lambda,
-                             prune_t=args.prune_t, **slopes)
+                             prune_t=args.prune_t, prune_multiple=args.prune_multiple,
+                             **slopes)
     except ValueError as e:
         raise BnnhwError(str(e)) from None
 
@@ -229,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
         meta["slope"] = {"start": config.slope_start, "final": config.slope_final,
                          "growth": config.slope_growth}
     if config.pruning:
-        meta["prune"] = {"lambda": config.prune_lambda, "t": config.prune_t}
+        meta["prune"] = {"lambda": config.prune_lambda, "t": config.prune_t,
+                         "multiple": config.prune_multiple}
     if parent is not None:
         meta["from"] = str(args.start)
         meta["parent_test_accuracy"] = parent.meta.get("test_accuracy")
