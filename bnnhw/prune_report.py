@@ -3,9 +3,10 @@
 Every checkpoint (each epoch's, ``<stem>.epochNN.pt``, and optionally the unpruned parent)
 is lowered (the pruned filters leave the hardware, ``bnnhw.frontend``) and costed: the
 hidden filters kept, the weight and threshold memory bits of the IR, and the resource
-model's estimate (``bnnhw.resources.estimate``) of its cheapest folding at one common
-target initiation interval (``bnnhw.folding.fold_for_target``), the parent's default
-(or the first checkpoint's), so that every point is costed at the same throughput. A point is on the Pareto front when no other point
+model's estimate (``bnnhw.resources.estimate``) of its cheapest folding
+(``bnnhw.folding.fold_for_target``) that is at least as fast as the parent's (or the
+first checkpoint's) default folding: every point is costed at the same throughput or a
+higher one. A point is on the Pareto front when no other point
 is at least as accurate with at most as many LUTs, one of the two strictly.
 """
 
@@ -65,7 +66,8 @@ def hidden_filters(graph: ir.Graph, spec: dict[str, Any]) -> tuple[int, int]:
 
 
 def cost(path: Path, family: str, target_ii: int | None) -> tuple[Point, int]:
-    """The point of checkpoint ``path`` and the target II used (its default if None)."""
+    """The point of checkpoint ``path`` and its II, folded for ``target_ii`` (its default
+    folding's when None)."""
     from . import resources as rs
     from .checkpoint import load_model
     from .folding import default_target, fold_for_target, initiation_interval, matrix_layers
@@ -83,7 +85,8 @@ def cost(path: Path, family: str, target_ii: int | None) -> tuple[Point, int]:
     return Point(str(path), ckpt.meta.get("epoch"), acc if isinstance(acc, float) else None,
                  filters, kept, sum(n.weight_bits for n in mats),
                  sum(n.threshold_memory_bits for n in mats), float(total.lut),
-                 float(total.ff), float(total.bram), initiation_interval(layers, folds)), ii
+                 float(total.ff), float(total.bram), initiation_interval(layers, folds)), \
+        initiation_interval(layers, folds)
 
 
 def mark_pareto(points: list[Point]) -> None:
@@ -96,12 +99,14 @@ def mark_pareto(points: list[Point]) -> None:
 
 
 def report(paths: list[Path], family: str, parent: Path | None = None) -> list[Point]:
-    """Points of ``parent`` (first, if given) and ``paths``, at the parent's target II."""
+    """Points of ``parent`` (first, if given) and ``paths``, each folded to be at least as
+    fast as the first."""
     if not paths:
         raise BnnhwError("no checkpoints to report on")
     points, ii = [], None
     for p in ([parent] if parent is not None else []) + paths:
-        point, ii = cost(p, family, ii)
+        point, achieved = cost(p, family, ii)
+        ii = achieved if ii is None else ii
         points.append(point)
     mark_pareto(points)
     return points

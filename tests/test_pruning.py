@@ -212,7 +212,7 @@ def test_specialised_model_trains_checks_and_verifies(pruned_run, capsys):
                      "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "parent" in text
-    model, ckpt = load_model(out)
+    _, ckpt = load_model(out)
     assert ckpt.spec["layers"][-1]["out"] == 3 and ckpt.meta["classes"] == [3, 5, 8]
     assert ckpt.meta["test_images"] == 300 and ckpt.meta["test_accuracy"] > 0.5
     assert cli.main(["verify", "--model", str(out), "--images", "12", "--json"]) == 0

@@ -274,8 +274,7 @@ def run(args: argparse.Namespace) -> int:
               f"{epoch_path(out, config.epochs).name} (bnnhw prune-report {out})")
     if parent is not None and parent.meta.get("test_accuracy") is not None:
         print(f"parent {args.start}: test accuracy {parent.meta['test_accuracy']:.2%} "
-              f"on its {len(parent.spec['layers'][-1:]) and parent.spec['layers'][-1]['out']} "
-              f"classes")
+              f"on its {parent.spec['layers'][-1]['out']} classes")
     print(f"checkpoint: {out}")
     print(f"training curve: {curve}")
     return 0
