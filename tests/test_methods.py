@@ -199,3 +199,15 @@ def test_method_checkpoints_verify_in_rtl(trained, mnist, tmp_path, capsys, meth
     assert cli.main(["verify", "--model", str(path), "--images", "12", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["images"] == 12 and out["mismatches"] == 0
+
+
+def test_cli_constants_agree_with_the_library():
+    # bnnhw train --help imports no torch, so the command keeps its own copies
+    from bnnhw.commands import train as command
+
+    assert command.METHODS == mt.METHODS
+    parser = __import__("argparse").ArgumentParser()
+    command.add_arguments(parser)
+    defaults = parser.parse_args(["--model", "tfc"])
+    assert defaults.prune_multiple == mt.DEFAULT_PRUNE_MULTIPLE
+    assert defaults.prune_t == mt.DEFAULT_PRUNE_T
