@@ -292,7 +292,8 @@ def write_page(doc: Mapping[str, Any]) -> str:
                          for r in ok], "neg_fmax")
 
     def table(items: Sequence[Mapping[str, Any]], marks: set[int] = frozenset()) -> str:
-        head = ("<tr><th>point</th><th>II</th><th>clock MHz</th><th>Fmax MHz</th>"
+        head = ("<tr><th>design</th><th>weights</th><th>seed</th><th>II</th><th>clock MHz</th>"
+                "<th>Fmax MHz</th>"
                 "<th>timing</th><th>images/s</th><th>LUT</th><th>FF</th>"
                 f"<th>{html.escape(unit)}</th><th>DSP</th><th>build s</th><th>report</th></tr>")
         body = []
@@ -301,13 +302,17 @@ def write_page(doc: Mapping[str, Any]) -> str:
                 "met" if r["timing_met"] else "NOT met")
             est = "" if r.get("synthesised") else " (est.)"
             star = " &#9733;" if i in marks else ""
+            p = r["point"]
+            design = (f"folding {Path(p['folding']).name}" if p.get("folding")
+                      else f"II &le; {p['target_ii']:,}" if p.get("target_ii") else "fastest")
             body.append(
-                f"<tr><td>{html.escape(r['label'])}{star}</td><td>{fmt(r['ii_cycles'])}</td>"
+                f"<tr><td>{design}{star}</td><td>{html.escape(p['weights'])}</td>"
+                f"<td>{fmt(p.get('seed'))}</td><td>{fmt(r['ii_cycles'])}</td>"
                 f"<td>{fmt(r['clock_mhz'])}</td><td>{fmt(r['fmax_mhz'])}</td><td>{timing}</td>"
                 f"<td>{fmt(round(r['images_per_second']))}</td>"
                 f"<td>{fmt(round(r['lut']))}{est}</td><td>{fmt(round(r['ff']))}</td>"
                 f"<td>{fmt(r['bram'])}</td><td>{fmt(round(r['dsp']))}</td>"
-                f"<td>{fmt(r.get('seconds'))}</td>"
+                f"<td>{fmt(round(r.get('seconds') or 0))}</td>"
                 f"<td><a href=\"{html.escape(r['folder'])}/report.html\">report</a></td></tr>")
         return f"<table>{head}{''.join(body)}</table>"
 
@@ -324,7 +329,8 @@ def write_page(doc: Mapping[str, Any]) -> str:
     title = f"bnnhw explore: {doc['model']} on {doc['board']}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{CSS}</style></head><body>
+<style>{CSS}
+body {{ max-width: 72em; }} td:first-child {{ white-space: nowrap; }}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p class="sub">{html.escape(doc['device'])}: {len(rows)} points, {len(ok)} built,
 {len(bad)} failed; {fmt(doc['seconds'])} s on {html.escape(doc['scheduler'])} Dask
