@@ -301,6 +301,12 @@ def report_of(plan: BuildPlan, model: str, result=None, tried=(), files=()) -> d
     notes = list(plan.notes)
     if result is not None:
         notes += list(result.notes)
+        if "lut_cells" in synth:
+            cells, ram = synth["lut_cells"], synth.get("lutram", 0)
+            notes.append(f"Yosys made {cells:,} LUT cells and {ram:,} LUTs of LUT RAM "
+                         f"({cells + ram:,} in all, the unit of the resource model's "
+                         f"estimate); paired into LUT6 sites, its estimate is "
+                         f"{synth['lut']:,}, the figure checked against the budget")
         if fmax is None and not any("no timing" in n for n in notes):
             notes.append("no timing was measured: no place-and-route for this device runs "
                          "here")
