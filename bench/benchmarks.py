@@ -244,6 +244,32 @@ def print_tables(doc: dict) -> None:
               f"{r['images_per_second_per_klut'] / FINN_CNV_PER_KLUT:.2f}x")
 
 
+def plot(doc: dict, path: Path) -> None:
+    """images/s against LUTs of every built design point (log-log), with FINN's CNV."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    marks = {"arty-a7-35": "o", "ulx3s": "s", "icebreaker": "^"}
+    for r in doc["builds"]:
+        if r.get("lut"):
+            ax.scatter(r["lut"], r["images_per_second"], marker=marks.get(r["board"], "o"),
+                       s=60, zorder=3)
+            ax.annotate(f"{r['model']} {r['board']}", (r["lut"], r["images_per_second"]),
+                        textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.scatter(26_072, 3_020.5, marker="x", color="black", s=60, zorder=3)
+    ax.annotate("FINN CNV-W1A1, Pynq-Z1", (26_072, 3_020.5), textcoords="offset points",
+                xytext=(-60, -14), fontsize=8)
+    ax.set(xscale="log", yscale="log", xlabel="LUTs (LUT6-site estimate on xc7, logic cells "
+           "on ECP5/iCE40)", ylabel="images/s at the design clock",
+           title="bnnhw builds: images/s against LUTs")
+    ax.grid(alpha=0.3, which="both")
+    fig.savefig(path, dpi=110)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="tfc,sfc,lfc,cnv")
@@ -254,7 +280,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="build/benchmarks")
     ap.add_argument("--json", default=None, help="write the figures here as well")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--report", metavar="JSON", help="print the tables and plot of a "
+                    "previous run's JSON, running nothing")
     args = ap.parse_args(argv)
+    if args.report:
+        doc = json.loads(Path(args.report).read_text())
+        plot(doc, Path(args.report).with_suffix(".png"))
+        print_tables(doc)
+        return 0
 
     from bnnhw.checkpoint import load_model
     from bnnhw.frontend import compile_model
@@ -290,8 +323,9 @@ def main(argv=None) -> int:
         doc["sim_speed"] = sim_speed(args.images)
     doc["seconds"] = time.perf_counter() - start
     save.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    plot(doc, save.with_suffix(".png"))
     print_tables(doc)
-    print(f"\n{save} ({doc['seconds']:.0f} s)")
+    print(f"\n{save}, {save.with_suffix('.png')} ({doc['seconds']:.0f} s)")
     return 0
 
 
