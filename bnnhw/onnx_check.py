@@ -173,7 +173,7 @@ def _dot(node: ir.Conv | ir.Dense, x: np.ndarray) -> np.ndarray:
 
 def _pool(node: ir.MaxPool, y: np.ndarray, mag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     k, s = node.kernel, node.stride
-    n, h, w, c = y.shape
+    h, w = y.shape[1:3]
     oh, ow = (h - k) // s + 1, (w - k) // s + 1
     sign = np.where(node.and_mask.astype(bool), -1.0, 1.0)
     best = bmag = None

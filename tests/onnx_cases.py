@@ -4,13 +4,17 @@ BatchNorm statistics, and their QONNX exports in every style bnnhw reads.
 
 ``export(model, folder, name)`` writes four files: the default (dynamo) export and the
 TorchScript one (``dynamo=False``), each raw and after ``qonnx.util.cleanup``. Exports
-are cached per model description and seed (``exports``), so a test session builds each
-model once.
+are cached on disk per model description and seed (``exports``), so each model is built
+and exported once.
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import hashlib
+import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -121,17 +125,18 @@ def randomise(model: Net, seed: int, negative_norm: bool = False) -> Net:
 
 MODELS = {
     # TFC: 784 - 64 - 64 - 64 - 10 (bnn_pynq's FC, binary or narrow 8-bit input)
-    "tfc": dict(in_shape=(1, 28, 28), convs=[], dense=[64, 64, 64]),
-    "tfc8": dict(in_shape=(1, 28, 28), convs=[], dense=[64, 64, 64], in_bits=8,
-                 fc_input=True),
+    "tfc": {"in_shape": (1, 28, 28), "convs": [], "dense": [64, 64, 64]},
+    "tfc8": {"in_shape": (1, 28, 28), "convs": [], "dense": [64, 64, 64], "in_bits": 8,
+             "fc_input": True},
     # CNV-shaped, small: 8C3-8C3-MP2-16C3-16C3-MP2-FC32-FC32-FC10 on 3x20x20
-    "cnv": dict(in_shape=(3, 20, 20), convs=[(8, False, 0), (8, True, 0), (16, False, 0),
-                                             (16, True, 0)], dense=[32, 32]),
-    "cnv8": dict(in_shape=(3, 20, 20), convs=[(8, False, 0), (8, True, 0), (16, False, 0),
-                                              (16, True, 0)], dense=[32, 32], in_bits=8),
-    # padded convolutions: the 8-bit input padded with its code of 0, a binary map zero-padded
-    "pad8": dict(in_shape=(3, 8, 8), convs=[(6, False, 1), (5, True, 1)], dense=[12],
-                 in_bits=8),
+    "cnv": {"in_shape": (3, 20, 20), "dense": [32, 32],
+            "convs": [(8, False, 0), (8, True, 0), (16, False, 0), (16, True, 0)]},
+    "cnv8": {"in_shape": (3, 20, 20), "dense": [32, 32], "in_bits": 8,
+             "convs": [(8, False, 0), (8, True, 0), (16, False, 0), (16, True, 0)]},
+    # padded convolutions: the 8-bit input padded with its code of 0, a binary map
+    # zero-padded
+    "pad8": {"in_shape": (3, 8, 8), "convs": [(6, False, 1), (5, True, 1)], "dense": [12],
+             "in_bits": 8},
 }
 
 
@@ -162,11 +167,37 @@ def export(model: Net, folder: Path, name: str) -> dict[str, Path]:
     return out
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cache_key(name: str, seed: int) -> str:
+    from importlib.metadata import version
+
+    parts = [repr(MODELS[name]), str(seed), Path(__file__).read_text()]
+    parts += [version(p) for p in ("torch", "brevitas", "qonnx", "onnx")]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
 @functools.cache
 def exports(name: str, seed: int = 0) -> dict[str, Path]:
-    """The exports of ``build(name, seed)``, made once per session in a temporary folder."""
-    folder = Path(tempfile.mkdtemp(prefix=f"bnnhw-onnx-{name}-"))
-    return export(build(name, seed), folder, name)
+    """The exports of ``build(name, seed)``, made once and kept under
+    ``build/onnx_cases/`` (keyed by the model, the seed, this file and the package
+    versions; a lock lets one test worker make them while the others wait)."""
+    root = ROOT / "build" / "onnx_cases"
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / f"{name}-{seed}-{_cache_key(name, seed)}"
+    paths = {style: folder / f"{name}-{style}.onnx" for style in STYLES}
+    with open(root / f"{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not folder.is_dir():
+            scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
+            try:
+                export(build(name, seed), scratch, name)
+                os.replace(scratch, folder)
+            except BaseException:
+                shutil.rmtree(scratch, ignore_errors=True)
+                raise
+    return paths
 
 
 def random_pixels(shape, count: int, seed: int) -> np.ndarray:
