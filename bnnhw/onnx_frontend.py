@@ -487,11 +487,18 @@ class _Lowering:
     def op_BipolarQuant(self, op: Op) -> None:
         if op.data_index != 0:
             raise _err(op, "its first input must be the computed tensor")
-        s = _scalar(op, op.const(1, "scale"), "scale (a per-channel activation scale cannot "
-                    "be folded into the next layer, it varies along its reduction axis)")
+        s = self._activation_scale(op, op.const(1, "scale"))
         if s <= 0:
             raise _err(op, f"has scale {s}; bnnhw takes a positive activation scale")
         self._sign(op, None, (s, 0.0))
+
+    def _activation_scale(self, op: Op, scale: np.ndarray) -> float:
+        v = np.asarray(scale, dtype=np.float64).reshape(-1)
+        if v.size > 1 and np.any(v != v[0]) and self.state == "real":
+            raise _err(op, f"has a per-channel scale (shape {list(np.shape(scale))}), which "
+                           f"cannot be folded: it varies along the next layer's reduction "
+                           f"axis")
+        return _scalar(op, scale, "scale")
 
     def _sign(self, op: Op, threshold: np.ndarray | None, vmap: tuple[float, float]) -> None:
         """``bit = x >= threshold`` (0 if None) with value map ``vmap`` after it."""
@@ -521,7 +528,7 @@ class _Lowering:
         mode = str(op.attrs.get("rounding_mode", "ROUND"))
         scale = op.const(1, "scale")
         zp = op.const(2, "zero point")
-        s = _scalar(op, scale, "scale (a per-channel quantiser scale cannot be folded)")
+        s = self._activation_scale(op, scale)
         z = _scalar(op, zp, "zero point")
         if s <= 0:
             raise _err(op, f"has scale {s}; bnnhw takes a positive quantiser scale")

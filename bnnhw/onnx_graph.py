@@ -309,6 +309,16 @@ def read_chain(path: str | os.PathLike[str]) -> Chain:
             for i in node.input:
                 users[i] = users.get(i, 0) + 1
     outputs = {o.name for o in graph.output}
+    computed = {first}  # every tensor computed from the image, to name a join first
+    for index, node in enumerate(graph.node):
+        joined = [t for t in node.input if t in computed]
+        if node.op_type != "Shape" and joined:
+            if len(joined) > 1:
+                name = node.name or f"{node.op_type}_{index}"
+                raise BnnhwError(f"{path}: node {name!r} ({node.op_type}): combines "
+                                 f"{len(joined)} computed tensors (a residual connection or a "
+                                 f"concatenation); bnnhw lowers a chain of layers only")
+            computed.update(t for t in node.output if t)
     data, end = {first}, first
     ops: list[Op] = []
     for index, node in enumerate(graph.node):
@@ -346,10 +356,6 @@ def read_chain(path: str | os.PathLike[str]) -> Chain:
                 else None
             made_by[node.output[0]] = origin or (name, node.op_type)
             continue
-        if len(data_in) > 1:
-            raise BnnhwError(f"{where}: combines {len(data_in)} computed tensors (a residual "
-                             f"connection or a concatenation); bnnhw lowers a chain of layers "
-                             f"only")
         i = data_in[0]
         tensor = node.input[i]
         if tensor != end or users.get(tensor, 0) > 1:

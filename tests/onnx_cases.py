@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import hashlib
+import inspect
 import os
 import shutil
 import tempfile
@@ -173,7 +174,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _cache_key(name: str, seed: int) -> str:
     from importlib.metadata import version
 
-    parts = [repr(MODELS[name]), str(seed), Path(__file__).read_text()]
+    parts = [repr(MODELS[name]), str(seed)]
+    parts += [inspect.getsource(f) for f in (Net, randomise, build, export)]
     parts += [version(p) for p in ("torch", "brevitas", "qonnx", "onnx")]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
@@ -181,8 +183,9 @@ def _cache_key(name: str, seed: int) -> str:
 @functools.cache
 def exports(name: str, seed: int = 0) -> dict[str, Path]:
     """The exports of ``build(name, seed)``, made once and kept under
-    ``build/onnx_cases/`` (keyed by the model, the seed, this file and the package
-    versions; a lock lets one test worker make them while the others wait)."""
+    ``build/onnx_cases/`` (keyed by the model, the seed, the code that builds and exports it
+    and the package versions; a lock lets one test worker make them while the others
+    wait)."""
     root = ROOT / "build" / "onnx_cases"
     root.mkdir(parents=True, exist_ok=True)
     folder = root / f"{name}-{seed}-{_cache_key(name, seed)}"
@@ -208,3 +211,99 @@ def random_pixels(shape, count: int, seed: int) -> np.ndarray:
     flat[:256] = np.arange(256)
     return x
 
+
+
+# --- hand-made graphs: FINN's streamlined ops and what bnnhw refuses ------------------------
+
+QONNX = "qonnx.custom_op.general"
+
+
+class Builder:
+    """A chain of ONNX nodes from the image input ``x`` ``[1, *in_shape]``: each ``op``
+    takes the last tensor first, then its constants (arrays become initializers, strings
+    are tensor names such as a ``quantised`` weight)."""
+
+    def __init__(self, in_shape):
+        self.in_shape = tuple(in_shape)
+        self.nodes, self.inits, self.last, self.count = [], [], "x", 0
+
+    def const(self, value) -> str:
+        import onnx
+
+        self.count += 1
+        name = f"c{self.count}"
+        self.inits.append(onnx.numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(self, op_type, inputs, domain="", name=None, **attrs) -> str:
+        import onnx
+
+        self.count += 1
+        out = f"t{self.count}"
+        names = [i if isinstance(i, str) else self.const(i) for i in inputs]
+        self.nodes.append(onnx.helper.make_node(op_type, names, [out], name=name or
+                                                f"{op_type}_{self.count}", domain=domain,
+                                                **attrs))
+        return out
+
+    def op(self, op_type, *consts, domain="", name=None, first=False, **attrs) -> Builder:
+        inputs = [*consts, self.last] if first else [self.last, *consts]
+        self.last = self.node(op_type, inputs, domain=domain, name=name, **attrs)
+        return self
+
+    def quantised(self, weights, scale=1.0) -> str:
+        """A weight through its own ``BipolarQuant`` node."""
+        return self.node("BipolarQuant", [np.asarray(weights, np.float32),
+                                          np.asarray([scale], np.float32)], domain=QONNX)
+
+    def save(self, path: Path) -> Path:
+        import onnx
+
+        graph = onnx.helper.make_graph(
+            self.nodes, "g", [onnx.helper.make_tensor_value_info(
+                "x", onnx.TensorProto.FLOAT, [1, *self.in_shape])],
+            [onnx.helper.make_tensor_value_info(self.last, onnx.TensorProto.FLOAT, None)],
+            self.inits)
+        model = onnx.helper.make_model(graph, opset_imports=[
+            onnx.helper.make_opsetid("", 13), onnx.helper.make_opsetid(QONNX, 1)])
+        model.ir_version = 8
+        onnx.save(model, str(path))
+        return path
+
+
+def bipolar(rng, *shape) -> np.ndarray:
+    return np.where(rng.random(shape) < 0.5, -1.0, 1.0).astype(np.float32)
+
+
+def batchnorm(rng, n) -> list[np.ndarray]:
+    """BatchNorm parameters (gamma with a zero and negatives, beta, mean, var)."""
+    gamma = rng.normal(size=n)
+    gamma[0] = 0.0
+    return [a.astype(np.float32) for a in (gamma, rng.normal(size=n) * 0.5,
+                                           rng.normal(size=n) * 2, rng.uniform(0.5, 4, n))]
+
+
+def tiny(folder: Path, name: str = "tiny", **change) -> Path:
+    """A small binary FC network as Brevitas exports it: ``2x - 1``, BipolarQuant, Gemm,
+    BatchNorm, BipolarQuant, Gemm, TensorNorm-like Sub/Div/Mul/Add. ``change`` replaces
+    one step: ``act`` (the hidden quantiser node), ``weight`` (the first weight tensor
+    name), ``extra`` (a node inserted after the hidden BatchNorm)."""
+    rng = np.random.default_rng(4)
+    b = Builder((1, 4, 4))
+    b.op("Mul", np.float32(2.0)).op("Sub", np.array([1.0], np.float32))
+    b.op("BipolarQuant", np.array([1.0], np.float32), domain=QONNX, name="in_quant")
+    b.op("Reshape", np.array([1, -1], np.int64))
+    w1 = change.get("weight") or b.quantised(rng.uniform(-1, 1, (8, 16)))
+    b.op("Gemm", w1 if isinstance(w1, str) else w1(b), name="fc1", transB=1)
+    b.op("BatchNormalization", *batchnorm(rng, 8), name="bn1", epsilon=1e-4)
+    if "extra" in change:
+        change["extra"](b)
+    if "act" in change:
+        change["act"](b)
+    else:
+        b.op("BipolarQuant", np.array([1.0], np.float32), domain=QONNX, name="act1")
+    b.op("Gemm", b.quantised(rng.uniform(-1, 1, (3, 8))), name="fc2", transB=1)
+    b.op("Sub", np.array([0.3], np.float32)).op("Div", np.array([1.5], np.float32))
+    b.op("Mul", np.array([0.75], np.float32)).op("Add", np.array([0.1], np.float32))
+    folder.mkdir(parents=True, exist_ok=True)
+    return b.save(folder / f"{name}.onnx")
