@@ -10,10 +10,12 @@ and exported once.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import hashlib
 import inspect
+import io
 import os
 import shutil
 import tempfile
@@ -155,8 +157,8 @@ def export(model: Net, folder: Path, name: str) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     x = torch.rand(1, *model.in_shape)
     out = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # and the exporter's progress lines go
         for dynamo in (True, False):
             style = "dynamo" if dynamo else "torchscript"
             path = folder / f"{name}-{style}.onnx"
