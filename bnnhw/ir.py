@@ -71,7 +71,8 @@ from .validate import ParameterError, bit_array, choice, flag, float_array, int_
 from .validate import positive_shape as _shape
 
 FORMAT = "bnnhw-ir"
-VERSION = 2
+VERSION = 3
+READS = (2, 3)  # version 3 added the input encoder's pixel table; a version 2 file has none
 KINDS = nx.INPUT_KINDS  # what a matrix node can consume
 PIXEL_MAX = nx.PIXEL_MAX
 unsigned_bits, signed_bits = nx.unsigned_bits, nx.signed_bits
@@ -723,9 +724,9 @@ def load_graph(path: str | os.PathLike[str]) -> Graph:
         raise BnnhwError(f"{path} is not a bnnhw IR file (it is not JSON)") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise BnnhwError(f"{path} is not a bnnhw IR file (no 'format': {FORMAT!r} entry)")
-    if type(doc.get("version")) is not int or doc.get("version") != VERSION:
+    if type(doc.get("version")) is not int or doc.get("version") not in READS:
         raise BnnhwError(f"IR file {path} has version {doc.get('version')!r}; this bnnhw "
-                         f"reads version {VERSION} only")
+                         f"reads versions {' and '.join(map(str, READS))} only")
     entry = doc.get("arrays")
     name = entry.get("file") if isinstance(entry, dict) else None
     if not (isinstance(name, str) and name and Path(name).name == name
