@@ -11,11 +11,7 @@ bits ``[8i, 8i + 8)``. Output, per input beat, one beat of:
   ``c * levels + k`` of the encoded map, in HWC order with beats of ``n * levels``;
 - ``uint8``: the pixels unchanged (the block is a wire, kept so a network is assembled
   the same way whatever its encoding), or, given a 256-entry ``table``, each element
-  replaced by ``table[element]``. An imported quantiser's table is close to the identity
-  (``table[k] - k`` changes at a few pixel values: twice for Brevitas' CNV input): it is
-  built as ``k + d0 + sum_j s_j [k >= k_j]``, a few comparators and an adder per element
-  (``table_steps``); a table of more than ``MAX_TABLE_STEPS`` steps is a 256-entry lookup
-  in logic per element.
+  replaced by ``table[element]`` (a lookup in logic, one per element of a beat).
 
 The encoder is combinational: zero latency, one beat per cycle, every element of a beat
 encoded in the same cycle, ``valid`` and ``ready`` pass straight through.
@@ -27,26 +23,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth import Cat, Const, Module, Mux, signed
+from amaranth import Cat, Const, Module
 
 from bnnhw import numerics as nx
 from bnnhw.validate import ParameterError, choice, divides, integer, positive_fields
 
 from .block import StreamBlock
 
-__all__ = ["MAX_TABLE_STEPS", "InputEncoder", "InputEncoderParams", "table_steps"]
-
-MAX_TABLE_STEPS = 16
-
-
-def table_steps(table) -> tuple[int, list[tuple[int, int]]] | None:
-    """``(d0, [(k_j, s_j), ...])`` with ``table[k] = k + d0 + sum_j s_j [k >= k_j]`` for
-    every ``k``, or None when ``table[k] - k`` changes more than ``MAX_TABLE_STEPS``
-    times."""
-    delta = [int(v) - k for k, v in enumerate(table)]
-    steps = [(k, delta[k] - delta[k - 1]) for k in range(1, len(delta))
-             if delta[k] != delta[k - 1]]
-    return None if len(steps) > MAX_TABLE_STEPS else (delta[0], steps)
+__all__ = ["InputEncoder", "InputEncoderParams"]
 
 
 @dataclass(frozen=True)
@@ -139,19 +123,8 @@ class InputEncoder(StreamBlock):
         if p.encoding == "uint8" and p.table is None:
             bits = self.i_stream.payload
         elif p.encoding == "uint8":
-            plan = table_steps(p.table)
-            if plan is None:
-                rom = Const(int.from_bytes(bytes(p.table), "little"), 8 * len(p.table))
-                bits = Cat(*(rom.word_select(px, 8) for px in pixels))
-            else:
-                d0, steps = plan
-                outs = []
-                for px in pixels:
-                    v = px + Const(d0, signed(10))
-                    for k, step in steps:
-                        v = v + Mux(px >= k, Const(step, signed(10)), 0)
-                    outs.append(v[:8])  # the table's values lie in 0..255
-                bits = Cat(*outs)
+            rom = Const(int.from_bytes(bytes(p.table), "little"), 8 * len(p.table))
+            bits = Cat(*(rom.word_select(px, 8) for px in pixels))
         elif p.encoding == "binary":
             bits = Cat(*(px >= p.threshold for px in pixels))
         else:
