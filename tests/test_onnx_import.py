@@ -174,6 +174,28 @@ def test_zero_one_activations_into_a_plain_conv(tmp_path):
     assert_exact(check_onnx(imp, random_pixels((2, 6, 6), 32, seed=1)), 32, 5)
 
 
+def test_pool_before_batchnorm(tmp_path):
+    """Conv -> MaxPool -> BatchNorm (negative gammas: those channels pool with AND) ->
+    BipolarQuant, and a stride-2 convolution."""
+    rng = np.random.default_rng(5)
+    b = Builder((1, 9, 9))
+    b.op("BipolarQuant", np.array([1.0], np.float32), domain=QONNX)
+    b.op("Conv", b.quantised(rng.uniform(-1, 1, (6, 1, 3, 3))), kernel_shape=[3, 3])
+    b.op("MaxPool", kernel_shape=[2, 2], strides=[2, 2])
+    gamma, beta, mean, var = batchnorm(rng, 6)
+    gamma[1:4] = -np.abs(gamma[1:4]) - 0.1
+    b.op("BatchNormalization", gamma, beta, mean, var)
+    b.op("BipolarQuant", np.array([1.0], np.float32), domain=QONNX)
+    b.op("Conv", bipolar(rng, 4, 6, 3, 3), kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4)
+    b.op("BatchNormalization", *batchnorm(rng, 4))
+    b.op("BipolarQuant", np.array([1.0], np.float32), domain=QONNX)
+    b.op("Reshape", np.array([1, -1], np.int64)).op("MatMul", bipolar(rng, 16, 3))
+    imp = import_onnx(b.save(tmp_path / "pool_first.onnx"))
+    pool = next(n for n in imp.graph.nodes if isinstance(n, ir.MaxPool))
+    assert pool.and_mask.tolist() == [0, 1, 1, 1, 0, 0]
+    assert_exact(check_onnx(imp, random_pixels((1, 9, 9), 32, seed=6)), 32, 3)
+
+
 # --- refusals ----------------------------------------------------------------------------------
 
 def _quant(b, w, bits, name):

@@ -76,10 +76,16 @@ def test_strict_comparison_is_caught():
     assert got != expected
 
 
-def test_every_table_entry_is_looked_up():
+# FC's narrow 8-bit input: round(127 (2k / 255 - 1)) + 127
+NARROW_INPUT = tuple(int(np.round(127 * (2 * k / 255 - 1))) + 127 for k in range(256))
+
+
+@pytest.mark.parametrize("table", [RANDOM_TABLE, CNV_INPUT, NARROW_INPUT],
+                         ids=["random", "cnv", "narrow"])
+def test_every_table_entry_is_looked_up(table):
     """All 256 pixel values through a table; planted fault: one entry changed in the
     DUT's table is caught."""
-    p = InputEncoderParams(8, 8, 4, "uint8", simd=4, table=RANDOM_TABLE)
+    p = InputEncoderParams(8, 8, 4, "uint8", simd=4, table=table)
     x = np.random.default_rng(2).permutation(256).reshape(1, 8, 8, 4)
     want = reference.encode(x, "uint8", table=p.table)
     assert sorted(x.reshape(-1).tolist()) == list(range(256))
