@@ -55,7 +55,8 @@ OUT = ROOT / "bnnhw" / rs.CALIBRATION_FILE
 FLOWS = {
     "xc7": ("synth_xilinx -family xc7 -flatten -top top", "stat -tech xilinx"),
     "ecp5": ("synth_ecp5 -top top", "stat"),
-    "ice40": ("synth_ice40 -top top", "stat"),
+    # -dsp as the board flow does: the multipliers go to SB_MAC16s
+    "ice40": ("synth_ice40 -dsp -top top", "stat"),
 }
 
 
@@ -255,9 +256,10 @@ def run_all(designs: list[tuple[str, Any, bool]], family: str, cache: Cache, wor
             continue
         design = make()
         text = rtlil.convert(design, name="top")
-        # the digest leaves out source locations: an edit elsewhere in a file moves them
+        # the digest leaves out source locations (an edit elsewhere in a file moves them)
+        # and takes in the synthesis command
         bare = re.sub(r"^\s*attribute \\src .*\n", "", text, flags=re.MULTILINE)
-        digest = hashlib.sha256(bare.encode()).hexdigest()[:16]
+        digest = hashlib.sha256((FLOWS[family][0] + bare).encode()).hexdigest()[:16]
         hit = cache.get(key, digest)
         if hit is not None:
             results[name] = hit
@@ -369,7 +371,21 @@ def memory_designs(family: str, quick: bool = False) -> list[tuple[str, Any, rs.
                 return FoldedMemory(FoldedMemoryParams(w, _words(rng, d, w), writable=True,
                                                        style=style))
             out.append((f"mem_w_{style}_{d}x{w}", make, mem, False))
+    # writable words of several chunks in block RAM, deeper than 256 (which RAMB18 shapes
+    # Yosys takes with write enables): words padded to whole chunks, the padding unread
+    for d, w in WRITABLE_BLOCK_SHAPES if family == "xc7" else ():
+        mem = rs.Memory(f"w{d}x{w}", d, w, "ram", "block", 32)
+
+        def make(d=d, w=w):
+            rng = np.random.default_rng(d + w)
+            return FoldedMemory(FoldedMemoryParams(w, _words(rng, d, w), writable=True,
+                                                   style="block"))
+        out.append((f"mem_w_block_{d}x{w}", make, mem, False))
     return out
+
+
+WRITABLE_BLOCK_SHAPES = [(512, 90), (700, 40), (1024, 40), (1500, 90), (1611, 90),
+                         (2048, 40), (2048, 150), (4096, 90)]
 
 
 ROM_DEPTHS = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024,

@@ -13,6 +13,11 @@ Two comparisons (docs/architecture.md, "Verification ladder", step 1):
   classifier's integer dot products with the exact dot products of the model's binarised
   weights (computed in float64, which is exact for these integers).
 
+Channels the frontend removed from the hardware (pruned, ``ir.Conv.channels``) are
+compared by what remains: each unit sees and is compared on the model's kept channels
+only, and the classifier's dot products are those over its kept inputs (the removed
+constants live in its class offsets, which the class comparison checks end to end).
+
 A disagreeing bit is a *tie* when the exact pre-activation ``y = BN(alpha * dot + b)``,
 evaluated in float64 on the exact integer ``dot``, is within ``eps`` of zero relative to
 the magnitude of the terms that cancel in it (``|s| * (|alpha * dot| + |b| + |mean|) +
@@ -198,6 +203,8 @@ def _shadow(mods: list[nn.Module], x: torch.Tensor
         t = type(m)
         if t in (BinaryConv2d, BinaryLinear):
             wb = torch.where(m.weight >= 0, 1.0, -1.0).to(torch.float64).detach()
+            if m.pruned:
+                wb = wb * m.keep.to(torch.float64).view(-1, *([1] * (wb.dim() - 1)))
             if t is BinaryConv2d:
                 if m.pad_amount:
                     z = F.pad(z, (m.pad_amount,) * 4, value=float(m.pad_value))
@@ -300,6 +307,7 @@ def check_model(model: nn.Module, images: Any, graph: ir.Graph | None = None,
         else:
             kind = "bits"
         stats.append(UnitAgreement("+".join(names), names, modules, kind))
+    chans = _unit_channels(groups)
     matches, mismatched, ties = 0, [], 0
     bar = tqdm(total=int(pixels.shape[0]), unit="img", desc="check", disable=not progress,
                leave=False)
@@ -319,10 +327,28 @@ def check_model(model: nn.Module, images: Any, graph: ir.Graph | None = None,
                 mismatched.append(start + i)
                 ties += class_tie(graph.nodes[-1], gold.scores[i].numpy(),
                                   int(gold.classes[i]), int(qat_classes[i]), eps)
-            for g, st in zip(groups, stats):
-                _compare_unit(g, st, px, outs, mods, eps)
+            for g, st, (cin, cout) in zip(groups, stats, chans):
+                _compare_unit(g, st, px, outs, mods, eps, cin, cout)
             bar.update(int(px.shape[0]))
     return CheckReport(int(pixels.shape[0]), matches, stats, eps, mismatched, ties)
+
+
+def _unit_channels(groups: list[_Unit]
+                   ) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+    """Per unit, the model channels its input and output keep (None: all of them)."""
+    out, current = [], None
+    for g in groups:
+        cin = current
+        for node in g.nodes:
+            if isinstance(node, (ir.Conv, ir.Dense)):
+                current = node.channels
+        out.append((cin, current))
+    return out
+
+
+def _select(t: torch.Tensor, chans: np.ndarray | None) -> torch.Tensor:
+    """The channels ``chans`` of an IR-layout tensor (channels last)."""
+    return t if chans is None else t[..., torch.from_numpy(chans.copy())]
 
 
 def class_tie(node: ir.Dense, dots: Any, a: int, b: int, eps: float = TIE_EPS) -> bool:
@@ -339,17 +365,22 @@ def class_tie(node: ir.Dense, dots: Any, a: int, b: int, eps: float = TIE_EPS) -
 
 
 def _compare_unit(g: _Unit, st: UnitAgreement, px: torch.Tensor,
-                  outs: dict[int, torch.Tensor], mods: list[nn.Module], eps: float) -> None:
+                  outs: dict[int, torch.Tensor], mods: list[nn.Module], eps: float,
+                  cin: np.ndarray | None = None, cout: np.ndarray | None = None) -> None:
     first = g.nodes[0]
     if isinstance(first, ir.InputEncoder):
         x = px.permute(0, 2, 3, 1)
     else:
-        x = _to_ir(outs[g.first - 1], _input_kind(first))
+        x = _select(_to_ir(outs[g.first - 1], _input_kind(first)), cin)
     for node in g.nodes:
         x = golden.run_node(node, x)
     qat_in = px.to(torch.float32) if g.first == -1 else outs[g.first - 1]
     unit_mods = mods[max(g.first, 0):g.last + 1] if g.first >= 0 else []
     if st.kind == "scores":
+        if cin is not None:  # the dot over the kept inputs: removed channels count 0
+            kept = torch.zeros(qat_in.shape[1], dtype=qat_in.dtype)
+            kept[torch.from_numpy(cin.copy())] = 1
+            qat_in = qat_in * kept.view(1, -1, *([1] * (qat_in.dim() - 2)))
         _, _, dot = _shadow(unit_mods, qat_in)
         assert dot is not None
         # the IR's classifier rows of negative logit scale hold inverted weights (their dot
@@ -358,7 +389,7 @@ def _compare_unit(g: _Unit, st: UnitAgreement, px: torch.Tensor,
         st.compared += want.numel()
         st.disagreements += int((x != want).sum())
         return
-    want = _to_ir(outs[g.last], "binary" if st.kind == "bits" else "uint8")
+    want = _select(_to_ir(outs[g.last], "binary" if st.kind == "bits" else "uint8"), cout)
     assert want.shape == x.shape, (st.name, want.shape, x.shape)
     wrong = x != want
     st.compared += want.numel()
@@ -367,7 +398,7 @@ def _compare_unit(g: _Unit, st: UnitAgreement, px: torch.Tensor,
     if n_wrong and unit_mods:
         y, mag, _ = _shadow(unit_mods, qat_in)
         if y is not None and y.shape[0] == want.shape[0]:
-            y, mag = _hwc(y), _hwc(mag)
+            y, mag = _select(_hwc(y), cout), _select(_hwc(mag), cout)
             if y.shape == want.shape:
                 tie = y.abs() <= eps * mag
                 st.ties += int((wrong & tie).sum())

@@ -37,6 +37,10 @@ COMMANDS = {
     "build": ("Build a model for a board: the folding that fills it, RTL, constraints, "
               "project, bitstream where a toolchain here makes one, and the build report."),
     "boards": "List the boards bnnhw builds for: devices, resource budgets, clocks, flows.",
+    "explore": ("Sweep a model's design space on a board (designs, memory styles, clocks, "
+                "seeds) on Dask: every point built, a Pareto table and plots in one page."),
+    "prune-report": ("Accuracy against size (filters, memory bits, LUTs) of a pruned "
+                     "training's epoch checkpoints, with the Pareto points."),
     "verify": ("Co-simulate the generated accelerator (Verilator + cocotb) on images and "
                "compare every score with the golden model."),
 }

@@ -23,6 +23,13 @@ order, each a pure function ``Graph -> Graph`` with one job:
 6. ``lower_class_map``: the classifier's float logits ``scale * dot + bias`` become an
    integer map ``class_scale * dot + class_offset`` whose argmax is the hardware's class
    (``class_map``): exact with one common scale, within a stated rounding bound otherwise.
+7. ``remove_pruned_channels``: the output channels a model layer declares pruned (its
+   binarised weights are 0, so the channel is the constant bit ``bias >= 0``) leave the
+   hardware: the row goes from its layer, the channel from the max-pools after it, and its
+   columns from the next matrix layer, whose thresholds (per border class) or class
+   offsets absorb the constant's exact contribution to the accumulator. A channel that
+   would meet non-zero padding of another value (a conv padding with ``pad_bit`` != the
+   constant) stays, as the constant channel pass 5 made of it.
 
 Threshold maths (pass 5). ``a``, ``c`` are float64, computed from the model's float32
 parameters (the XNOR-Net scale ``alpha = mean |W|`` is computed in float32 exactly like
@@ -50,6 +57,9 @@ Dense layers after a conv: torch flattens CHW, the hardware streams HWC; ``impor
 permutes the weight columns. The classifier's ``scale`` and ``bias`` (its float logit
 map) are ``Scores.scale * alpha`` and ``Scores.scale * b + Scores.bias``; pass 6 flips its
 rows of negative scale.
+
+Without BatchNorm a hidden layer's bit is ``sign(alpha * dot + b)``: its ``Conv/Dense ->
+Sign`` pair is thresholded by the same pass 5 (``D = ceil(-b / alpha)``).
 
 Refused, with one sentence naming the module (``BnnhwError``): unknown module types,
 weight scales that vary along the reduction axis, NaN/inf parameters or BatchNorm
@@ -125,6 +135,15 @@ def _row_scale(where: str, m: BinaryConv2d | BinaryLinear) -> np.ndarray:
                      f"{type(scale).__name__}")
 
 
+def _pruned_scale(m: BinaryConv2d | BinaryLinear, alpha: np.ndarray) -> np.ndarray:
+    """``alpha`` with the pruned rows of ``m`` at 0: their binarised weights are 0."""
+    pruned = list(getattr(m, "pruned", ()))
+    if pruned:
+        alpha = alpha.copy()
+        alpha[pruned] = 0.0
+    return alpha
+
+
 def _weight_bits(where: str, weight: torch.Tensor) -> np.ndarray:
     """Binarised weights as bits (``sign(0) = +1``, so latent 0 is bit 1)."""
     w = weight.detach().cpu()
@@ -170,7 +189,7 @@ def _import_module(j: int, m: nn.Module, shape: tuple[int, ...], kind: str,
                              f"not supported")
         bits = _weight_bits(where, m.weight)  # [R, C, K, K]
         weights = bits.transpose(0, 2, 3, 1).reshape(bits.shape[0], -1)  # (ky, kx, c)
-        alpha = _row_scale(where, m)
+        alpha = _pruned_scale(m, _row_scale(where, m))
         bias = _floats(where, "bias", m.bias, 0.0, bits.shape[0])
         pad_bit, zero = 0, False
         if m.pad_amount:
@@ -193,7 +212,7 @@ def _import_module(j: int, m: nn.Module, shape: tuple[int, ...], kind: str,
         weights = _weight_bits(where, m.weight)
         if len(shape) == 3:
             weights = chw_columns_to_hwc(weights, shape)  # type: ignore[arg-type]
-        alpha = _row_scale(where, m)
+        alpha = _pruned_scale(m, _row_scale(where, m))
         bias = _floats(where, "bias", m.bias, 0.0, weights.shape[0])
         return ir.Dense(f"dense{j}", shape, weights, alpha, bias, input_kind=kind,
                         source=flatten + (path,))
@@ -240,6 +259,10 @@ def _import_module(j: int, m: nn.Module, shape: tuple[int, ...], kind: str,
                      f"MaxPool2d, Flatten and Scores)")
 
 
+def _module_index(path: str) -> int:
+    return int(path.split(".")[1])
+
+
 def import_model(model: nn.Module) -> ir.Graph:
     """Translate a bnnhw ``BNN`` module by module into a frontend graph (not yet lowered).
 
@@ -280,8 +303,14 @@ def import_model(model: nn.Module) -> ir.Graph:
         shape, kind = node.out_shape, ir.out_kind(node, kind)
     if flatten:
         raise BnnhwError(f"{flatten[0]} (Flatten): must be followed by a BinaryLinear")
+    meta: dict[str, Any] = {"spec": spec}
+    pruned = {n.name: list(layers[_module_index(n.source[-1])].pruned) for n in nodes
+              if isinstance(n, (ir.Conv, ir.Dense))
+              and getattr(layers[_module_index(n.source[-1])], "pruned", ())}
+    if pruned:
+        meta["pruned"] = pruned
     try:
-        return ir.Graph(tuple(nodes), {"spec": spec})
+        return ir.Graph(tuple(nodes), meta)
     except ValueError as e:
         raise BnnhwError(str(e)) from None
 
@@ -551,6 +580,105 @@ def lower_class_map(graph: ir.Graph) -> ir.Graph:
     return graph.replace([*graph.nodes[:-1], node])
 
 
+# --- removing pruned channels -------------------------------------------------------------------
+
+def _removable(consumer: ir.Conv | ir.Dense, values: dict[int, int]) -> list[int]:
+    """The pruned channels (``values``: channel -> constant bit) whose contribution to
+    ``consumer``'s accumulator is one constant per border class."""
+    if isinstance(consumer, ir.Conv) and consumer.padding and not consumer.zero_padding:
+        return [q for q, v in values.items() if v == consumer.pad_bit]
+    return list(values)
+
+
+def _fold_columns(node: ir.Conv | ir.Dense, chans: list[int], values: list[int]
+                  ) -> ir.Conv | ir.Dense:
+    """``node`` without the input channels ``chans`` (constant bits ``values``), their
+    contribution folded into its thresholds or class offsets (module docstring, pass 7)."""
+    in_shape = node.in_shape
+    c = in_shape[-1]
+    keep = np.setdiff1d(np.arange(c), chans)
+    v = np.zeros(c, np.int64)
+    v[chans] = values
+    gone = np.zeros(c, bool)
+    gone[chans] = True
+    r = node.rows
+    if isinstance(node, ir.Conv):
+        k = node.kernel
+        w = node.weights.reshape(r, k, k, c).astype(np.int64)
+        # popcount contribution of each removed channel's tap: xnor(v, w) = (w == v), or
+        # (w == pad_bit) where the tap falls into the padding
+        inside = ((w == v) & gone).sum(axis=3)  # [R, K, K]
+        padded_c = ((w == node.pad_bit) & gone).sum(axis=3)
+        if node.zero_padding:
+            rsets = border_classes(in_shape[0], k, node.stride, node.padding)[1]
+            csets = border_classes(in_shape[1], k, node.stride, node.padding)[1]
+        else:
+            rsets, csets = [()], [()]
+        acc = np.zeros((len(rsets), len(csets), r), np.int64)
+        for i, rows in enumerate(rsets):
+            for j, cols in enumerate(csets):
+                pad = np.zeros((k, k), bool)
+                pad[list(rows), :] = True
+                pad[:, list(cols)] = True
+                acc[i, j] = inside[:, ~pad].sum(axis=1) + padded_c[:, pad].sum(axis=1)
+        weights = w[:, :, :, keep].reshape(r, -1).astype(np.uint8)
+        changes: dict[str, Any] = {"in_shape": (*in_shape[:2], len(keep))}
+    else:
+        w = node.weights.reshape(r, -1, c).astype(np.int64)  # HWC flatten: channel last
+        acc = ((w == v) & gone).sum(axis=(1, 2)).reshape(1, 1, r)
+        weights = w[:, :, keep].reshape(r, -1).astype(np.uint8)
+        changes = {"in_shape": (*in_shape[:-1], len(keep))}
+    removed = node.cols - weights.shape[1]
+    if node.thresholded:
+        t = np.clip(node.thresholds - acc, 0, weights.shape[1] + 1)
+        return node.replace(weights=weights, thresholds=t, **changes)
+    # the classifier: dot = 2 acc - N, so the full dot is the kept one plus 2 acc - removed
+    shift = 2 * acc.reshape(r) - removed
+    offset = node.class_offset.astype(object) + node.class_scale.astype(object) * shift
+    if max(abs(int(x)) for x in offset) > ir.MAX_CLASS_OFFSET:
+        raise BnnhwError(f"{node.name}: the class offsets after removing pruned channels "
+                         f"are too large to be compared as integers")
+    return node.replace(weights=weights, class_offset=np.array(offset.tolist(), np.int64),
+                        bias=node.bias + node.scale * shift, **changes)
+
+
+def remove_pruned_channels(graph: ir.Graph) -> ir.Graph:
+    """Remove the channels ``graph.meta["pruned"]`` names (node -> model channels) from
+    the hardware, folding their constant bits into the next matrix layer (pass 7)."""
+    pruned = graph.meta.get("pruned") or {}
+    nodes = list(graph.nodes)
+    for i, node in enumerate(nodes):
+        if node.name not in pruned or not isinstance(node, (ir.Conv, ir.Dense)) \
+                or not node.thresholded:
+            continue
+        chans = node.channels if node.channels is not None else np.arange(node.rows)
+        rows = [int(np.searchsorted(chans, q)) for q in pruned[node.name] if q in chans]
+        if not rows:
+            continue
+        assert all(node.scale[q] == 0 for q in rows), "pruned rows have zero scale"
+        j = i + 1
+        while isinstance(nodes[j], ir.MaxPool):
+            j += 1
+        consumer = nodes[j]
+        assert isinstance(consumer, (ir.Conv, ir.Dense))
+        values = {q: int(node.bias[q] >= 0) for q in rows}
+        rows = _removable(consumer, values)
+        if not rows or len(rows) == node.rows:
+            continue
+        keep = np.setdiff1d(np.arange(node.rows), rows)
+        thresholds = node.thresholds[:, :, keep]  # type: ignore[index]
+        nodes[i] = node.replace(weights=node.weights[keep], scale=node.scale[keep],
+                                bias=node.bias[keep], thresholds=thresholds,
+                                channels=chans[keep])
+        for m in range(i + 1, j):
+            pool = nodes[m]
+            assert isinstance(pool, ir.MaxPool)
+            nodes[m] = pool.replace(in_shape=(*pool.in_shape[:2], len(keep)),
+                                    and_mask=pool.and_mask[keep])
+        nodes[j] = _fold_columns(consumer, rows, [values[q] for q in rows])
+    return graph.replace(nodes)
+
+
 PASSES: tuple[Pass, ...] = (
     commute_affine_through_pool,
     merge_affine,
@@ -558,6 +686,7 @@ PASSES: tuple[Pass, ...] = (
     flip_negative_rows,
     make_thresholds,
     lower_class_map,
+    remove_pruned_channels,
 )
 
 

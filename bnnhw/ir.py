@@ -46,7 +46,10 @@ Frontend nodes (only between frontend passes; never in a lowered graph): ``Affin
 thresholds outputs its real-valued pre-activation and a ``MaxPool`` pools real values.
 
 Every node has a unique ``name`` and a ``source``: the model modules it implements
-(``"encoder"``, ``"layers.3"``, ...).
+(``"encoder"``, ``"layers.3"``, ...). A ``Conv``/``Dense`` whose model layer had pruned
+channels removed (``bnnhw.frontend.remove_pruned_channels``) lists in ``channels`` the
+model's output channel of each of its rows (ascending; ``None``: row ``r`` is channel
+``r``); like ``source``, it is provenance, for comparing with the model.
 
 On disk a graph is a JSON file plus an ``.npz`` beside it (``<path>.npz``) with every
 array, versioned, exact round trip (``save_graph`` / ``load_graph``).
@@ -257,6 +260,16 @@ class _Matrix(Node):
         self._set("scale", float_array(w, "scale", self.scale, (r,)))  # type: ignore
         self._set("bias", float_array(w, "bias", self.bias, (r,)))  # type: ignore
 
+    def _check_channels(self) -> None:
+        ch = self.channels  # type: ignore[attr-defined]
+        if ch is None:
+            return
+        ch = int_array(self.where, "channels", ch, shape=(self.rows,), low=0)
+        if np.any(np.diff(ch) <= 0):
+            raise ParameterError(f"{self.where}: channels must be ascending, not "
+                                 f"{ch.tolist()}")
+        self._set("channels", ch)
+
     def _check_thresholds(self, classes: tuple[int, int] | None) -> None:
         t = self.thresholds  # type: ignore[attr-defined]
         if t is None:
@@ -291,6 +304,7 @@ class Conv(_Matrix):
     row_class: np.ndarray | None = None
     col_class: np.ndarray | None = None
     source: tuple[str, ...] = ()
+    channels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self._common()
@@ -307,6 +321,7 @@ class Conv(_Matrix):
             raise ParameterError(f"{w}: kernel {k} is larger than the padded input "
                                  f"{h + 2 * p}x{wd + 2 * p}")
         self._check_matrix(k * k * c)
+        self._check_channels()
         self._set("pad_bit", integer(w, "pad_bit", self.pad_bit, 0,
                                   PIXEL_MAX if self.input_kind == "uint8" else 1))
         self._set("zero_padding", flag(w, "zero_padding", self.zero_padding))
@@ -398,12 +413,14 @@ class Dense(_Matrix):
     class_gain: float = 0.0
     class_exact: bool = False
     source: tuple[str, ...] = ()
+    channels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self._common()
         w = self.where
         self._set("in_shape", _shape(w, "in_shape", self.in_shape, (1, 3)))
         self._check_matrix(self.in_features)
+        self._check_channels()
         self._check_thresholds((1, 1))
         if (self.class_scale is None) != (self.class_offset is None):
             raise ParameterError(f"{w}: class_scale and class_offset go together")

@@ -82,7 +82,7 @@ def _node_doc(node: ir.Node) -> dict[str, Any]:
     """A node's topology: every dataclass field but its values (weights, thresholds,
     scales, the class map) and its provenance."""
     values = {"weights", "thresholds", "scale", "bias", "class_scale", "class_offset",
-              "class_gain", "class_exact", "source"}
+              "class_gain", "class_exact", "source", "channels"}
     doc: dict[str, Any] = {"op": node.op}
     for name in node.__dataclass_fields__:  # type: ignore[attr-defined]
         if name in values:

@@ -23,20 +23,20 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["render_html", "write_report"]
+__all__ = ["CSS", "figure", "fmt", "render_html", "svg", "write_report"]
 
 KIND_NAMES = {"lut": "LUT", "ff": "FF", "bram36": "Block RAM", "dsp": "DSP",
               "lutram": "LUTRAM", "spram": "SPRAM"}
 
 
-def _svg(fig) -> str:
+def svg(fig) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
     text = buf.getvalue()
     return text[text.index("<svg"):]
 
 
-def _figure(width: float = 7.5, height: float = 3.2):
+def figure(width: float = 7.5, height: float = 3.2):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,7 +50,7 @@ def _layer_cycles_plot(report: dict[str, Any]) -> str:
     layers = report.get("layers") or []
     if not layers:
         return ""
-    fig = _figure()
+    fig = figure()
     ax = fig.subplots()
     names = [la["name"] for la in layers]
     cycles = [la["cycles"] for la in layers]
@@ -60,7 +60,7 @@ def _layer_cycles_plot(report: dict[str, Any]) -> str:
     ax.set(ylabel="cycles per image", title="cycles per image of each layer and part")
     ax.legend(loc="upper right")
     ax.tick_params(axis="x", labelrotation=45)
-    return _svg(fig)
+    return svg(fig)
 
 
 def _layer_resources_plot(report: dict[str, Any]) -> str:
@@ -69,7 +69,7 @@ def _layer_resources_plot(report: dict[str, Any]) -> str:
     kinds = [k for k in ("lut", "bram36") if k in res and res[k].get("budget")]
     if not layers or not kinds:
         return ""
-    fig = _figure(height=2.8 * len(kinds))
+    fig = figure(height=2.8 * len(kinds))
     axes = fig.subplots(len(kinds), 1, squeeze=False)[:, 0]
     for ax, kind in zip(axes, kinds):
         values = [la.get("estimate", {}).get(kind, 0) for la in layers]
@@ -78,7 +78,7 @@ def _layer_resources_plot(report: dict[str, Any]) -> str:
         ax.set(xlabel=f"{KIND_NAMES.get(kind, kind)} (estimate; budget {budget:,})",
                title=f"{KIND_NAMES.get(kind, kind)} per layer")
         ax.invert_yaxis()
-    return _svg(fig)
+    return svg(fig)
 
 
 def _estimate_vs_synthesis_plot(report: dict[str, Any]) -> str:
@@ -86,7 +86,7 @@ def _estimate_vs_synthesis_plot(report: dict[str, Any]) -> str:
     kinds = [k for k, v in res.items() if v.get("budget")]
     if not kinds:
         return ""
-    fig = _figure()
+    fig = figure()
     ax = fig.subplots()
     xs = range(len(kinds))
     share = lambda k, key: (res[k].get(key) or 0) / res[k]["budget"] * 100
@@ -99,10 +99,10 @@ def _estimate_vs_synthesis_plot(report: dict[str, Any]) -> str:
     ax.set_xticks(list(xs), [KIND_NAMES.get(k, k) for k in kinds])
     ax.set(ylabel="% of the board's budget", title="resources: estimate and synthesis")
     ax.legend(loc="upper right")
-    return _svg(fig)
+    return svg(fig)
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
     if value is None:
         return "&mdash;"
     if isinstance(value, bool):
@@ -140,35 +140,35 @@ def render_html(report: dict[str, Any]) -> str:
                else '<span class="verdict nofit">does not fit</span>')
     head = [
         ("board", f"{r.get('board')} ({r.get('device')})"),
-        ("initiation interval", f"{_fmt(r.get('ii_cycles'))} cycles per image"),
-        ("design clock", f"{_fmt(r.get('clock_mhz'))} MHz"),
+        ("initiation interval", f"{fmt(r.get('ii_cycles'))} cycles per image"),
+        ("design clock", f"{fmt(r.get('clock_mhz'))} MHz"),
         ("post-route Fmax", "not measured (no place-and-route ran)" if r.get("fmax_mhz") is None
-         else f"{_fmt(r.get('fmax_mhz'))} MHz"),
+         else f"{fmt(r.get('fmax_mhz'))} MHz"),
         ("timing", "not measured" if r.get("timing_met") is None
          else ("met" if r["timing_met"] else "NOT met")),
-        ("throughput", f"{_fmt(r.get('images_per_second'))} images/s at the design clock"),
+        ("throughput", f"{fmt(r.get('images_per_second'))} images/s at the design clock"),
         ("link", "&mdash;" if r.get("link_images_per_second") is None
-         else f"at most {_fmt(r['link_images_per_second'])} images/s over the UART"),
+         else f"at most {fmt(r['link_images_per_second'])} images/s over the UART"),
         ("weights", "&mdash;" if r.get("writable_weights") is None
          else ("written by the host at run time" if r["writable_weights"]
                else "fixed in the bitstream")),
-        ("latency", f"{_fmt(r.get('latency_cycles'))} cycles"
+        ("latency", f"{fmt(r.get('latency_cycles'))} cycles"
          + (f" ({r['latency_cycles'] / r['clock_mhz']:,.1f} &micro;s)"
             if r.get("latency_cycles") and r.get("clock_mhz") else "")),
     ]
     rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in head)
     res_rows = "".join(
-        f"<tr><td>{KIND_NAMES.get(k, k)}</td><td>{_fmt(v.get('budget'))}</td>"
-        f"<td>{_fmt(v.get('estimate'))}</td><td>{_fmt(v.get('synthesised'))}</td></tr>"
+        f"<tr><td>{KIND_NAMES.get(k, k)}</td><td>{fmt(v.get('budget'))}</td>"
+        f"<td>{fmt(v.get('estimate'))}</td><td>{fmt(v.get('synthesised'))}</td></tr>"
         for k, v in (r.get("resources") or {}).items())
     layer_rows = "".join(
-        f"<tr><td>{html.escape(la['name'])}</td><td>{_fmt(la.get('pe'))}</td>"
-        f"<td>{_fmt(la.get('simd'))}</td><td>{_fmt(la['cycles'])}</td>"
-        f"<td>{_fmt(la.get('estimate', {}).get('lut'))}</td>"
-        f"<td>{_fmt(la.get('estimate', {}).get('bram36'))}</td>"
+        f"<tr><td>{html.escape(la['name'])}</td><td>{fmt(la.get('pe'))}</td>"
+        f"<td>{fmt(la.get('simd'))}</td><td>{fmt(la['cycles'])}</td>"
+        f"<td>{fmt(la.get('estimate', {}).get('lut'))}</td>"
+        f"<td>{fmt(la.get('estimate', {}).get('bram36'))}</td>"
         f"<td>{html.escape(str(la.get('memory', '')))}</td></tr>"
         for la in r.get("layers") or [])
-    flow_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>"
+    flow_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td></tr>"
                         for k, v in (r.get("flow") or {}).items())
     notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in r.get("notes") or [])
     why = "".join(f"<li>{html.escape(line)}</li>" for line in r.get("explanation") or [])

@@ -44,7 +44,7 @@ from functools import lru_cache
 from importlib import resources as _pkg
 from typing import Any
 
-from . import ir
+from . import compressor, ir
 from . import numerics as nx
 from .folding import Fold
 from .validate import ParameterError
@@ -293,67 +293,26 @@ def window_block(name: str, height: int, width: int, channels: int, kernel: int,
                                   "padded": padding > 0}, (mem,), cycles)
 
 
-def _counter_groups(height: int, fanin: int) -> list[int]:
-    if height <= 2:
-        return [1] * height
-    groups = [fanin] * (height // fanin)
-    rest = height % fanin
-    if rest == 4:
-        groups += [3, 1]
-    elif rest == 5 and fanin == 6:
-        groups += [5]
-    elif rest >= 3:
-        groups += [3] * (rest // 3) + [1] * (rest % 3)
-    else:
-        groups += [1] * rest
-    return groups
-
-
-def _apply(heights: list[int], groups: list[list[int]]) -> list[int]:
-    nxt = [0] * (len(groups) + 3)
-    for k, gs in enumerate(groups):
-        for g in gs:
-            if g == 1:
-                nxt[k] += 1
-            else:
-                for j in range(g.bit_length()):
-                    nxt[k + j] += 1
-    while nxt and nxt[-1] == 0:
-        nxt.pop()
-    return nxt
-
-
 @lru_cache(maxsize=4096)
 def tree_costs(count: int, width: int = 1, levels_per_stage: int = 2, fanin: int = 3,
                ) -> tuple[int, int, int]:
     """``(counter outputs, pipeline register bits, output bits)`` of the compressor tree of
     ``rtl_gen.popcount`` summing ``count`` operands of ``width`` bits: the counters'
     output bits are the tree's LUTs, the registers sit every ``levels_per_stage`` levels
-    (the structure of ``rtl_gen.popcount.tree_plan``)."""
-    cur, cap, plan = [count] * width, fanin, []
-    while max(cur, default=0) > 2:
-        if max(cur) > 3:
-            groups = [_counter_groups(h, cap) for h in cur]
-        else:
-            groups, carry = [], 0
-            for h in cur:
-                if h + carry <= 2:
-                    groups.append([1] * h)
-                    carry = 0
-                else:
-                    groups.append([h])
-                    carry = 1
-            if carry:
-                groups.append([])
+    (``bnnhw.compressor.tree_plan``, which the RTL builds)."""
+    heights = [count] * width
+    groups_of = compressor.tree_plan(heights, fanin)
+    plan, cur = [], heights
+    for groups in groups_of:
         plan.append((cur, groups))
-        cur, cap = _apply(cur, groups), 6
+        cur = compressor.apply_level(cur, groups)
     adder = int(max(cur, default=0) == 2)
     levels = len(plan) + adder
     outs = sum(g.bit_length() for _, groups in plan for gs in groups for g in gs if g > 1)
     regs, since = 0, 0
     for i, (_, groups) in enumerate(plan):
         since += 1
-        heights = _apply(plan[i][0], groups)
+        heights = compressor.apply_level(plan[i][0], groups)
         if since == levels_per_stage and i + 1 < levels:
             regs += sum(heights) + 1
             since = 0
@@ -746,6 +705,12 @@ def _candidates(mem: Memory, family: str, emu: Mapping[str, float]):
             continue  # block RAM reads are synchronous
         for cell, abits, dbits, cost, wscale, byte in _UNITS[family][kind]:
             for i, unit in enumerate(dbits):
+                if (family == "xc7" and cell == "RAMB18" and unit != 36 and mem.granularity
+                        and mem.kind != "rom"):
+                    # measured: a RAMB18 takes a memory with write enables only as 512 x 36
+                    # (56 such memories, 300..4,096 deep, 40..150 bits: all but one
+                    # reproduced; zoo vgg 0.35's 1,611 x 90 weights are 6 RAMB36)
+                    continue
                 depth_unit = 1 << (abits - i)
                 mult_a = -(-d // depth_unit)
                 if mem.granularity and mem.kind != "rom":

@@ -9,6 +9,11 @@ the same torch version and thread count gives identical weights (float sums depe
 how work is split between threads). The test accuracy is measured after every epoch in
 eval mode; the reported figure is the last epoch's (never the best one, so the test split
 is not used for model selection).
+
+``method`` picks how the gradients are found (``bnnhw.methods``): ``ste`` (backpropagation
+with straight-through estimators), ``self-binarizing``, ``dfa`` or ``drtp``; any of them
+can add kernel-sparsity pruning (``prune_lambda > 0``). ``init`` starts from a trained
+model's parameters instead of the seed's (fine-tuning, class specialisation).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -26,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import methods as mt
 from .checkpoint import check_model_fits
 from .data import Dataset, adapt
 from .errors import BnnhwError, format_bytes, memory_bytes, read_json_text, write_together
@@ -48,6 +55,10 @@ SCHEDULES = ("cosine", "step")
 # SGD (with Glorot-scaled rates for the latent weights, see _sgd_groups) is slower: 78%
 # after 10 epochs and 87% after 30 at its best rate, 0.03.
 DEFAULT_LR = {"adam": 0.1, "sgd": 0.03}
+# Without BatchNorm a weight flip moves a layer's dot products unnormalised: on sfc without
+# BatchNorm (bundled MNIST, 10 epochs) Adam at 0.1 leaves every hidden bit constant (10%),
+# at 0.01 it reaches 90%.
+NO_BN_ADAM_LR = 0.01
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
 # Training memory per float: weight, gradient and two Adam moments per parameter; per
 # activation value of a batch image, its output and its gradient with some slack.
@@ -72,6 +83,13 @@ class TrainConfig:
     seed: int = 0
     limit: int | None = None
     shift: int = 1
+    method: str = "ste"
+    slope_start: float = mt.DEFAULT_SLOPE_START
+    slope_final: float | None = None
+    slope_growth: float | None = None
+    prune_lambda: float = 0.0
+    prune_t: float = mt.DEFAULT_PRUNE_T
+    prune_multiple: int = mt.DEFAULT_PRUNE_MULTIPLE
 
     def __post_init__(self) -> None:
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
@@ -98,6 +116,37 @@ class TrainConfig:
             raise ValueError(f"limit must be an integer >= 2, not {self.limit!r}")
         if isinstance(self.shift, bool) or not isinstance(self.shift, int) or self.shift < 0:
             raise ValueError(f"shift must be a non-negative integer, not {self.shift!r}")
+        if self.method not in mt.METHODS:
+            raise ValueError(f"method must be one of {', '.join(mt.METHODS)}, "
+                             f"not {self.method!r}")
+        for name in ("slope_start", "slope_final", "slope_growth"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                  or not math.isfinite(v) or v <= 0):
+                raise ValueError(f"{name.replace('_', ' ')} must be a positive number, "
+                                 f"not {v!r}")
+        if self.slope_final is not None and self.slope_growth is not None:
+            raise ValueError("give either a final slope or a slope growth, not both")
+        if self.method != "self-binarizing" and (self.slope_final is not None
+                                                 or self.slope_growth is not None
+                                                 or self.slope_start != mt.DEFAULT_SLOPE_START):
+            raise ValueError(f"slope options apply to the self-binarizing method only, not "
+                             f"{self.method}")
+        if (isinstance(self.prune_lambda, bool) or not isinstance(self.prune_lambda, (int, float))
+                or not math.isfinite(self.prune_lambda) or self.prune_lambda < 0):
+            raise ValueError(f"prune lambda must be a number >= 0, not {self.prune_lambda!r}")
+        if (isinstance(self.prune_t, bool) or not isinstance(self.prune_t, (int, float))
+                or not 0 <= self.prune_t < 1):
+            raise ValueError(f"prune t must be a fraction in [0, 1), not {self.prune_t!r}")
+        if (isinstance(self.prune_multiple, bool) or not isinstance(self.prune_multiple, int)
+                or self.prune_multiple < 1):
+            raise ValueError(f"prune multiple must be a positive integer, not "
+                             f"{self.prune_multiple!r}")
+
+    @property
+    def pruning(self) -> bool:
+        """Whether kernel-sparsity pruning is on."""
+        return self.prune_lambda > 0
 
     @property
     def learning_rate(self) -> float:
@@ -119,9 +168,20 @@ class TrainResult:
     test_accuracy: float
     train_time_s: float
     history: list[dict[str, float]] = field(default_factory=list)
+    float_test_accuracy: float | None = None  # self-binarizing: the last smooth network
 
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a few hundred bytes; a larger file is something else
+
+
+def default_lr(spec: dict[str, Any], optimizer: str) -> float:
+    """The initial learning rate used unless one is given (``DEFAULT_LR``, or
+    ``NO_BN_ADAM_LR`` for Adam on a model without BatchNorm)."""
+    from .nn import uses_batchnorm
+
+    if optimizer == "adam" and not uses_batchnorm(spec):
+        return NO_BN_ADAM_LR
+    return DEFAULT_LR[optimizer]
 
 
 def resolve_model(model: str, width: float | None = None) -> tuple[str, dict[str, Any]]:
@@ -199,6 +259,21 @@ def random_shift(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Ten
                   cols]
 
 
+def _adam_groups(model: BNN, lr: float) -> list[dict[str, Any]]:
+    """Adam parameter groups: the bias of a layer without BatchNorm is in units of its dot
+    product, which moves by up to its fan-in when weights flip, so it learns at
+    ``lr * sqrt(fan_in)``; everything else at ``lr``."""
+    mods = list(model.layers)
+    fast = [m for i, m in enumerate(mods[:-1])
+            if isinstance(m, (BinaryConv2d, BinaryLinear)) and m.bias is not None
+            and isinstance(mods[i + 1], mt.BinaryActivation)]
+    ids = {id(m.bias) for m in fast}
+    groups: list[dict[str, Any]] = [
+        {"params": [m.bias], "lr": lr * math.sqrt(m.weight[0].numel())} for m in fast]
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": rest, "lr": lr}, *groups]
+
+
 def _sgd_groups(model: BNN, lr: float) -> list[dict[str, Any]]:
     """SGD parameter groups: each binary layer's latent weights get BinaryConnect's
     Glorot-scaled rate ``lr * sqrt((fan_in + fan_out) / 1.5)``, everything else ``lr``.
@@ -246,7 +321,10 @@ def _non_finite(model: BNN) -> str | None:
 
 
 def train(spec: dict[str, Any], data: Dataset, config: TrainConfig, progress: bool = False,
-          desc: str = "train", what: str = "the model") -> TrainResult:
+          desc: str = "train", what: str = "the model",
+          init: dict[str, torch.Tensor] | None = None,
+          on_epoch: Callable[[int, BNN, dict[str, float]], None] | None = None
+          ) -> TrainResult:
     """Build ``spec`` under ``config.seed`` and train it on ``data``; see the module doc.
 
     Images are fitted to the model's input with ``adapt``. Raises ``BnnhwError`` when the
@@ -255,7 +333,11 @@ def train(spec: dict[str, Any], data: Dataset, config: TrainConfig, progress: bo
     not fit in memory (checked before anything is allocated), and ``Diverged`` (a
     ``BnnhwError``) at the first step whose loss, weights or BatchNorm statistics are
     not finite. ``progress`` shows a tqdm bar on stderr. The global torch RNG is left as
-    it was.
+    it was. ``init`` is a state_dict to start from (a model of this spec); ``on_epoch``
+    is called after every epoch with the epoch, the model (eval mode, binary) and that
+    epoch's history record. With pruning, ``history`` records per epoch the fraction of
+    hidden filters pruned (``pruned_fraction``); with self-binarizing, the slope and the
+    smooth network's test accuracy (``float_test_accuracy``).
     """
     spec = normalize_spec(spec)
     classes = classifier_outputs(spec)
@@ -286,6 +368,13 @@ def train(spec: dict[str, Any], data: Dataset, config: TrainConfig, progress: bo
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = build_model(spec)
+    if init is not None:
+        model.load_state_dict(init)
+    else:
+        mt.centre_biases(model, train_x[:256])
+    feedback = (mt.FeedbackAlignment(config.method, classes, config.seed)
+                if config.method in mt.FEEDBACK_METHODS else None)
+    smooth = config.method == "self-binarizing"
     gen = torch.Generator().manual_seed(config.seed)
     if config.limit is not None and config.limit < len(train_x):
         keep = torch.randperm(len(train_x), generator=gen)[:config.limit]
@@ -302,7 +391,7 @@ def train(spec: dict[str, Any], data: Dataset, config: TrainConfig, progress: bo
 
     lr = config.learning_rate
     if config.optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        opt: torch.optim.Optimizer = torch.optim.Adam(_adam_groups(model, lr), lr=lr)
     else:
         opt = torch.optim.SGD(_sgd_groups(model, lr), lr=lr, momentum=0.9)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -312,8 +401,13 @@ def train(spec: dict[str, Any], data: Dataset, config: TrainConfig, progress: bo
     start = time.perf_counter()
     bar = tqdm(total=total, desc=desc, unit="batch", file=sys.stderr, disable=not progress,
                dynamic_ncols=True, leave=False)
+    slope = None
     try:
         for epoch in range(1, config.epochs + 1):
+            if smooth:
+                slope = mt.slope_at(epoch, config.epochs, config.slope_start,
+                                    config.slope_final, config.slope_growth)
+                mt.set_slope(model, slope)
             model.train()
             order = torch.randperm(n, generator=gen)[:usable]
             loss_sum, correct = 0.0, 0
@@ -321,15 +415,24 @@ def train(spec: dict[str, Any], data: Dataset, config: TrainConfig, progress: bo
                 idx = order[i:i + bs]
                 xb = random_shift(train_x[idx], config.shift, gen).to(torch.float32)
                 yb = train_y[idx]
-                out = model(xb)
+                if feedback is not None:
+                    out, taps = feedback.forward(model, xb)
+                else:
+                    out = model(xb)
                 loss = F.cross_entropy(out, yb)
+                objective = loss
+                if config.pruning:
+                    objective = loss + config.prune_lambda * mt.sparsity_loss(model)
                 where = f"epoch {epoch}, batch {batch}"
                 if not math.isfinite(loss.item()):
                     raise Diverged(f"training diverged at {where}: the loss is "
                                    f"{loss.item()}; nothing was written; train with a "
                                    f"smaller --lr")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                if feedback is not None:
+                    feedback.backward(objective, out, taps, yb)
+                else:
+                    objective.backward()
                 try:
                     opt.step()
                 except RuntimeError as e:
@@ -339,6 +442,8 @@ def train(spec: dict[str, Any], data: Dataset, config: TrainConfig, progress: bo
                                    f"overflowed (learning rate {lr:g}); nothing was "
                                    f"written; train with a smaller --lr") from None
                 clip_latent_weights(model)
+                if config.pruning:
+                    mt.zero_pruned(model)
                 bad = _non_finite(model)
                 if bad is not None:
                     raise Diverged(f"training diverged at {where}: {bad} holds NaN or "
@@ -350,6 +455,16 @@ def train(spec: dict[str, Any], data: Dataset, config: TrainConfig, progress: bo
                 bar.update(1)
                 bar.set_postfix_str(f"epoch {epoch}/{config.epochs} loss {loss.item():.3f}",
                                     refresh=False)
+            record: dict[str, float] = {}
+            if config.pruning:
+                mt.prune_filters(model, config.prune_t, config.prune_multiple)
+                record["pruned_fraction"] = mt.pruning_figures(model)["pruned_fraction"]
+            if smooth:
+                record["slope"] = float(slope)  # type: ignore[arg-type]
+                record["float_test_accuracy"] = evaluate(model, test_x, test_y)
+                mt.set_slope(model, None)
+                if epoch == config.epochs:
+                    mt.recalibrate_batchnorm(model, train_x)
             test_acc = evaluate(model, test_x, test_y)
             history.append({
                 "epoch": epoch,
@@ -358,16 +473,26 @@ def train(spec: dict[str, Any], data: Dataset, config: TrainConfig, progress: bo
                 "test_accuracy": test_acc,
                 "lr": lr * _lr_factor(config.schedule, epoch * steps, total),
                 "time_s": time.perf_counter() - start,
+                **record,
             })
             if progress:
                 h = history[-1]
+                extra = "".join(
+                    [f"  smooth {h['float_test_accuracy']:.2%} (slope {h['slope']:.3g})"
+                     if smooth else "",
+                     f"  pruned {h['pruned_fraction']:.1%}" if config.pruning else ""])
                 bar.write(f"epoch {epoch}/{config.epochs}: loss {h['loss']:.4f}  train "
-                          f"{h['train_accuracy']:.2%}  test {test_acc:.2%}", file=sys.stderr)
+                          f"{h['train_accuracy']:.2%}  test {test_acc:.2%}{extra}",
+                          file=sys.stderr)
+            model.eval()
+            if on_epoch is not None:
+                on_epoch(epoch, model, history[-1])
     finally:
         bar.close()
     model.eval()
     return TrainResult(model=model, test_accuracy=history[-1]["test_accuracy"],
-                       train_time_s=time.perf_counter() - start, history=history)
+                       train_time_s=time.perf_counter() - start, history=history,
+                       float_test_accuracy=history[-1].get("float_test_accuracy"))
 
 
 def curve_path(out: str | os.PathLike[str]) -> Path:

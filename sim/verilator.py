@@ -27,7 +27,6 @@ when a test failed or the simulator died, in or out of pytest alike.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
@@ -39,6 +38,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from bnnhw.filelock import locked
 
 __all__ = [
     "BUILD_ARGS", "EXE_MAKE_VARS", "HARNESS_DIR", "CocotbError", "CocotbRun", "VerilatorBuild",
@@ -246,10 +247,10 @@ def _cached_build(final: Path, executable: str, runtime: Path,
     # Another process may be compiling the same design: wait for it, then reuse. While
     # no runtime objects exist, cold builds of different designs also take turns, so
     # the runtime library is compiled once rather than by every pytest-xdist worker.
-    with _flock(root / f"{final.name}.lock"):
+    with locked(root / f"{final.name}.lock"):
         if (final / executable).is_file():
             return True
-        with _flock(root / f"{runtime.name}.lock") if not runtime.is_dir() \
+        with locked(root / f"{runtime.name}.lock") if not runtime.is_dir() \
                 else contextlib.nullcontext():
             scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
             try:
@@ -261,16 +262,6 @@ def _cached_build(final: Path, executable: str, runtime: Path,
                 shutil.rmtree(scratch, ignore_errors=True)
                 raise
     return False
-
-
-@contextlib.contextmanager
-def _flock(path: Path):
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _stash_runtime(where: Path, runtime: Path) -> None:

@@ -149,7 +149,7 @@ def test_the_clock_follows_the_post_route_fmax(monkeypatch):
     runs = []
 
     def fake(fmax_of):
-        def synth(plan, hz, jobs, say):
+        def synth(plan, hz, jobs, say, seed=None, cache=None):
             runs.append(hz)
             f = fmax_of(hz / 1e6)
             return SimpleNamespace(design_fmax_mhz=f, timing_met=f >= hz / 1e6, clock_hz=hz)

@@ -98,7 +98,7 @@ def _spec_file(tmp_path, name, content):
 
 
 BAD = {
-    "no-model": ([], "the following arguments are required: --model"),
+    "no-model": ([], "give the model to train with --model"),
     "unknown-model": (["--model", "resnet"], "unknown model 'resnet'"),
     "missing-spec": (["--model", "{tmp}/nope.json"], "does not exist"),
     "bad-json": (["--model", "@bad.json"], "is not valid JSON"),

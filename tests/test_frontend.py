@@ -297,7 +297,8 @@ def test_pool_before_bn_lowers_to_and_masks():
 def test_passes_are_the_documented_list():
     assert [p.__name__ for p in frontend.PASSES] == [
         "commute_affine_through_pool", "merge_affine", "commute_sign_through_pool",
-        "flip_negative_rows", "make_thresholds", "lower_class_map"]
+        "flip_negative_rows", "make_thresholds", "lower_class_map",
+        "remove_pruned_channels"]
     model = spec_model([{"type": "conv", "out": 3, "kernel": 3}, {"type": "dense", "out": 2}])
     g = frontend.import_model(model)
     for p in frontend.PASSES:

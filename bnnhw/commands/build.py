@@ -17,6 +17,7 @@ from .common import (
     cpu_count,
     load_model,
     positive_float,
+    positive_int,
     thread_count,
 )
 
@@ -34,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-fps", type=positive_float, metavar="R",
                         help="the smallest design reaching R images/s at the design clock "
                              "(default: the fastest design that fits)")
+    parser.add_argument("--target-ii", type=positive_int, metavar="CYCLES",
+                        help="the smallest design whose initiation interval is at most CYCLES "
+                             "(instead of --target-fps)")
     parser.add_argument("--clock", type=positive_float, metavar="MHZ",
                         help="design clock in MHz (default: the board's, then the fastest "
                              "its PLL makes under the post-route Fmax)")
@@ -58,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
     board = get(args.board)
     out = Path(args.out) if args.out else default_out(args.model, board.name)
+    if args.target_fps is not None and args.target_ii is not None:
+        raise BnnhwError("give --target-fps or --target-ii, not both")
     if out.exists() and not out.is_dir():
         raise BnnhwError(f"--out {out} is a file; give a folder")
     clock_hz = None
@@ -70,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from ..flows.build import build
 
     report = build(graph, board, out, model=Path(args.model).stem, folding=folding,
-                   target_fps=args.target_fps, clock_hz=clock_hz, weights=args.weights,
+                   target_fps=args.target_fps, target_ii=args.target_ii, clock_hz=clock_hz, weights=args.weights,
                    jobs=args.jobs, plan_only=args.plan_only, zoo=arch, say=say)
     if args.json:
         print(json.dumps({"out": str(out), **report}))

