@@ -33,6 +33,7 @@ within the bound its rounding can reorder (``bnnhw.frontend.class_map``).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +90,7 @@ class CheckReport:
     eps: float = TIE_EPS
     mismatched_images: list[int] = field(default_factory=list)
     class_ties: int = 0
+    reference: str = "the QAT model"
 
     @property
     def class_agreement(self) -> float:
@@ -143,8 +145,9 @@ class CheckReport:
         lines.append(f"activation bits: {100 * self.bit_agreement:.4f}% of {self.bits} agree; "
                      f"{self.ties} float ties (|y| <= {self.eps:g} relative), {self.bugs} "
                      f"unexplained disagreements")
-        lines.append("OK: the golden model matches the QAT model" if self.ok else
-                     "FAIL: the golden model disagrees with the QAT model beyond float ties")
+        lines.append(f"OK: the golden model matches {self.reference}" if self.ok else
+                     f"FAIL: the golden model disagrees with {self.reference} beyond float "
+                     f"ties")
         return "\n".join(lines)
 
 
@@ -167,15 +170,16 @@ def _module_index(name: str) -> int:
     return int(m.group(1))
 
 
-def units(graph: ir.Graph) -> list[_Unit]:
-    """The graph's nodes grouped into units (module docstring)."""
+def units(graph: ir.Graph, index: Callable[[str], int] = _module_index,
+          start: int = -1) -> list[_Unit]:
+    """The graph's nodes grouped into units (module docstring); ``index`` numbers a source
+    module (an ONNX model's nodes by their place in its chain), ``start`` is the first."""
     out: list[_Unit] = []
     pending: list[ir.Node] = []
     covered: set[int] = set()
-    start = -1
     for node in graph.nodes:
         pending.append(node)
-        covered |= {_module_index(s) for s in node.source}
+        covered |= {index(s) for s in node.source}
         if covered and covered == set(range(start, max(covered) + 1)):
             out.append(_Unit(tuple(pending), start, max(covered)))
             start, pending, covered = max(covered) + 1, [], set()

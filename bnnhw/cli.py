@@ -24,14 +24,17 @@ from .errors import BnnhwError
 COMMANDS = {
     "train": ("Train a binary network (zoo model or spec JSON) with quantisation-aware "
               "training and write its checkpoint and training curve."),
-    "compile": "Lower a trained checkpoint to the integer IR (JSON graph + .npz arrays).",
-    "check": ("Compare the QAT model with the golden model of its IR: classes and every "
-              "activation bit."),
+    "compile": ("Lower a trained checkpoint or a QONNX graph (.onnx) to the integer IR "
+                "(JSON graph + .npz arrays)."),
+    "check": ("Compare the model (the QAT model, or QONNX's execute_onnx for an ONNX graph) "
+              "with the golden model of its IR: classes and every activation bit."),
+    "predict": ("Run the golden model on images and write its integer scores and classes "
+                "with the model's own outputs to an .npz file."),
     "infer": ("Classify images on a board, or on the simulated board (--sim), over the "
               "host link, and check every result against the golden model."),
     "sim-board": ("Serve a model's simulated board (Verilator) on a loopback TCP port "
                   "until stopped."),
-    "build": ("Build a checkpoint for a board: the folding that fills it, RTL, constraints, "
+    "build": ("Build a model for a board: the folding that fills it, RTL, constraints, "
               "project, bitstream where a toolchain here makes one, and the build report."),
     "boards": "List the boards bnnhw builds for: devices, resource budgets, clocks, flows.",
     "explore": ("Sweep a model's design space on a board (designs, memory styles, clocks, "

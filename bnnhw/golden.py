@@ -40,7 +40,7 @@ class GoldenResult:
 def run_node(node: ir.Node, x: Any) -> torch.Tensor:
     """One lowered node on its input ``x[N, ...]`` (pixels HWC for the input node)."""
     if isinstance(node, ir.InputEncoder):
-        return ref.encode(x, node.encoding, node.threshold, node.levels)
+        return ref.encode(x, node.encoding, node.threshold, node.levels, node.table)
     if isinstance(node, ir.MaxPool):
         return ref.maxpool(x, node.kernel, node.stride, node.and_mask)
     if isinstance(node, ir.Conv):

@@ -7,16 +7,18 @@ a flat vector ``(F,)``.
 Hardware nodes (what a lowered graph holds, see ``Graph.check_lowered``):
 
 - ``InputEncoder``: 8-bit pixels ``(H, W, C)`` -> binary bits (``binary``,
-  ``thermometer``) or the pixels unchanged (``uint8``); see ``bnnhw.reference.encode``.
+  ``thermometer``) or 8-bit values (``uint8``): the pixels unchanged, or each pixel looked
+  up in a 256-entry ``table`` (``uint8 [256]``: an imported model's input quantiser,
+  ``bnnhw.onnx_frontend``); see ``bnnhw.reference.encode``.
 - ``Conv``: a binary convolution as a matrix-vector-threshold unit. ``weights`` is ``uint8
   [R, K*K*C]`` (bits, column order ``(ky, kx, c)``). The accumulator is
   ``popcount(xnor(window, w))`` for binary inputs and ``sum x * (2w - 1)`` for uint8
   inputs. The output bit is ``acc >= thresholds[row_class[oy], col_class[ox], r]``
   (``thresholds int64 [NY, NX, R]``; ``NY = NX = 1`` and all-zero classes unless
   ``zero_padding``). The input is padded with ``pad_bit`` (the hardware pad element: bit 0
-  or 1, pixel 0 for uint8) ``padding`` rows and columns deep; ``zero_padding`` says the
-  model padded with the value 0 and the per-border-class thresholds absorb the difference
-  (see ``bnnhw.frontend``).
+  or 1, or for uint8 inputs a pixel value 0..255, 0 for a checkpoint's model) ``padding``
+  rows and columns deep; ``zero_padding`` says the model padded with the value 0 and the
+  per-border-class thresholds absorb the difference (see ``bnnhw.frontend``).
 - ``MaxPool``: max over each ``kernel x kernel`` window (stride ``stride``, no padding,
   floor output size), or min for the channels whose ``and_mask`` bit is 1. On bits: OR,
   and AND for masked channels.
@@ -72,7 +74,8 @@ from .validate import ParameterError, bit_array, choice, flag, float_array, int_
 from .validate import positive_shape as _shape
 
 FORMAT = "bnnhw-ir"
-VERSION = 2
+VERSION = 3
+READS = (2, 3)  # version 3 added the input encoder's pixel table; a version 2 file has none
 KINDS = nx.INPUT_KINDS  # what a matrix node can consume
 PIXEL_MAX = nx.PIXEL_MAX
 unsigned_bits, signed_bits = nx.unsigned_bits, nx.signed_bits
@@ -137,6 +140,7 @@ class InputEncoder(Node):
     threshold: int = 128
     levels: int = 8
     source: tuple[str, ...] = ()
+    table: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self._common()
@@ -145,6 +149,13 @@ class InputEncoder(Node):
         self._set("threshold", integer(self.where, "threshold", self.threshold, 0, PIXEL_MAX))
         self._set("levels", integer(self.where, "levels", self.levels, 1,
                                  nx.MAX_THERMOMETER_LEVELS))
+        if self.table is not None:
+            if self.encoding != "uint8":
+                raise ParameterError(f"{self.where}: a pixel table needs the uint8 encoding, "
+                                     f"not {self.encoding}")
+            self._set("table", int_array(self.where, "table", self.table,
+                                         shape=(PIXEL_MAX + 1,), dtype=np.uint8, low=0,
+                                         high=PIXEL_MAX))
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -312,7 +323,7 @@ class Conv(_Matrix):
         self._check_matrix(k * k * c)
         self._check_channels()
         self._set("pad_bit", integer(w, "pad_bit", self.pad_bit, 0,
-                                  0 if self.input_kind == "uint8" else 1))
+                                  PIXEL_MAX if self.input_kind == "uint8" else 1))
         self._set("zero_padding", flag(w, "zero_padding", self.zero_padding))
         if self.zero_padding and (self.input_kind != "binary" or self.pad_bit != 0 or p == 0):
             raise ParameterError(f"{w}: zero_padding needs binary inputs, padding > 0 and "
@@ -730,9 +741,9 @@ def load_graph(path: str | os.PathLike[str]) -> Graph:
         raise BnnhwError(f"{path} is not a bnnhw IR file (it is not JSON)") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise BnnhwError(f"{path} is not a bnnhw IR file (no 'format': {FORMAT!r} entry)")
-    if type(doc.get("version")) is not int or doc.get("version") != VERSION:
+    if type(doc.get("version")) is not int or doc.get("version") not in READS:
         raise BnnhwError(f"IR file {path} has version {doc.get('version')!r}; this bnnhw "
-                         f"reads version {VERSION} only")
+                         f"reads versions {' and '.join(map(str, READS))} only")
     entry = doc.get("arrays")
     name = entry.get("file") if isinstance(entry, dict) else None
     if not (isinstance(name, str) and name and Path(name).name == name

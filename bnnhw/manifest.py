@@ -12,7 +12,8 @@ its clock. Torch-free and amaranth-free.
 Formats on the wire (``docs/protocol.md``):
 
 - an image: HWC pixels; a ``binary``-encoded model's pixels are compared with its
-  threshold by the host and sent as bits, 8 to a byte, LSB first; others as bytes;
+  threshold by the host and sent as bits, 8 to a byte, LSB first; others as bytes (a
+  pixel table, part of the topology, is applied on the board);
 - a result: the class (1 byte, 2 above 256 classes), then each class's score as two's
   complement little-endian in ``score_bytes`` bytes;
 - a write: a target index, then configuration beats (``bnnhw.packing.cfg_beats``) for
@@ -87,6 +88,8 @@ def _node_doc(node: ir.Node) -> dict[str, Any]:
         if name in values:
             continue
         v = getattr(node, name)
+        if name == "table" and v is None:
+            continue  # a plain uint8 input, as before pixel tables existed: same digest
         doc[name] = v.tolist() if isinstance(v, np.ndarray) else (
             list(v) if isinstance(v, tuple) else v)
     if isinstance(node, (ir.Conv, ir.Dense)):

@@ -64,13 +64,15 @@ def _matmul(x: torch.Tensor, w: torch.Tensor, bound: int) -> torch.Tensor:
     return out.to(torch.int64).reshape(*lead, w.shape[0])
 
 
-def encode(pixels: Any, encoding: str, threshold: int = 128, levels: int = 8) -> torch.Tensor:
+def encode(pixels: Any, encoding: str, threshold: int = 128, levels: int = 8,
+           table: Any = None) -> torch.Tensor:
     """Encode 8-bit pixels ``[..., H, W, C]`` for the first layer.
 
     - ``binary``: ``[..., H, W, C]`` bits, 1 where ``pixel >= threshold``;
     - ``thermometer``: ``[..., H, W, C * levels]`` bits, channel ``c * levels + k`` is 1
       where ``pixel >= thermometer_thresholds(levels)[k]``;
-    - ``uint8``: the pixel values unchanged.
+    - ``uint8``: the pixel values unchanged, or ``table[pixel]`` given a 256-entry
+      ``table`` of values 0..255.
     """
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, not {encoding!r}")
@@ -78,7 +80,13 @@ def encode(pixels: Any, encoding: str, threshold: int = 128, levels: int = 8) ->
     if p.numel() and (int(p.min()) < 0 or int(p.max()) > 255):
         raise ValueError(f"pixels must lie in 0..255, found {int(p.min())}..{int(p.max())}")
     if encoding == "uint8":
-        return p.clone()
+        if table is None:
+            return p.clone()
+        t = as_int64(table)
+        if t.shape != (256,) or int(t.min()) < 0 or int(t.max()) > 255:
+            raise ValueError(f"a pixel table must hold 256 values 0..255, not shape "
+                             f"{tuple(t.shape)}")
+        return t[p]
     if encoding == "binary":
         return (p >= int(threshold)).to(torch.int64)
     t = torch.tensor(thermometer_thresholds(int(levels)), dtype=torch.int64)

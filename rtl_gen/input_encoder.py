@@ -10,7 +10,8 @@ bits ``[8i, 8i + 8)``. Output, per input beat, one beat of:
   bnnhw.numerics.thermometer_thresholds(levels)[k]``; so global channel ``c`` gives channels
   ``c * levels + k`` of the encoded map, in HWC order with beats of ``n * levels``;
 - ``uint8``: the pixels unchanged (the block is a wire, kept so a network is assembled
-  the same way whatever its encoding).
+  the same way whatever its encoding), or, given a 256-entry ``table``, each element
+  replaced by ``table[element]`` (a lookup in logic, one per element of a beat).
 
 The encoder is combinational: zero latency, one beat per cycle, every element of a beat
 encoded in the same cycle, ``valid`` and ``ready`` pass straight through.
@@ -22,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth import Cat, Module
+from amaranth import Cat, Const, Module
 
 from bnnhw import numerics as nx
 from bnnhw.validate import ParameterError, choice, divides, integer, positive_fields
@@ -35,8 +36,9 @@ __all__ = ["InputEncoder", "InputEncoderParams"]
 @dataclass(frozen=True)
 class InputEncoderParams:
     """One input encoder (see the module docstring); ``threshold`` is used by ``binary``,
-    ``levels`` by ``thermometer``; ``pixels`` whole pixels per beat (then ``simd`` must be
-    ``channels`` and ``pixels`` must divide ``height * width``)."""
+    ``levels`` by ``thermometer``, ``table`` (256 values 0..255, or None) by ``uint8``;
+    ``pixels`` whole pixels per beat (then ``simd`` must be ``channels`` and ``pixels``
+    must divide ``height * width``)."""
 
     height: int
     width: int
@@ -47,6 +49,7 @@ class InputEncoderParams:
     levels: int = 8
     name: str = "input_encoder"
     pixels: int = 1
+    table: tuple[int, ...] | None = None
 
     def __post_init__(self):
         n = self.name
@@ -61,6 +64,15 @@ class InputEncoderParams:
                 raise ParameterError(f"{n}: with {self.pixels} pixels per beat simd must be "
                                      f"all {self.channels} channels, not {self.simd}")
             divides(n, "pixels", self.pixels, self.height * self.width, "pixels of an image")
+        if self.table is not None:
+            if self.encoding != "uint8":
+                raise ParameterError(f"{n}: a pixel table needs the uint8 encoding, not "
+                                     f"{self.encoding}")
+            if not isinstance(self.table, tuple) or len(self.table) != nx.PIXEL_MAX + 1:
+                raise ParameterError(f"{n}: table must be a tuple of {nx.PIXEL_MAX + 1} "
+                                     f"values")
+            for v in self.table:
+                integer(n, "table entry", v, 0, nx.PIXEL_MAX)
 
     @property
     def elements(self) -> int:
@@ -108,8 +120,11 @@ class InputEncoder(StreamBlock):
         p = self.params
         m = Module()
         pixels = [self.i_stream.payload[8 * i:8 * i + 8] for i in range(p.elements)]
-        if p.encoding == "uint8":
+        if p.encoding == "uint8" and p.table is None:
             bits = self.i_stream.payload
+        elif p.encoding == "uint8":
+            rom = Const(int.from_bytes(bytes(p.table), "little"), 8 * len(p.table))
+            bits = Cat(*(rom.word_select(px, 8) for px in pixels))
         elif p.encoding == "binary":
             bits = Cat(*(px >= p.threshold for px in pixels))
         else:

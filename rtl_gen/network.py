@@ -213,7 +213,8 @@ class NetworkParams:
         k = self.pixels_per_beat
         stages = [Stage(f"{enc.name}_encoder", InputEncoderParams(
             h, w, c, enc.encoding, simd=c, threshold=enc.threshold, levels=enc.levels,
-            name=enc.name, pixels=k), enc.name)]
+            name=enc.name, pixels=k,
+            table=None if enc.table is None else tuple(int(v) for v in enc.table)), enc.name)]
         h, w, c = enc.out_shape
         per_beat, elem = c * k, (8 if enc.out_kind == "uint8" else 1)
 

@@ -13,7 +13,6 @@ import torch
 from bnnhw import check, cli, frontend, golden, ir
 from bnnhw import reference as ref
 from bnnhw.checkpoint import save_checkpoint
-from bnnhw.commands import check as check_command
 from bnnhw.nn import build_model
 from tests.bnn_cases import spec_model, zoo_model
 
@@ -194,13 +193,15 @@ def test_check_command_on_the_data_set(checkpoint, capsys):
 
 
 def test_check_command_fails_on_a_planted_fault(checkpoint, monkeypatch, capsys):
-    def faulty(model):
-        graph = frontend.compile_model(model)
+    real = frontend.compile_model
+
+    def faulty(model, meta=None):
+        graph = real(model, meta)
         w = graph["dense10"].weights.copy()
         w[:, :8] ^= 1
         return _swap(graph, "dense10", weights=w)
 
-    monkeypatch.setattr(check_command, "compile_model", faulty)
+    monkeypatch.setattr(frontend, "compile_model", faulty)
     assert cli.main(["check", "--model", str(checkpoint), "--images", "5", "--random"]) == 1
     assert "FAIL" in capsys.readouterr().out
 

@@ -75,7 +75,7 @@ def test_node_shapes():
     ({"scale": [1.0, 2.0, float("nan"), 1.0]}, r"conv 'c': scale must be finite"),
     ({"stride": 0}, r"conv 'c': stride must be a positive integer, not 0"),
     ({"pad_bit": 2}, r"conv 'c': pad_bit must be an integer in 0..1, not 2"),
-    ({"input_kind": "uint8", "pad_bit": 1}, r"pad_bit must be an integer in 0..0"),
+    ({"input_kind": "uint8", "pad_bit": 256}, r"pad_bit must be an integer in 0..255, not 256"),
     ({"zero_padding": True}, r"zero_padding needs binary inputs, padding > 0 and pad_bit 0"),
     ({"input_kind": "real"}, r"input_kind must be one of binary, uint8"),
     ({"thresholds": np.zeros((1, 1, 4), np.int64)}, "thresholds, row_class and col_class go"),
@@ -97,6 +97,12 @@ def test_other_node_validation():
         ir.InputEncoder("in", (4, 4, 1), "ternary")
     with pytest.raises(ValueError, match=r"input 'in': threshold must be an integer in 0..255"):
         ir.InputEncoder("in", (4, 4, 1), threshold=256)
+    with pytest.raises(ValueError, match=r"input 'in': a pixel table needs the uint8 encoding"):
+        ir.InputEncoder("in", (4, 4, 1), "binary", table=np.arange(256))
+    with pytest.raises(ValueError, match=r"input 'in': table must have shape \[256\]"):
+        ir.InputEncoder("in", (4, 4, 1), "uint8", table=np.arange(255))
+    with pytest.raises(ValueError, match=r"input 'in': table must lie in 0..255, found 1..256"):
+        ir.InputEncoder("in", (4, 4, 1), "uint8", table=np.arange(1, 257))
     with pytest.raises(ValueError, match=r"maxpool 'p': and_mask must have shape \[3\]"):
         ir.MaxPool("p", (4, 4, 3), 2, 2, [1, 0])
     with pytest.raises(ValueError, match=r"maxpool 'p': kernel 5 is larger than its input"):
@@ -158,6 +164,10 @@ def graphs():
         [{"type": "conv", "out": 9, "kernel": 3, "padding": 1},
          {"type": "maxpool", "kernel": 2, "before_bn": True}, {"type": "dense", "out": 3}])))
     out.append(frontend.import_model(random_model(3)))  # frontend nodes round-trip too
+    vgg = out[0]  # a pixel table and a uint8 pad pixel (what an imported QONNX model uses)
+    table = ir.InputEncoder("input", vgg.input.shape, "uint8", source=("q",),
+                            table=(np.arange(256) * 7) % 256)
+    out.append(vgg.replace([table, vgg.nodes[1].replace(pad_bit=128), *vgg.nodes[2:]]))
     return out
 
 
@@ -167,7 +177,7 @@ def test_round_trip_is_exact(graphs, tmp_path):
         back = ir.load_graph(path)
         assert back == g
         for a, b in zip(g.nodes, back.nodes):
-            for f in ("weights", "thresholds", "scale", "bias", "and_mask"):
+            for f in ("weights", "thresholds", "scale", "bias", "and_mask", "table"):
                 va, vb = getattr(a, f, None), getattr(b, f, None)
                 if va is not None:
                     assert va.dtype == vb.dtype and np.array_equal(va, vb)
@@ -175,6 +185,7 @@ def test_round_trip_is_exact(graphs, tmp_path):
     assert kinds == {"input", "conv", "maxpool", "dense", "affine", "sign"}
     assert any(n.op == "maxpool" and n.and_mask.any() for g in graphs for n in g.nodes)
     assert any(n.op == "conv" and n.zero_padding for g in graphs for n in g.nodes)
+    assert any(n.op == "input" and n.table is not None for g in graphs for n in g.nodes)
 
 
 def test_graph_equality_catches_planted_faults(graphs):
@@ -193,7 +204,7 @@ def test_graph_equality_catches_planted_faults(graphs):
 def test_file_layout(graphs, tmp_path):
     path = ir.save_graph(graphs[1], tmp_path / "m.ir")
     doc = json.loads(path.read_text())
-    assert doc["format"] == "bnnhw-ir" and doc["version"] == 2
+    assert doc["format"] == "bnnhw-ir" and doc["version"] == 3
     assert doc["arrays"]["file"] == "m.ir.npz" and (tmp_path / "m.ir.npz").exists()
     dense = doc["nodes"][1]
     assert dense["op"] == "dense" and dense["weights"] == {
@@ -220,9 +231,14 @@ def test_load_errors(graphs, tmp_path):
     doc = json.loads(path.read_text())
     doc["version"] = 1
     path.write_text(json.dumps(doc))
-    with pytest.raises(BnnhwError, match="has version 1; this bnnhw reads version 2 only"):
+    with pytest.raises(BnnhwError, match="has version 1; this bnnhw reads versions 2 and 3 "
+                                         "only"):
         ir.load_graph(path)
-    doc["version"] = 2
+    doc["version"] = 2  # a version 2 file (no pixel tables) still reads
+    for node in doc["nodes"]:
+        node.pop("table", None)
+    path.write_text(json.dumps(doc))
+    assert ir.load_graph(path) == graphs[1]
     doc["nodes"][1]["op"] = "lstm"
     path.write_text(json.dumps(doc))
     with pytest.raises(BnnhwError, match="malformed: node 1: unknown op 'lstm'"):

@@ -19,7 +19,9 @@ BOTTOM = ("bnnhw.numerics", "bnnhw.validate", "bnnhw.beats", "bnnhw.errors", "bn
           "bnnhw.folding", "bnnhw.packing", "bnnhw.protocol", "bnnhw.manifest",
           "bnnhw.resources", "bnnhw.optimiser")
 TORCH_SIDE = ("torch", "bnnhw.nn", "bnnhw.frontend", "bnnhw.golden", "bnnhw.reference",
-              "bnnhw.check", "bnnhw.train", "bnnhw.data", "bnnhw.checkpoint")
+              "bnnhw.check", "bnnhw.train", "bnnhw.data", "bnnhw.checkpoint",
+              "bnnhw.onnx_graph", "bnnhw.onnx_frontend", "bnnhw.onnx_check",
+              "bnnhw.model_file")
 HARDWARE = ("rtl_gen", "sim", "boards", "host")
 
 

@@ -1,4 +1,4 @@
-"""``bnnhw build``: a checkpoint to a board build (RTL, constraints, project, bitstream
+"""``bnnhw build``: a checkpoint or an ONNX graph to a board build (RTL, constraints, project, bitstream
 where a toolchain here makes one) and its report (``bnnhw.flows.build``)."""
 
 from __future__ import annotations
@@ -11,14 +11,23 @@ import time
 from pathlib import Path
 
 from ..errors import BnnhwError
-from .common import cpu_count, naming_checkpoint, positive_float, positive_int, thread_count
+from .common import (
+    MODEL_HELP,
+    MODEL_METAVAR,
+    cpu_count,
+    load_model,
+    positive_float,
+    positive_int,
+    thread_count,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--board", required=True, metavar="NAME",
                         help="the board (bnnhw boards lists them: arty, arty-a7-100, ulx3s, "
                              "icebreaker)")
-    parser.add_argument("--model", required=True, metavar="M.pt", help="the checkpoint")
+    parser.add_argument("--model", required=True, metavar=MODEL_METAVAR,
+                        help=f"the model: {MODEL_HELP}")
     parser.add_argument("--out", metavar="DIR",
                         help="build folder (default build/<model>-<board>)")
     parser.add_argument("--folding", metavar="F.json",
@@ -85,21 +94,15 @@ def _say(enabled: bool):
 
 
 def _graph_and_folding(args, say):
-    """The lowered graph, the user's folding (None without ``--folding``) and the
-    checkpoint's architecture (a zoo name, or ``spec``)."""
-    from ..checkpoint import load_model
+    """The lowered graph, the user's folding (None without ``--folding``) and the model's
+    architecture (a zoo name, ``spec`` or ``onnx``)."""
     from ..folding import load_folding, matrix_layers
-    from ..frontend import compile_model
 
-    say(f"reading {args.model}")
-    model, ckpt = load_model(args.model)
-    say("lowering the model to the integer IR")
-    try:
-        graph = compile_model(model)
-    except BnnhwError as e:
-        raise naming_checkpoint(args.model, e) from None
+    say(f"reading {args.model} and lowering it to the integer IR")
+    model = load_model(args.model)
+    graph = model.graph
     folding = load_folding(args.folding, matrix_layers(graph)) if args.folding else None
-    return graph, folding, ckpt.arch
+    return graph, folding, model.arch
 
 
 def _print(r: dict, out: Path, seconds: float) -> None:

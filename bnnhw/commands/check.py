@@ -1,18 +1,19 @@
-"""``bnnhw check``: the QAT model against the golden model on its IR, bit for bit."""
+"""``bnnhw check``: the model itself (the QAT model of a checkpoint, QONNX's execute_onnx
+for an ONNX graph) against the golden model on its IR, bit for bit."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import Any
 
-from ..errors import BnnhwError
 from .common import (
     CHECK_BYTES_PER_VALUE,
+    MODEL_HELP,
+    MODEL_METAVAR,
     add_image_arguments,
     check_image_memory,
-    naming_checkpoint,
+    load_model,
     nonnegative_float,
     select_images,
 )
@@ -22,15 +23,9 @@ from .common import (
 TIE_EPS = 1e-5
 
 
-def compile_model(model: Any) -> Any:
-    """``bnnhw.frontend.compile_model``, imported when first needed."""
-    from ..frontend import compile_model as compile_
-
-    return compile_(model)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="M.pt", help="checkpoint to check")
+    parser.add_argument("--model", required=True, metavar=MODEL_METAVAR,
+                        help=f"model to check: {MODEL_HELP}")
     add_image_arguments(parser, default=100)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--eps", type=nonnegative_float, default=TIE_EPS,
@@ -39,17 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..check import check_model
-    from ..checkpoint import load_model
-
-    model, ckpt = load_model(args.model)
-    check_image_memory(args.images, model.spec["input"]["shape"], CHECK_BYTES_PER_VALUE)
-    images, source = select_images(args, model.spec, ckpt)
-    try:
-        graph = compile_model(model)
-    except BnnhwError as e:
-        raise naming_checkpoint(args.model, e) from None
-    report = check_model(model, images, graph, eps=args.eps, progress=sys.stderr.isatty())
+    model = load_model(args.model)
+    check_image_memory(args.images, model.input_shape, CHECK_BYTES_PER_VALUE)
+    images, source = select_images(args, model)
+    report = model.check(images, eps=args.eps, progress=sys.stderr.isatty())
     if args.json:
         print(json.dumps({"model": str(args.model), "source": source, **report.to_dict()}))
     else:

@@ -74,34 +74,45 @@ def probability(text: str) -> float:
 
 # -- models ---------------------------------------------------------------------------------
 
-def model_graph_folding(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
-    """``(model, checkpoint, lowered graph, folding)`` of ``args.model`` and
-    ``args.folding`` (default: the default folding)."""
-    from ..checkpoint import load_model
-    from ..folding import default_folding, load_folding, matrix_layers
-    from ..frontend import compile_model
+MODEL_METAVAR = "M.pt|M.onnx"
+MODEL_HELP = "a bnnhw checkpoint, or a QONNX graph of a binary network (.onnx)"
 
-    model, ckpt = load_model(args.model)
-    try:
-        graph = compile_model(model)
-    except BnnhwError as e:
-        raise naming_checkpoint(args.model, e) from None
+
+def load_model(path: str) -> Any:
+    """The ``bnnhw.model_file.ModelFile`` of ``--model``: a checkpoint or an ONNX graph,
+    lowered to the IR."""
+    from ..model_file import load
+
+    return load(path)
+
+
+def model_graph_folding(args: argparse.Namespace) -> tuple[Any, Any]:
+    """``(model file, folding)`` of ``args.model`` and ``args.folding`` (default: the
+    default folding)."""
+    from ..folding import default_folding, load_folding, matrix_layers
+
+    model = load_model(args.model)
+    graph = model.graph
     folds = load_folding(args.folding, matrix_layers(graph)) if args.folding else \
         default_folding(graph)
-    return model, ckpt, graph, folds
+    return model, folds
 
 
 # -- images ---------------------------------------------------------------------------------
 
 def add_image_arguments(parser: argparse.ArgumentParser, default: int) -> None:
-    """``--images N --random --seed S --data-dir D``."""
+    """``--images N --random --seed S --data NAME --data-dir D``."""
     parser.add_argument("--images", type=positive_int, default=default, metavar="N",
                         help=f"number of images (default {default})")
     parser.add_argument("--random", action="store_true",
-                        help="random 8-bit images of the model's input shape instead of the "
-                             "checkpoint's test set")
+                        help="random 8-bit images of the model's input shape instead of a "
+                             "test set")
     parser.add_argument("--seed", type=seed_int, default=0,
                         help="seed of --random images, 0..2**63-1 (default 0)")
+    parser.add_argument("--data", metavar="NAME",
+                        help="test set to take the images from: mnist or cifar10 (default: "
+                             "the one the checkpoint was trained on; an ONNX model names "
+                             "none)")
     parser.add_argument("--data-dir", metavar="D",
                         help="data folder (default: the checkpoint's data_dir, else bundled)")
 
@@ -119,54 +130,50 @@ def check_image_memory(count: int, shape: Any, per_value: int, per_pixel: int = 
                          f"{format_bytes(have)} this machine has; ask for fewer images")
 
 
-def select_images(args: argparse.Namespace, spec: dict[str, Any], ckpt: Any) -> tuple[Any, str]:
+def select_images(args: argparse.Namespace, model: Any) -> tuple[Any, str]:
     """The images ``args`` ask for, ``[N, C, H, W]`` 8-bit pixels, and a phrase naming them.
 
-    ``ckpt`` is the ``bnnhw.checkpoint.Checkpoint`` whose meta names the data set.
+    ``model`` is the ``bnnhw.model_file.ModelFile``: its input shape, and the data set
+    its meta names when ``--data`` does not.
     """
     from ..check import random_images
     from ..data import NAMES, adapt, load_dataset
 
     if args.images < 1:
         raise BnnhwError(f"--images must be at least 1, not {args.images}")
-    shape = spec["input"]["shape"]
+    shape = model.input_shape
     if args.random:
         return (random_images(shape, args.images, args.seed),
                 f"{args.images} random images (seed {args.seed})")
-    name = ckpt.meta.get("data")
+    name = getattr(args, "data", None)
+    if name is not None:
+        if name not in NAMES:
+            raise BnnhwError(f"--data {name!r} is not a data set bnnhw knows "
+                             f"({', '.join(NAMES)})")
+    else:
+        name = model.meta.get("data")
     if name is None:
-        raise BnnhwError(f"checkpoint {ckpt.path} does not say which data set it was "
-                         f"trained on (no meta 'data'); use --random")
+        raise BnnhwError(f"{model.what} does not say which data set it was trained on "
+                         f"(no meta 'data'); use --random or --data NAME")
     if not isinstance(name, str) or name not in NAMES:
-        raise BnnhwError(f"checkpoint {ckpt.path}: its meta 'data' {name!r} is not a data "
-                         f"set bnnhw knows ({', '.join(NAMES)}); use --random")
+        raise BnnhwError(f"{model.what}: its meta 'data' {name!r} is not a data set bnnhw "
+                         f"knows ({', '.join(NAMES)}); use --random or --data NAME")
     data_dir = args.data_dir
-    if data_dir is None:
-        data_dir = ckpt.meta.get("data_dir")
+    if data_dir is None and getattr(args, "data", None) is None:
+        data_dir = model.meta.get("data_dir")
         if data_dir is not None and not isinstance(data_dir, str):
-            raise BnnhwError(f"checkpoint {ckpt.path}: its meta 'data_dir' must be a folder "
-                             f"name, not {type(data_dir).__name__} {data_dir!r}; give "
-                             f"--data-dir or use --random")
+            raise BnnhwError(f"{model.what}: its meta 'data_dir' must be a folder name, not "
+                             f"{type(data_dir).__name__} {data_dir!r}; give --data-dir or "
+                             f"use --random")
     try:
         data = load_dataset(name, data_dir)
     except BnnhwError as e:
         if args.data_dir is not None or data_dir is None:
             raise
-        raise BnnhwError(f"{e} (the data folder checkpoint {ckpt.path} was trained on; give "
+        raise BnnhwError(f"{e} (the data folder {model.what} was trained on; give "
                          f"--data-dir or use --random)") from None
     images = adapt(data.test_x[:args.images], shape)
     if len(images) < args.images:
         raise BnnhwError(f"the {name} test set holds only {len(images)} images, "
                          f"not {args.images}")
     return images, f"{len(images)} {name} test images"
-
-
-# -- the checkpoint -----------------------------------------------------------------------
-
-def naming_checkpoint(path: str | os.PathLike[str], error: BnnhwError) -> BnnhwError:
-    """``error`` with the checkpoint named in front, unless its message names it."""
-    text = str(error)
-    if str(path) in text:
-        return error
-    return BnnhwError(f"checkpoint {path}: {text}")
-

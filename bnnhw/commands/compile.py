@@ -1,4 +1,5 @@
-"""``bnnhw compile``: lower a checkpoint to the integer IR (a JSON file plus ``<file>.npz``)."""
+"""``bnnhw compile``: lower a checkpoint or an ONNX graph to the integer IR (a JSON file plus
+``<file>.npz``)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..errors import BnnhwError, check_output
-from .common import naming_checkpoint
+from ..errors import check_output
+from .common import MODEL_HELP, MODEL_METAVAR
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="M.pt", help="checkpoint to lower")
+    parser.add_argument("--model", required=True, metavar=MODEL_METAVAR,
+                        help=f"model to lower: {MODEL_HELP}")
     parser.add_argument("-o", "--out", metavar="M.ir",
-                        help="IR file to write (default: the checkpoint path with .ir); the "
+                        help="IR file to write (default: the model path with .ir); the "
                              "arrays go to <file>.npz beside it, written together")
 
 
@@ -38,18 +40,15 @@ def summary(graph: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from .. import ir
-    from ..frontend import compile_checkpoint
+    from ..model_file import is_onnx, load
 
     model = Path(args.model)
     out_text = args.out if args.out is not None else str(model.with_suffix(".ir"))
-    inputs = [(model, "the --model checkpoint")]
+    inputs = [(model, f"the --model {'ONNX file' if is_onnx(model) else 'checkpoint'}")]
     out = check_output(out_text, "-o/--out", inputs, advice="give another -o")
     check_output(ir.arrays_path(out), "the IR's arrays file", inputs,
                  advice="remove it or give another -o")
-    try:
-        graph = compile_checkpoint(model)
-    except BnnhwError as e:
-        raise naming_checkpoint(model, e) from None
+    graph = load(model, with_meta=True).graph
     ir.save_graph(graph, out)
     print(summary(graph))
     print(f"wrote {out} and {ir.arrays_path(out)}")

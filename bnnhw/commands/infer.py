@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..errors import BnnhwError
-from .common import model_graph_folding, positive_float, positive_int
+from .common import MODEL_HELP, MODEL_METAVAR, model_graph_folding, positive_float, positive_int
 
 DEFAULT_BAUD = 3_000_000
 
@@ -19,9 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "(socket://127.0.0.1:PORT for a board served by bnnhw sim-board)")
     where.add_argument("--sim", action="store_true",
                        help="start a simulated board of the model (Verilator) and use it")
-    parser.add_argument("--model", required=True, metavar="M.pt",
-                        help="checkpoint whose weights are written and whose golden model "
-                             "checks the results")
+    parser.add_argument("--model", required=True, metavar=MODEL_METAVAR,
+                        help=f"model whose weights are written and whose golden model checks "
+                             f"the results: {MODEL_HELP}")
     parser.add_argument("--images", metavar="SOURCE",
                         help="mnist (the bundled test split), cifar10:DIR, an .npz file "
                              "(images, labels) or a folder of PNG/JPEG images (default: the "
@@ -43,15 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def default_source(ckpt) -> str:
-    """The checkpoint's own test split as an ``--images`` source."""
-    name, folder = ckpt.meta.get("data"), ckpt.meta.get("data_dir")
+def default_source(model) -> str:
+    """The model's own test split as an ``--images`` source."""
+    name, folder = model.meta.get("data"), model.meta.get("data_dir")
     if name not in ("mnist", "cifar10"):
-        raise BnnhwError(f"checkpoint {ckpt.path} does not say which data set it was "
-                         f"trained on; give --images")
+        raise BnnhwError(f"{model.what} does not say which data set it was trained on; "
+                         f"give --images")
     if folder is not None and not isinstance(folder, str):
-        raise BnnhwError(f"checkpoint {ckpt.path}: its meta 'data_dir' is not a folder "
-                         f"name; give --images")
+        raise BnnhwError(f"{model.what}: its meta 'data_dir' is not a folder name; give "
+                         f"--images")
     return name if folder is None else f"{name}:{folder}"
 
 
@@ -59,9 +59,10 @@ def run(args: argparse.Namespace) -> int:
     from ..flows.infer import SIM_CYCLES_PER_SECOND, answer_timeout, infer, simulated_board
     from ..images import load_images
 
-    model, ckpt, graph, folds = model_graph_folding(args)
-    source = args.images or default_source(ckpt)
-    images, labels, what = load_images(source, model.spec["input"]["shape"], args.count)
+    model, folds = model_graph_folding(args)
+    graph = model.graph
+    source = args.images or default_source(model)
+    images, labels, what = load_images(source, model.input_shape, args.count)
 
     def say(msg: str) -> None:
         if not args.json:

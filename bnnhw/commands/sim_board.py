@@ -8,13 +8,13 @@ import sys
 import time
 
 from ..errors import BnnhwError
-from .common import model_graph_folding, natural_int
+from .common import MODEL_HELP, MODEL_METAVAR, model_graph_folding, natural_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="M.pt",
-                        help="checkpoint whose design the board runs (its weights can be "
-                             "replaced over the link by any model of the same topology)")
+    parser.add_argument("--model", required=True, metavar=MODEL_METAVAR,
+                        help=f"model whose design the board runs (its weights can be replaced "
+                             f"over the link by any model of the same topology): {MODEL_HELP}")
     parser.add_argument("--port", type=natural_int, default=0,
                         help="TCP port on 127.0.0.1 (default 0: any free port)")
     parser.add_argument("--folding", metavar="F.json",
@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..flows.infer import simulated_board
 
-    _, _, graph, folds = model_graph_folding(args)
+    model, folds = model_graph_folding(args)
+    graph = model.graph
     board = simulated_board(graph, folds, port=args.port,
                             cycles_per_byte=args.cycles_per_byte,
                             progress=lambda m: print(f"  {m}...", file=sys.stderr, flush=True))

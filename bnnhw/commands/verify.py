@@ -9,10 +9,12 @@ import sys
 from ..errors import BnnhwError, check_output_folder
 from .common import (
     CHECK_BYTES_PER_VALUE,
+    MODEL_HELP,
+    MODEL_METAVAR,
     VERIFY_BYTES_PER_PIXEL,
     add_image_arguments,
     check_image_memory,
-    naming_checkpoint,
+    load_model,
     positive_int,
     probability,
     select_images,
@@ -20,7 +22,8 @@ from .common import (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="M.pt", help="checkpoint to verify")
+    parser.add_argument("--model", required=True, metavar=MODEL_METAVAR,
+                        help=f"model to verify: {MODEL_HELP}")
     add_image_arguments(parser, default=20)
     parser.add_argument("--folding", metavar="F.json",
                         help='per-layer folding {"layers": {name: {"pe": N, "simd": N}}} '
@@ -40,34 +43,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def qat_predictions(model, images):
-    """The QAT model's own classes of ``images`` (eval mode, float32 as trained)."""
-    import numpy as np
-    import torch
-
-    with torch.no_grad():
-        x = torch.as_tensor(np.asarray(images)).to(torch.float32)
-        return model(x).argmax(dim=1).numpy()
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_model
     from ..flows.verify import verify_graph
     from ..folding import default_folding, default_target, load_folding, matrix_layers
-    from ..frontend import compile_model
 
     if args.folding is not None and args.target_ii is not None:
         raise BnnhwError("--folding and --target-ii exclude each other: a folding file fixes "
                          "every layer's folding; give one of them")
     waves = check_output_folder(args.waves, "--waves")
-    model, ckpt = load_model(args.model)
-    check_image_memory(args.images, model.spec["input"]["shape"], CHECK_BYTES_PER_VALUE,
+    model = load_model(args.model)
+    check_image_memory(args.images, model.input_shape, CHECK_BYTES_PER_VALUE,
                        VERIFY_BYTES_PER_PIXEL)
-    images, source = select_images(args, model.spec, ckpt)
-    try:
-        graph = compile_model(model)
-    except BnnhwError as e:
-        raise naming_checkpoint(args.model, e) from None
+    images, source = select_images(args, model)
+    graph = model.graph
     if args.folding:
         folds = load_folding(args.folding, matrix_layers(graph))
     else:
@@ -77,10 +65,12 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"  {msg}...", file=sys.stderr, flush=True)
 
-    qat_classes = qat_predictions(model, images)
+    progress(f"the model's own predictions ({model.reference})")
+    qat_classes = model.classes(images)
     report = verify_graph(graph, folds, images, stall=args.stall, seed=args.seed,
                           waves_dir=waves, progress=progress, qat_classes=qat_classes,
                           engine=args.engine)
+    report.reference = model.reference
     if args.json:
         print(json.dumps({"model": str(args.model), "source": source,
                           "target_ii": None if args.folding else

@@ -77,6 +77,7 @@ class VerifyReport:
     first_mismatch: Mismatch | None = None
     class_agreement: float | None = None
     class_ties: int | None = None
+    reference: str = "the QAT model"
     stage_cycles: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -111,7 +112,7 @@ class VerifyReport:
         if self.first_mismatch is not None:
             lines.append(self.first_mismatch.format())
         if self.class_agreement is not None:
-            lines.append(f"class agreement with the QAT model: {self.class_agreement:.2%} "
+            lines.append(f"class agreement with {self.reference}: {self.class_agreement:.2%} "
                          f"({self.class_ties} float ties)")
         if self.cycles_per_image is None:
             lines.append(f"cycles per image: not measured (needs 2+ images); model "

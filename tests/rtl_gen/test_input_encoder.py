@@ -1,5 +1,6 @@
-"""Input encoders against ``bnnhw.reference.encode``: binary, thermometer and uint8, pixels
-on and around every threshold, images back to back, random stalls."""
+"""Input encoders against ``bnnhw.reference.encode``: binary, thermometer and uint8 (plain
+and through a pixel table), pixels on and around every threshold, images back to back,
+random stalls."""
 
 import numpy as np
 import pytest
@@ -11,6 +12,12 @@ from bnnhw.packing import beats
 from rtl_gen.input_encoder import InputEncoder, InputEncoderParams
 from sim.stream_sim import run_stream
 from tests.stream_helpers import assert_stalled, clocked, output_cycles
+
+# Brevitas' CNV input quantiser on pixels k / 255: round(128 (2k / 255 - 1)) clipped to
+# -128..127, plus 128 (254 and 255 share a code, none maps to 128)
+CNV_INPUT = tuple(int(min(max(np.round(128 * (2 * k / 255 - 1)), -128), 127)) + 128
+                  for k in range(256))
+RANDOM_TABLE = tuple(int(v) for v in np.random.default_rng(5).integers(0, 256, 256))
 
 
 def pixels(params, images, rng):
@@ -27,7 +34,7 @@ def check(params, images=2, seed=0, dut=None, stall=0.3):
     """``(hardware beats, reference beats)`` for ``images`` random images."""
     rng = np.random.default_rng(seed)
     x = pixels(params, images, rng)
-    enc = reference.encode(x, params.encoding, params.threshold, params.levels)
+    enc = reference.encode(x, params.encoding, params.threshold, params.levels, params.table)
     width = 8 if params.encoding == "uint8" else 1
     expected = beats(enc.reshape(-1).tolist(), params.o_width // width, width)
     got = run_stream(clocked(dut or InputEncoder(params)),
@@ -45,7 +52,9 @@ def check(params, images=2, seed=0, dut=None, stall=0.3):
     InputEncoderParams(2, 5, 3, "thermometer", simd=3, levels=3),
     InputEncoderParams(3, 2, 5, "thermometer", simd=5, levels=1),
     InputEncoderParams(3, 3, 3, "uint8", simd=3),
-], ids=["bin3", "bin-t0", "therm8", "therm3", "therm1", "uint8"])
+    InputEncoderParams(3, 3, 3, "uint8", simd=3, table=CNV_INPUT),
+    InputEncoderParams(2, 4, 3, "uint8", simd=3, pixels=2, table=RANDOM_TABLE),
+], ids=["bin3", "bin-t0", "therm8", "therm3", "therm1", "uint8", "table", "table-2px"])
 def test_matches_reference(p):
     got, expected = check(p, images=3, seed=p.levels + p.simd)
     assert got == expected
@@ -67,6 +76,31 @@ def test_strict_comparison_is_caught():
     assert got != expected
 
 
+# FC's narrow 8-bit input: round(127 (2k / 255 - 1)) + 127
+NARROW_INPUT = tuple(int(np.round(127 * (2 * k / 255 - 1))) + 127 for k in range(256))
+
+
+@pytest.mark.parametrize("table", [RANDOM_TABLE, CNV_INPUT, NARROW_INPUT],
+                         ids=["random", "cnv", "narrow"])
+def test_every_table_entry_is_looked_up(table):
+    """All 256 pixel values through a table; planted fault: one entry changed in the
+    DUT's table is caught."""
+    p = InputEncoderParams(8, 8, 4, "uint8", simd=4, table=table)
+    x = np.random.default_rng(2).permutation(256).reshape(1, 8, 8, 4)
+    want = reference.encode(x, "uint8", table=p.table)
+    assert sorted(x.reshape(-1).tolist()) == list(range(256))
+
+    def run(params):
+        return run_stream(clocked(InputEncoder(params)), beats(x.reshape(-1), 4, 8), 64,
+                          seed=1, stall_in=0.2, stall_out=0.2)
+
+    assert run(p) == beats(want.reshape(-1).tolist(), 4, 8)
+    bad = list(p.table)
+    bad[77] ^= 1
+    faulty = InputEncoderParams(8, 8, 4, "uint8", simd=4, table=tuple(bad))
+    assert run(faulty) != beats(want.reshape(-1).tolist(), 4, 8)
+
+
 def test_params_are_validated():
     with pytest.raises(ValueError, match="enc: encoding must be one of binary, uint8, "
                                          "thermometer, not 'gray'"):
@@ -75,6 +109,11 @@ def test_params_are_validated():
         InputEncoderParams(4, 4, 3, threshold=256)
     with pytest.raises(ValueError, match="simd must divide the 3 channels, not 2"):
         InputEncoderParams(4, 4, 3, simd=2)
+    with pytest.raises(ValueError, match="enc: a pixel table needs the uint8 encoding, not "
+                                         "binary"):
+        InputEncoderParams(4, 4, 3, table=RANDOM_TABLE, name="enc")
+    with pytest.raises(ValueError, match="table entry must be an integer in 0..255, not 256"):
+        InputEncoderParams(4, 4, 3, "uint8", table=(256,) * 256)
 
 
 def test_derived_figures():
