@@ -485,7 +485,9 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
 
     overrides: dict[str, Any] = {}
     if family in ("ecp5", "ice40"):
-        overrides["nextpnr_opts"] = "--timing-allow-fail"
+        # a seeded build's project scripts carry its seed too
+        overrides["nextpnr_opts"] = "--timing-allow-fail" + (
+            f" --seed {seed}" if seed is not None else "")
         overrides["script_after_synth"] = f"tee -q -o {NAME}.stat.json stat -json"
     if family == "ice40":
         # the UP5K's SB_MAC16s take the multipliers (synth_ice40 leaves them in LUTs
@@ -598,7 +600,6 @@ def _lattice(b, design, commands, work: Path, jobs: int, seeds: int, seed: int |
 
     if seeds == 1:
         if seed is not None:
-            pnr = _Step(pnr.label, pnr.tool, [*pnr.argv, "--seed", str(seed)], pnr.log, pnr.out)
             doc["seed"] = seed
         doc["step_seconds"]["place_and_route"] = _run(pnr, work, b.name, say, where)
         chosen = None
