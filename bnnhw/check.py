@@ -295,18 +295,7 @@ def check_model(model: nn.Module, images: Any, graph: ir.Graph | None = None,
     if groups[-1].last != len(mods) - 1:
         raise BnnhwError(f"the graph covers {groups[-1].last + 1} model modules but the model "
                          f"has {len(mods)}; compile the graph from this model")
-    stats = []
-    for g in groups:
-        names = tuple(n.name for n in g.nodes)
-        modules = tuple(s for n in g.nodes for s in n.source)
-        last = g.nodes[-1]
-        if isinstance(last, ir.Dense) and not last.thresholded:
-            kind = "scores"
-        elif isinstance(last, ir.InputEncoder) and last.out_kind == "uint8":
-            kind = "values"
-        else:
-            kind = "bits"
-        stats.append(UnitAgreement("+".join(names), names, modules, kind))
+    stats = unit_agreements(groups)
     chans = _unit_channels(groups)
     matches, mismatched, ties = 0, [], 0
     bar = tqdm(total=int(pixels.shape[0]), unit="img", desc="check", disable=not progress,
@@ -331,6 +320,24 @@ def check_model(model: nn.Module, images: Any, graph: ir.Graph | None = None,
                 _compare_unit(g, st, px, outs, mods, eps, cin, cout)
             bar.update(int(px.shape[0]))
     return CheckReport(int(pixels.shape[0]), matches, stats, eps, mismatched, ties)
+
+
+def unit_agreements(groups: list[_Unit]) -> list[UnitAgreement]:
+    """An empty tally per unit: its name, nodes, model modules and what it outputs
+    (``scores`` of the classifier, 8-bit ``values`` of an encoder, or ``bits``)."""
+    stats = []
+    for g in groups:
+        names = tuple(n.name for n in g.nodes)
+        last = g.nodes[-1]
+        if isinstance(last, ir.Dense) and not last.thresholded:
+            kind = "scores"
+        elif isinstance(last, ir.InputEncoder) and last.out_kind == "uint8":
+            kind = "values"
+        else:
+            kind = "bits"
+        stats.append(UnitAgreement("+".join(names), names,
+                                   tuple(s for n in g.nodes for s in n.source), kind))
+    return stats
 
 
 def _unit_channels(groups: list[_Unit]

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from . import golden, ir
 from . import reference as ref
-from .check import TIE_EPS, CheckReport, UnitAgreement, class_tie, units
+from .check import TIE_EPS, CheckReport, class_tie, unit_agreements, units
 from .errors import BnnhwError
 from .onnx_frontend import OnnxImport, pixel_inputs
 from .onnx_graph import EXTRA_ADVICE
@@ -230,18 +230,7 @@ def check_onnx(imported: OnnxImport, images: Any, eps: float = TIE_EPS,
     needed.add(cls_op.output)
     ctx = Executor(imported).run(pixels.numpy(), needed, progress)
     gold = golden.run(graph, pixels)
-    stats = []
-    for g in groups:
-        names = tuple(n.name for n in g.nodes)
-        last = g.nodes[-1]
-        if isinstance(last, ir.Dense) and not last.thresholded:
-            kind = "scores"
-        elif isinstance(last, ir.InputEncoder) and last.out_kind == "uint8":
-            kind = "values"
-        else:
-            kind = "bits"
-        stats.append(UnitAgreement("+".join(names), names,
-                                   tuple(s for n in g.nodes for s in n.source), kind))
+    stats = unit_agreements(groups)
     fe = imported.frontend_graph.nodes
     sign = np.where(imported.flipped, -1, 1)
     for g, st in zip(groups, stats):

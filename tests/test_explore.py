@@ -14,19 +14,15 @@ import time
 
 import pytest
 
-from bnnhw import cli
 from bnnhw.checkpoint import save_checkpoint
 from bnnhw.flows.explore import Point, grid, pareto
+from tests import test_build as build_tests
 from tests.bnn_cases import zoo_model
 from tests.test_build import self_contained
 
 
 def run(argv, capsys):
-    try:
-        code = cli.main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
+    code, out, err = build_tests.run(argv, capsys)
     assert "Traceback" not in err
     return code, out, err
 

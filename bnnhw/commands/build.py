@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -59,6 +58,7 @@ def default_out(model: str, board: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from ..flows.boards import get
+    from ..flows.build import progress_printer
 
     board = get(args.board)
     out = Path(args.out) if args.out else default_out(args.model, board.name)
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     clock_hz = None
     if args.clock is not None:
         clock_hz = round(args.clock * 1e6)
-    say = _say(not args.json)
+    say = progress_printer(not args.json)
     start = time.perf_counter()
     graph, folding, arch = _graph_and_folding(args, say)
 
@@ -83,14 +83,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     _print(report, out, time.perf_counter() - start)
     return 0
-
-
-def _say(enabled: bool):
-    def say(message: str) -> None:
-        if enabled:
-            sys.stderr.write(f"  {message}\n")
-            sys.stderr.flush()
-    return say
 
 
 def _graph_and_folding(args, say):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -72,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..flows.boards import get
-    from ..flows.build import plan_build
+    from ..flows.build import plan_build, progress_printer
     from ..flows.explore import explore, grid
     from ..folding import load_folding, matrix_layers
     from .build import _graph_and_folding, default_out
@@ -84,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         f"explore-{default_out(args.model, board.name).name}")
     if out.exists() and not out.is_dir():
         raise BnnhwError(f"--out {out} is a file; give a folder")
-    say = _say(not args.json)
+    say = progress_printer(not args.json)
     start = time.perf_counter()
     args.folding, foldings = None, args.folding
     graph, _, arch = _graph_and_folding(args, say)
@@ -107,14 +106,6 @@ def run(args: argparse.Namespace) -> int:
     if len(failed) == len(doc["points"]):
         raise BnnhwError(f"every point of the sweep failed; the first: {failed[0]['error']}")
     return 0
-
-
-def _say(enabled: bool):
-    def say(message: str) -> None:
-        if enabled:
-            sys.stderr.write(f"  {message}\n")
-            sys.stderr.flush()
-    return say
 
 
 def _print(doc: dict, out: Path, seconds: float) -> None:
