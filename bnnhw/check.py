@@ -436,13 +436,19 @@ def randomize_batchnorm(model: nn.Module, seed: int, calibration: int = 8) -> nn
     with torch.no_grad():
         model(random_images(model.spec["input"]["shape"], calibration, seed).float())
         for bn in bns:
-            n = bn.num_features
-            std = bn.running_var.sqrt()
-            bn.running_mean += torch.randn(n, generator=gen) * 0.5 * std
-            bn.running_var *= torch.empty(n).uniform_(0.25, 4.0, generator=gen)
-            gamma = torch.randn(n, generator=gen)
-            gamma[torch.rand(n, generator=gen) < 0.125] = 0.0
-            bn.weight.copy_(gamma)
-            bn.bias.copy_(torch.randn(n, generator=gen) * 0.5)
+            perturb_batchnorm(bn, gen)
     model.eval()
     return model
+
+
+def perturb_batchnorm(bn: nn.Module, gen: torch.Generator) -> None:
+    """Perturb measured BatchNorm statistics (see ``randomize_batchnorm``), in place."""
+    n = bn.num_features
+    with torch.no_grad():
+        std = bn.running_var.sqrt()
+        bn.running_mean += torch.randn(n, generator=gen) * 0.5 * std
+        bn.running_var *= torch.empty(n).uniform_(0.25, 4.0, generator=gen)
+        gamma = torch.randn(n, generator=gen)
+        gamma[torch.rand(n, generator=gen) < 0.125] = 0.0
+        bn.weight.copy_(gamma)
+        bn.bias.copy_(torch.randn(n, generator=gen) * 0.5)

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from bnnhw.check import perturb_batchnorm
+
 STYLES = ("dynamo", "dynamo-clean", "torchscript", "torchscript-clean")
 
 
@@ -107,14 +109,7 @@ def randomise(model: Net, seed: int, negative_norm: bool = False) -> Net:
     with torch.no_grad():
         model(torch.rand(16, *model.in_shape, generator=gen))
         for bn in bns:
-            n = bn.num_features
-            std = bn.running_var.sqrt()
-            bn.running_mean += torch.randn(n, generator=gen) * 0.5 * std
-            bn.running_var *= torch.empty(n).uniform_(0.25, 4.0, generator=gen)
-            gamma = torch.randn(n, generator=gen)
-            gamma[torch.rand(n, generator=gen) < 0.125] = 0.0
-            bn.weight.copy_(gamma)
-            bn.bias.copy_(torch.randn(n, generator=gen) * 0.5)
+            perturb_batchnorm(bn, gen)
         for tn in model.modules():
             if isinstance(tn, TensorNorm):
                 tn.running_mean.fill_(float(torch.randn(1, generator=gen)))
