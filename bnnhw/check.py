@@ -46,7 +46,17 @@ from tqdm import tqdm
 from . import golden, ir
 from .errors import BnnhwError
 from .frontend import compile_model
-from .nn.layers import BinaryActivation, BinaryConv2d, BinaryLinear, Scores, _xnor_scale
+from .nn.layers import (
+    BinaryActivation,
+    BinaryConv2d,
+    BinaryLinear,
+    FracActivation,
+    GatedConv2d,
+    GatedLinear,
+    Scores,
+    _xnor_scale,
+    frac_planes,
+)
 
 TIE_EPS = 1e-5  # float32 rounding is ~1e-7 relative per operation
 
@@ -58,7 +68,8 @@ class UnitAgreement:
     name: str
     nodes: tuple[str, ...]
     modules: tuple[str, ...]
-    kind: str  # "bits", "values" (uint8 pixels) or "scores" (classifier dot products)
+    kind: str  # "bits", "codes" (frac2 maps, counted as two plane bits per code), "values"
+    # (uint8 pixels) or "scores" (classifier dot products)
     compared: int = 0
     disagreements: int = 0
     ties: int = 0
@@ -98,12 +109,12 @@ class CheckReport:
 
     @property
     def bits(self) -> int:
-        return sum(u.compared for u in self.layers if u.kind == "bits")
+        return sum(u.compared for u in self.layers if u.kind in ("bits", "codes"))
 
     @property
     def bit_agreement(self) -> float:
         bits = self.bits
-        bad = sum(u.disagreements for u in self.layers if u.kind == "bits")
+        bad = sum(u.disagreements for u in self.layers if u.kind in ("bits", "codes"))
         return 1.0 - bad / bits if bits else 1.0
 
     @property
@@ -201,7 +212,9 @@ def _shadow(mods: list[nn.Module], x: torch.Tensor
     pre = pre_mag = dot = None
     for m in mods:
         t = type(m)
-        if t in (BinaryConv2d, BinaryLinear):
+        if t in (GatedConv2d, GatedLinear):
+            z, mag, dot = _gated_shadow(m, z)
+        elif t in (BinaryConv2d, BinaryLinear):
             wb = torch.where(m.weight >= 0, 1.0, -1.0).to(torch.float64).detach()
             if m.pruned:
                 wb = wb * m.keep.to(torch.float64).view(-1, *([1] * (wb.dim() - 1)))
@@ -237,6 +250,14 @@ def _shadow(mods: list[nn.Module], x: torch.Tensor
             pre, pre_mag = z, mag
             z = torch.where(z >= 0, 1.0, -1.0).to(torch.float64)
             mag = torch.zeros_like(z)
+        elif t is FracActivation:
+            gain = float(getattr(m, "gain", 1.0))
+            y, ymag = gain * z, gain * mag
+            code = sum((y >= b).to(torch.float64) for b in _BOUNDARIES)
+            near = torch.stack([y - b for b in _BOUNDARIES]).abs().min(dim=0).values
+            pre, pre_mag = near, ymag + 1.0  # the boundaries' own size, 2/3, bounded by 1
+            z = (2 * code - 3) / 3
+            mag = torch.zeros_like(z)
         elif t is nn.Flatten:
             z, mag = z.flatten(1), mag.flatten(1)
         elif t is Scores:
@@ -246,10 +267,41 @@ def _shadow(mods: list[nn.Module], x: torch.Tensor
     return pre, pre_mag, dot
 
 
+_BOUNDARIES = (-2 / 3, 0.0, 2 / 3)  # the frac2 quantiser's, as float64 (ties need a margin)
+
+
+def _gated_shadow(m: nn.Module, z: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A precision-gated layer in float64 on fractional values ``z``: its real output
+    ``alpha * acc / 3 + b``, that output's term magnitude, and the exact integer ``acc = 2 msb
+    + g lsb`` (``bnnhw.ir``), the gate computed as the model does, ``2 msb > 3 t``."""
+    wb = torch.where(m.weight >= 0, 1.0, -1.0).to(torch.float64).detach()
+    if m.pruned:
+        wb = wb * m.keep.to(torch.float64).view(-1, *([1] * (wb.dim() - 1)))
+    conv = isinstance(m, BinaryConv2d)
+    if conv and m.pad_amount:
+        z = F.pad(z, (m.pad_amount,) * 4, value=float(m.pad_value))
+    hi, lo = (p.to(torch.float64) for p in frac_planes(z.to(torch.float32)))
+    view = (1, -1, 1, 1) if conv else (1, -1)
+
+    def mat(v: torch.Tensor) -> torch.Tensor:
+        return (F.conv2d(v, wb, stride=m.stride) if conv else F.linear(v, wb)).round()
+
+    msb, lsb = mat(hi), mat(lo)
+    t = m.gate_threshold.detach().to(torch.float64).view(view)
+    acc = 2 * msb + (2 * msb > 3 * t).to(torch.float64) * lsb
+    alpha = (_xnor_scale(m.weight).detach().to(torch.float64).view(view) if m.scale
+             else torch.ones((), dtype=torch.float64))
+    b = (m.bias.detach().to(torch.float64).view(view) if m.bias is not None
+         else torch.zeros((), dtype=torch.float64))
+    out = alpha * acc / 3
+    return out + b, out.abs() + b.abs(), acc
+
+
 def _logit_signs(mods: list[nn.Module]) -> torch.Tensor:
     """Per class, the sign (+1 for 0) of the coefficient of the classifier's dot product in
     the model's logits: ``Scores.scale`` times the XNOR scale ``alpha`` (``>= 0``)."""
-    linear = next(m for m in reversed(mods) if isinstance(m, BinaryLinear))
+    linear = next(m for m in reversed(mods) if isinstance(m, BinaryLinear))  # or GatedLinear
     scores = next(m for m in reversed(mods) if isinstance(m, Scores))
     coef = scores.scale.detach().to(torch.float64)
     if linear.scale:
@@ -262,17 +314,24 @@ def _hwc(t: torch.Tensor) -> torch.Tensor:
 
 
 def _to_ir(t: torch.Tensor, kind: str) -> torch.Tensor:
-    """A QAT tensor (NCHW or NF floats) as IR values: bits for +-1 maps, else integers."""
+    """A QAT tensor (NCHW or NF floats) as IR values: bits for +-1 maps, codes ``0..3`` for
+    frac2 maps (``(2q - 3) / 3``), else integers."""
     t = _hwc(t)
     if kind == "binary":
         return (t > 0).to(torch.int64)
+    if kind == "frac2":
+        return ((3 * t.to(torch.float64) + 3) / 2).round().to(torch.int64)
     return t.round().to(torch.int64)
 
 
-def _input_kind(node: ir.Node) -> str:
-    if isinstance(node, (ir.Conv, ir.Dense)):
-        return node.input_kind
-    return "binary"  # max-pools take bits
+def _kinds(graph: ir.Graph) -> dict[str, tuple[str, str]]:
+    """Per node, the kinds of its input and its output."""
+    out, kind = {}, "uint8"
+    for node in graph.nodes:
+        after = ir.out_kind(node, kind)
+        out[node.name] = (kind, after)
+        kind = after
+    return out
 
 
 # --- the check ----------------------------------------------------------------------------
@@ -297,6 +356,7 @@ def check_model(model: nn.Module, images: Any, graph: ir.Graph | None = None,
                          f"has {len(mods)}; compile the graph from this model")
     stats = unit_agreements(groups)
     chans = _unit_channels(groups)
+    kinds = _kinds(graph)
     matches, mismatched, ties = 0, [], 0
     bar = tqdm(total=int(pixels.shape[0]), unit="img", desc="check", disable=not progress,
                leave=False)
@@ -317,7 +377,8 @@ def check_model(model: nn.Module, images: Any, graph: ir.Graph | None = None,
                 ties += class_tie(graph.nodes[-1], gold.scores[i].numpy(),
                                   int(gold.classes[i]), int(qat_classes[i]), eps)
             for g, st, (cin, cout) in zip(groups, stats, chans):
-                _compare_unit(g, st, px, outs, mods, eps, cin, cout)
+                _compare_unit(g, st, px, outs, mods, eps, cin, cout,
+                              kinds[g.nodes[0].name][0])
             bar.update(int(px.shape[0]))
     return CheckReport(int(pixels.shape[0]), matches, stats, eps, mismatched, ties)
 
@@ -333,11 +394,22 @@ def unit_agreements(groups: list[_Unit]) -> list[UnitAgreement]:
             kind = "scores"
         elif isinstance(last, ir.InputEncoder) and last.out_kind == "uint8":
             kind = "values"
+        elif _frac_out(g.nodes):
+            kind = "codes"
         else:
             kind = "bits"
         stats.append(UnitAgreement("+".join(names), names,
                                    tuple(s for n in g.nodes for s in n.source), kind))
     return stats
+
+
+def _frac_out(nodes: tuple[ir.Node, ...]) -> bool:
+    """Whether a unit's output is a frac2 map (its last matrix node has three thresholds
+    per channel; max-pools keep the kind)."""
+    for node in reversed(nodes):
+        if isinstance(node, (ir.Conv, ir.Dense)):
+            return node.out_levels == 3
+    return False
 
 
 def _unit_channels(groups: list[_Unit]
@@ -364,21 +436,22 @@ def class_tie(node: ir.Dense, dots: Any, a: int, b: int, eps: float = TIE_EPS) -
     rounding in the QAT model), plus, for an inexact integer class map, the margin within
     which its rounding can reorder them (module docstring)."""
     d = np.asarray(dots, dtype=np.float64)
-    y = node.scale * d + node.bias
-    mag = abs(node.scale[a] * d[a]) + abs(node.bias[a]) + abs(node.scale[b] * d[b]) \
-        + abs(node.bias[b])
+    scale = node.scale / node.dot_divisor
+    y = scale * d + node.bias
+    mag = abs(scale[a] * d[a]) + abs(node.bias[a]) + abs(scale[b] * d[b]) + abs(node.bias[b])
     slack = 0.0 if node.class_exact else (abs(d[a]) + abs(d[b]) + 2) / (2 * node.class_gain)
     return bool(abs(y[a] - y[b]) <= eps * mag + slack)
 
 
 def _compare_unit(g: _Unit, st: UnitAgreement, px: torch.Tensor,
                   outs: dict[int, torch.Tensor], mods: list[nn.Module], eps: float,
-                  cin: np.ndarray | None = None, cout: np.ndarray | None = None) -> None:
+                  cin: np.ndarray | None = None, cout: np.ndarray | None = None,
+                  in_kind: str = "binary") -> None:
     first = g.nodes[0]
     if isinstance(first, ir.InputEncoder):
         x = px.permute(0, 2, 3, 1)
     else:
-        x = _select(_to_ir(outs[g.first - 1], _input_kind(first)), cin)
+        x = _select(_to_ir(outs[g.first - 1], in_kind), cin)
     for node in g.nodes:
         x = golden.run_node(node, x)
     qat_in = px.to(torch.float32) if g.first == -1 else outs[g.first - 1]
@@ -396,11 +469,17 @@ def _compare_unit(g: _Unit, st: UnitAgreement, px: torch.Tensor,
         st.compared += want.numel()
         st.disagreements += int((x != want).sum())
         return
-    want = _select(_to_ir(outs[g.last], "binary" if st.kind == "bits" else "uint8"), cout)
+    out_kind = {"bits": "binary", "codes": "frac2"}.get(st.kind, "uint8")
+    want = _select(_to_ir(outs[g.last], out_kind), cout)
     assert want.shape == x.shape, (st.name, want.shape, x.shape)
-    wrong = x != want
-    st.compared += want.numel()
-    n_wrong = int(wrong.sum())
+    if st.kind == "codes":  # two plane bits per code
+        flips = x ^ want
+        wrong_bits = (flips & 1) + (flips >> 1)
+    else:
+        wrong_bits = (x != want).to(torch.int64)
+    wrong = wrong_bits > 0
+    st.compared += want.numel() * (2 if st.kind == "codes" else 1)
+    n_wrong = int(wrong_bits.sum())
     st.disagreements += n_wrong
     if n_wrong and unit_mods:
         y, mag, _ = _shadow(unit_mods, qat_in)
@@ -408,7 +487,7 @@ def _compare_unit(g: _Unit, st: UnitAgreement, px: torch.Tensor,
             y, mag = _select(_hwc(y), cout), _select(_hwc(mag), cout)
             if y.shape == want.shape:
                 tie = y.abs() <= eps * mag
-                st.ties += int((wrong & tie).sum())
+                st.ties += int((wrong_bits * tie).sum())
 
 
 def random_images(shape: tuple[int, int, int] | list[int], count: int,

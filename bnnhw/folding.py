@@ -9,11 +9,18 @@ a dense layer) and ``pe`` must divide ``rows``.
 
 ``fold_for_target`` gives each layer the cheapest folding (fewest ``pe * simd`` lanes)
 that meets a target initiation interval; the network's II is then its slowest layer.
+
+A precision-gated layer (frac2 input, FracBNN) runs an MSB pass over all of its steps and
+an LSB pass over the neuron folds with an open gate only: ``pixels * NF * SF * (1 + d)``
+cycles, ``d`` the item density at its ``pe`` (the fraction of (pixel, neuron fold) items
+with at least one open gate), measured on data and stored in the graph's meta
+(``bnnhw.gate_density``); without a measurement ``d`` is 1 (every gate open).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,9 +41,28 @@ class MatrixLayer:
     cols: int
     pixels: int
     simd_base: int
+    gated: bool = False
+    density: tuple[tuple[int, float], ...] = ()  # (pe, item density) pairs, measured
+
+    def item_density(self, pe: int) -> float:
+        """The measured item density of a gated layer at ``pe`` (1 when not measured)."""
+        return dict(self.density).get(pe, 1.0) if self.gated else 0.0
 
     def cycles(self, fold: Fold) -> int:
-        return self.pixels * (self.rows // fold.pe) * (self.cols // fold.simd)
+        base = self.pixels * (self.rows // fold.pe) * (self.cols // fold.simd)
+        return base + gated_extra(base, self.item_density(fold.pe)) if self.gated else base
+
+
+def gated_extra(msb_cycles: int, density: float) -> int:
+    """The LSB pass's cycles of a gated layer whose MSB pass takes ``msb_cycles``: the
+    item density's share of it, rounded up."""
+    return math.ceil(msb_cycles * density - 1e-9)
+
+
+def layer_density(graph: ir.Graph, name: str) -> tuple[tuple[int, float], ...]:
+    """The measured ``(pe, item density)`` pairs of gated node ``name`` (graph meta)."""
+    entry = (graph.meta.get("gate_density") or {}).get("layers", {}).get(name) or {}
+    return tuple(sorted((int(pe), float(d)) for pe, d in (entry.get("items") or {}).items()))
 
     def check(self, fold: Fold) -> None:
         """Raise ``BnnhwError`` if ``fold`` does not divide this layer evenly."""
@@ -58,11 +84,15 @@ def matrix_layers(graph: ir.Graph) -> list[MatrixLayer]:
     """The folding's view of every matrix node (conv, dense) of a lowered graph."""
     layers = []
     for node in graph.nodes:
-        if isinstance(node, ir.Conv):
-            layers.append(MatrixLayer(node.name, node.rows, node.cols, node.out_pixels,
-                                      node.in_shape[2]))
-        elif isinstance(node, ir.Dense):
-            layers.append(MatrixLayer(node.name, node.rows, node.cols, 1, node.cols))
+        if isinstance(node, (ir.Conv, ir.Dense)):
+            gate = {"gated": True, "density": layer_density(graph, node.name)} \
+                if node.gated else {}
+            if isinstance(node, ir.Conv):
+                layers.append(MatrixLayer(node.name, node.rows, node.cols, node.out_pixels,
+                                          node.in_shape[2], **gate))
+            else:
+                layers.append(MatrixLayer(node.name, node.rows, node.cols, 1, node.cols,
+                                          **gate))
     return layers
 
 

@@ -61,6 +61,20 @@ rows of negative scale.
 Without BatchNorm a hidden layer's bit is ``sign(alpha * dot + b)``: its ``Conv/Dense ->
 Sign`` pair is thresholded by the same pass 5 (``D = ceil(-b / alpha)``).
 
+Fractional activations (FracBNN, ``bnnhw.ir``). A ``FracActivation`` imports as a
+``Frac`` node (after an ``Affine`` of its gain when it has one), which passes 3-5 treat
+like ``Sign``: the pool commutes with it (the quantiser is non-decreasing), negative rows
+flip, and ``make_thresholds`` gives three thresholds per channel, one per boundary ``b``
+of ``-2/3, 0, 2/3``: ``D_b = ceil(divisor * (b - c) / a)``, exact. A ``GatedConv2d`` /
+``GatedLinear`` imports as a matrix node with ``input_kind`` ``frac2``: its accumulator
+``acc = 2 msb + g lsb`` is three times the model's ``out`` (``dot_divisor`` 3, so ``y = a *
+acc / 3 + c``) and its learnt gate ``2 msb > 3 t`` becomes ``pc_m >= floor((3 t + 2 N) / 4)
++ 1`` (``gate_thresholds``). Flipping a gated row inverts its gate (``pc_m' = N - pc_m``:
+``G' = N + 1 - G`` and ``gate_invert`` toggled). The classifier's class map of a frac2
+input is chosen for the logits times 3 (the same argmax), ``class_gain`` times 3. A
+pruned channel feeding a gated layer, or one with a frac2 output, stays in the hardware
+as a constant channel.
+
 Refused, with one sentence naming the module (``BnnhwError``): unknown module types,
 weight scales that vary along the reduction axis, NaN/inf parameters or BatchNorm
 statistics, shape mismatches and layer orders that do not lower to the IR.
@@ -79,11 +93,15 @@ import torch
 from torch import nn
 
 from . import ir
+from . import numerics as nx
 from .errors import BnnhwError
 from .nn.layers import (
     BinaryActivation,
     BinaryConv2d,
     BinaryLinear,
+    FracActivation,
+    GatedConv2d,
+    GatedLinear,
     InputEncoder,
     Scores,
     _xnor_scale,
@@ -166,15 +184,43 @@ def _pair(where: str, key: str, value: Any) -> int:
     return int(v[0])
 
 
+def gate_thresholds(t: np.ndarray, cols: int) -> np.ndarray:
+    """The integer gate thresholds on ``pc_m`` of a gated layer with learnt thresholds
+    ``t`` (float64) and ``cols`` inputs per row: the model's gate ``2 * msb > 3 * t`` with
+    ``msb = 2 pc_m - cols`` is ``pc_m >= floor((3 t + 2 cols) / 4) + 1``, in exact rational
+    arithmetic, clamped to ``0 .. cols + 1``."""
+    out = np.empty(len(t), dtype=np.int64)
+    for r, v in enumerate(t.tolist()):
+        g = math.floor((3 * Fraction(v) + 2 * cols) / 4) + 1
+        out[r] = min(max(g, 0), cols + 1)
+    return out
+
+
+def _gate_fields(where: str, m: GatedConv2d | GatedLinear, cols: int) -> dict[str, Any]:
+    t = _floats(where, "gate_threshold", m.gate_threshold, 0.0, m.weight.shape[0])
+    return {"gate": gate_thresholds(t, cols), "gate_invert": np.zeros(len(t), np.uint8)}
+
+
 def _import_module(j: int, m: nn.Module, shape: tuple[int, ...], kind: str,
-                   flatten: tuple[str, ...]) -> ir.Node:
-    """The frontend node of module ``layers.j`` given its input ``shape`` and ``kind``."""
+                   flatten: tuple[str, ...]) -> ir.Node | list[ir.Node]:
+    """The frontend node(s) of module ``layers.j`` given its input ``shape`` and ``kind``."""
     path = f"layers.{j}"
     where = f"{path} ({type(m).__name__})"
     t = type(m)
-    if t in (BinaryConv2d, BinaryLinear) and kind == "real":
+    matrix = (BinaryConv2d, BinaryLinear, GatedConv2d, GatedLinear)
+    if t in matrix and kind == "real":
         raise BnnhwError(f"{where}: its input is not binary; the layer before it must end "
-                         f"with a BinaryActivation")
+                         f"with a BinaryActivation or a FracActivation")
+    if t in (BinaryConv2d, BinaryLinear) and kind == "frac2":
+        raise BnnhwError(f"{where}: its input is fractional (a FracActivation before it), "
+                         f"so it must be a precision-gated layer (GatedConv2d/GatedLinear)")
+    if t in (GatedConv2d, GatedLinear) and kind != "frac2":
+        raise BnnhwError(f"{where}: a precision-gated layer needs a fractional input (a "
+                         f"FracActivation before it), not {kind} values")
+    if t is GatedConv2d:
+        t = BinaryConv2d
+    elif t is GatedLinear:
+        t = BinaryLinear
     if t is BinaryConv2d:
         if len(shape) != 3:
             raise BnnhwError(f"{where}: a convolution needs a feature map, but its input "
@@ -196,11 +242,15 @@ def _import_module(j: int, m: nn.Module, shape: tuple[int, ...], kind: str,
             if kind == "uint8" and m.pad_value != 0:
                 raise BnnhwError(f"{where}: a convolution on uint8 pixels pads with zeros "
                                  f"only, not {m.pad_value}")
-            pad_bit = 1 if m.pad_value == 1 else 0
+            if kind == "frac2" and m.pad_value == 0:
+                raise BnnhwError(f"{where}: a precision-gated convolution pads with +1 or -1, "
+                                 f"not zeros")
+            pad_bit = (3 if kind == "frac2" else 1) if m.pad_value == 1 else 0
             zero = kind == "binary" and m.pad_value == 0
+        gate = _gate_fields(where, m, weights.shape[1]) if kind == "frac2" else {}
         return ir.Conv(f"conv{j}", shape, k, weights, alpha, bias, stride=s,
                        padding=m.pad_amount, pad_bit=pad_bit, zero_padding=zero,
-                       input_kind=kind, source=(path,))
+                       input_kind=kind, source=(path,), **gate)
     if t is BinaryLinear:
         features = int(np.prod(shape))
         if len(shape) == 3 and not flatten:
@@ -214,8 +264,9 @@ def _import_module(j: int, m: nn.Module, shape: tuple[int, ...], kind: str,
             weights = chw_columns_to_hwc(weights, shape)  # type: ignore[arg-type]
         alpha = _pruned_scale(m, _row_scale(where, m))
         bias = _floats(where, "bias", m.bias, 0.0, weights.shape[0])
+        gate = _gate_fields(where, m, weights.shape[1]) if kind == "frac2" else {}
         return ir.Dense(f"dense{j}", shape, weights, alpha, bias, input_kind=kind,
-                        source=flatten + (path,))
+                        source=flatten + (path,), **gate)
     if t in (nn.BatchNorm1d, nn.BatchNorm2d):
         want = 3 if t is nn.BatchNorm2d else 1
         if len(shape) != want or m.num_features != shape[-1]:
@@ -244,6 +295,13 @@ def _import_module(j: int, m: nn.Module, shape: tuple[int, ...], kind: str,
         return ir.Affine(f"scores{j}", shape, scale, sbias, (path,))
     if t is BinaryActivation:
         return ir.Sign(f"sign{j}", shape, (path,))
+    if t is FracActivation:
+        frac = ir.Frac(f"frac{j}", shape, (path,))
+        gain = float(getattr(m, "gain", 1.0))
+        if gain == 1.0:
+            return frac
+        n = shape[-1]  # the quantiser of gain * x: an affine map first, merged later
+        return [ir.Affine(f"gain{j}", shape, np.full(n, gain), np.zeros(n), (path,)), frac]
     if t is nn.MaxPool2d:
         if len(shape) != 3:
             raise BnnhwError(f"{where}: max-pooling needs a feature map, not a flat vector")
@@ -295,12 +353,13 @@ def import_model(model: nn.Module) -> ir.Graph:
             flatten = (f"layers.{j}",)
             continue
         try:
-            node = _import_module(j, m, shape, kind, flatten)
+            made = _import_module(j, m, shape, kind, flatten)
         except ValueError as e:
             raise BnnhwError(f"layers.{j} ({type(m).__name__}): {e}") from None
         flatten = ()
-        nodes.append(node)
-        shape, kind = node.out_shape, ir.out_kind(node, kind)
+        for node in made if isinstance(made, list) else [made]:
+            nodes.append(node)
+            shape, kind = node.out_shape, ir.out_kind(node, kind)
     if flatten:
         raise BnnhwError(f"{flatten[0]} (Flatten): must be followed by a BinaryLinear")
     meta: dict[str, Any] = {"spec": spec}
@@ -355,20 +414,24 @@ def merge_affine(graph: ir.Graph) -> ir.Graph:
     return _rewrite_pairs(graph, rule)
 
 
+_ACTIVATIONS = (ir.Sign, ir.Frac)
+
+
 def commute_sign_through_pool(graph: ir.Graph) -> ir.Graph:
-    """``MaxPool -> Sign`` to ``Sign -> MaxPool`` (the pool then works on bits)."""
+    """``MaxPool -> Sign`` to ``Sign -> MaxPool`` (the pool then works on bits), and the
+    same for the frac2 quantiser ``Frac`` (non-decreasing too: the pool takes codes)."""
     def rule(a: ir.Node, b: ir.Node) -> list[ir.Node] | None:
-        if not (isinstance(a, ir.MaxPool) and isinstance(b, ir.Sign)):
+        if not (isinstance(a, ir.MaxPool) and isinstance(b, _ACTIVATIONS)):
             return None
         return [b.replace(shape=a.in_shape), a]
     return _rewrite_pairs(graph, rule)
 
 
 def flip_negative_rows(graph: ir.Graph) -> ir.Graph:
-    """In ``Conv/Dense -> Sign``, invert the weights of rows with ``scale < 0``."""
+    """In ``Conv/Dense -> Sign/Frac``, invert the weights of rows with ``scale < 0``."""
     def rule(a: ir.Node, b: ir.Node) -> list[ir.Node] | None:
         if not (isinstance(a, (ir.Conv, ir.Dense)) and not a.thresholded
-                and isinstance(b, ir.Sign)):
+                and isinstance(b, _ACTIVATIONS)):
             return None
         if not (a.scale < 0).any():
             return None
@@ -378,10 +441,17 @@ def flip_negative_rows(graph: ir.Graph) -> ir.Graph:
 
 def _flip_negative(node: ir.Conv | ir.Dense) -> ir.Conv | ir.Dense:
     """``node`` with the weight bits of every row of ``scale < 0`` inverted and its scale
-    negated: ``dot' = -dot``, so ``scale * dot`` is unchanged."""
+    negated: ``dot' = -dot``, so ``scale * dot`` is unchanged. A gated row's gate follows:
+    ``pc_m' = N - pc_m``, so ``pc_m >= G`` is ``not pc_m' >= N + 1 - G``."""
     neg = node.scale < 0
     weights = np.where(neg[:, None], 1 - node.weights, node.weights)
-    return node.replace(weights=weights, scale=np.where(neg, -node.scale, node.scale))
+    gate: dict[str, Any] = {}
+    if node.gated:
+        assert node.gate is not None and node.gate_invert is not None
+        gate = {"gate": np.where(neg, node.cols + 1 - node.gate, node.gate),
+                "gate_invert": np.where(neg, 1 - node.gate_invert, node.gate_invert)}
+    return node.replace(weights=weights, scale=np.where(neg, -node.scale, node.scale),
+                        **gate)
 
 
 def border_classes(size: int, kernel: int, stride: int, padding: int
@@ -402,11 +472,13 @@ def border_classes(size: int, kernel: int, stride: int, padding: int
     return cls, sets
 
 
-def dot_thresholds(scale: np.ndarray, bias: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Per row, the least integer ``D`` with ``scale * D + bias >= 0``, clamped to
-    ``[lo, hi + 1]`` (exact rational arithmetic on the float64 values; ``scale >= 0``).
+def dot_thresholds(scale: np.ndarray, bias: np.ndarray, lo: int, hi: int,
+                   level: Fraction = Fraction(0), divisor: int = 1) -> np.ndarray:
+    """Per row, the least integer ``D`` with ``scale * D / divisor + bias >= level``,
+    clamped to ``[lo, hi + 1]`` (exact rational arithmetic on the float64 values;
+    ``scale >= 0``).
 
-    A row with ``scale == 0`` is constant: ``lo`` (always on) if ``bias >= 0``, else
+    A row with ``scale == 0`` is constant: ``lo`` (always on) if ``bias >= level``, else
     ``hi + 1`` (always off).
     """
     out = np.empty(len(scale), dtype=np.int64)
@@ -414,19 +486,42 @@ def dot_thresholds(scale: np.ndarray, bias: np.ndarray, lo: int, hi: int) -> np.
         if a < 0:
             raise ValueError(f"row {r} has a negative scale {a}; flip it first")
         if a == 0:
-            d = lo if c >= 0 else hi + 1
+            d = lo if c >= level else hi + 1
         else:
-            d = math.ceil(Fraction(-c) / Fraction(a))
+            d = math.ceil(divisor * (level - Fraction(c)) / Fraction(a))
         out[r] = min(max(d, lo), hi + 1)
     return out
 
 
-def _conv_thresholds(node: ir.Conv) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(thresholds[NY, NX, R], row_class, col_class)`` of a conv with ``scale >= 0``."""
+def _levels(frac: bool) -> tuple[Fraction, ...]:
+    """The boundaries an activation compares with: 0 for a sign, the frac2 quantiser's
+    three (``bnnhw.numerics.FRAC2_BOUNDARIES``)."""
+    return tuple(Fraction(*b) for b in nx.FRAC2_BOUNDARIES) if frac else (Fraction(0),)
+
+
+def _dot_levels(node: ir.Conv | ir.Dense, frac: bool) -> np.ndarray:
+    """``D[R, L]``: per row, the dot thresholds of each boundary of the activation."""
+    return np.stack([dot_thresholds(node.scale, node.bias, node.dot_min, node.dot_max, b,
+                                    node.dot_divisor) for b in _levels(frac)], axis=1)
+
+
+def _conv_thresholds(node: ir.Conv, frac: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(thresholds[NY, NX, R], row_class, col_class)`` of a conv with ``scale >= 0``
+    (``[NY, NX, R, 3]`` when ``frac``: the frac2 quantiser's three boundaries)."""
+    levels = _dot_levels(node, frac)
+    if frac:
+        parts = [_conv_level_thresholds(node, levels[:, k]) for k in range(levels.shape[1])]
+        return np.stack([p[0] for p in parts], axis=3), parts[0][1], parts[0][2]
+    return _conv_level_thresholds(node, levels[:, 0])
+
+
+def _conv_level_thresholds(node: ir.Conv, d: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thresholds on the accumulator for dot thresholds ``d[R]`` (module docstring)."""
     n = node.cols
-    d = dot_thresholds(node.scale, node.bias, node.dot_min, node.dot_max)
     oh, ow, r = node.out_shape
-    if node.input_kind == "uint8":
+    if node.input_kind != "binary":  # the accumulator is the dot itself; no zero padding
         t = d.reshape(1, 1, r)
         return t, np.zeros(oh, np.int64), np.zeros(ow, np.int64)
     h, w, c = node.in_shape
@@ -452,18 +547,22 @@ def _conv_thresholds(node: ir.Conv) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def make_thresholds(graph: ir.Graph) -> ir.Graph:
-    """``Conv/Dense -> Sign`` (every ``scale >= 0``) to a thresholded ``Conv/Dense``."""
+    """``Conv/Dense -> Sign`` (every ``scale >= 0``) to a thresholded ``Conv/Dense``, and
+    ``Conv/Dense -> Frac`` to one with three thresholds per channel (a frac2 output)."""
     def rule(a: ir.Node, b: ir.Node) -> list[ir.Node] | None:
         if not (isinstance(a, (ir.Conv, ir.Dense)) and not a.thresholded
-                and isinstance(b, ir.Sign)):
+                and isinstance(b, _ACTIVATIONS)):
             return None
         source = a.source + b.source
+        frac = isinstance(b, ir.Frac)
         if isinstance(a, ir.Conv):
-            t, rc, cc = _conv_thresholds(a)
+            t, rc, cc = _conv_thresholds(a, frac)
             return [a.replace(thresholds=t, row_class=rc, col_class=cc, source=source)]
-        d = dot_thresholds(a.scale, a.bias, a.dot_min, a.dot_max)
-        t = d if a.input_kind == "uint8" else np.clip(-((-(d + a.cols)) // 2), 0, a.cols + 1)
-        return [a.replace(thresholds=t.reshape(1, 1, -1), source=source)]
+        d = _dot_levels(a, frac)  # [R, L]
+        if a.input_kind == "binary":
+            d = np.clip(-((-(d + a.cols)) // 2), 0, a.cols + 1)
+        t = d.reshape(1, 1, *d.shape) if frac else d[:, 0].reshape(1, 1, -1)
+        return [a.replace(thresholds=t, source=source)]
     return _rewrite_pairs(graph, rule)
 
 
@@ -575,8 +674,11 @@ def lower_class_map(graph: ir.Graph) -> ir.Graph:
     if not isinstance(last, ir.Dense) or last.thresholded or last.classifier:
         return graph
     flipped = _flip_negative(last)
-    m, b, gain, exact = class_map(flipped.scale, flipped.bias, flipped.dot_max)
-    node = flipped.replace(class_scale=m, class_offset=b, class_gain=gain, class_exact=exact)
+    # the float logits times the dot divisor: the same argmax, with the dot's own scale
+    div = flipped.dot_divisor
+    m, b, gain, exact = class_map(flipped.scale, flipped.bias * div, flipped.dot_max)
+    node = flipped.replace(class_scale=m, class_offset=b, class_gain=gain * div,
+                           class_exact=exact)
     return graph.replace([*graph.nodes[:-1], node])
 
 
@@ -584,7 +686,10 @@ def lower_class_map(graph: ir.Graph) -> ir.Graph:
 
 def _removable(consumer: ir.Conv | ir.Dense, values: dict[int, int]) -> list[int]:
     """The pruned channels (``values``: channel -> constant bit) whose contribution to
-    ``consumer``'s accumulator is one constant per border class."""
+    ``consumer``'s accumulator is one constant per border class (none for a gated
+    consumer: a constant input moves its gates, so the channel stays, constant)."""
+    if consumer.gated:
+        return []
     if isinstance(consumer, ir.Conv) and consumer.padding and not consumer.zero_padding:
         return [q for q, v in values.items() if v == consumer.pad_bit]
     return list(values)
@@ -649,7 +754,7 @@ def remove_pruned_channels(graph: ir.Graph) -> ir.Graph:
     nodes = list(graph.nodes)
     for i, node in enumerate(nodes):
         if node.name not in pruned or not isinstance(node, (ir.Conv, ir.Dense)) \
-                or not node.thresholded:
+                or node.out_levels != 1:
             continue
         chans = node.channels if node.channels is not None else np.arange(node.rows)
         rows = [int(np.searchsorted(chans, q)) for q in pruned[node.name] if q in chans]
@@ -699,8 +804,8 @@ def _explain_unlowered(graph: ir.Graph) -> None:
             raise BnnhwError(f"{src}: this BatchNorm or Scores does not follow a conv or dense "
                              f"layer (directly or through max-pooling), so it cannot be "
                              f"folded into thresholds")
-        if isinstance(node, ir.Sign):
-            raise BnnhwError(f"{src}: this BinaryActivation does not follow a conv or dense "
+        if isinstance(node, (ir.Sign, ir.Frac)):
+            raise BnnhwError(f"{src}: this activation does not follow a conv or dense "
                              f"layer (with its BatchNorm), so it cannot become a threshold")
     last = nodes[-1]
     if not isinstance(last, ir.Dense) or last.thresholded:

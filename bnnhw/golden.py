@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from . import ir
+from . import numerics as nx
 from . import reference as ref
 from .errors import BnnhwError
 
@@ -47,17 +48,46 @@ def run_node(node: ir.Node, x: Any) -> torch.Tensor:
         return _conv(node, ref.as_int64(x))
     if isinstance(node, ir.Dense):
         x = ref.as_int64(x)
-        flat = x.reshape(x.shape[0], -1)
-        if node.input_kind == "uint8":
-            acc = ref.signed_matvec(flat, node.weights)
-            dot = acc
-        else:
-            acc = ref.popcount_matvec(flat, node.weights)
-            dot = 2 * acc - node.cols
+        acc = accumulate(node, x.reshape(x.shape[0], -1))
         if node.thresholds is None:
-            return dot
-        return ref.threshold(acc, node.thresholds)
+            return nx.acc_to_dot(node.input_kind, node.cols, acc)
+        return _threshold(node, acc)
     raise ValueError(f"{node.where} is not a hardware node; lower the graph first")
+
+
+def gates(node: ir.Conv | ir.Dense, x: torch.Tensor) -> torch.Tensor:
+    """The gate bits ``g[..., R]`` of a precision-gated layer on its input vectors or
+    windows ``x[..., N]`` (frac2 codes): ``(pc_m >= gate) != gate_invert``."""
+    pc_m = ref.popcount_matvec(x >> 1, node.weights)
+    return (pc_m >= torch.from_numpy(node.gate)).to(torch.int64) \
+        ^ torch.from_numpy(node.gate_invert.astype(np.int64))
+
+
+def accumulate(node: ir.Conv | ir.Dense, x: torch.Tensor) -> torch.Tensor:
+    """The accumulator ``acc[..., R]`` of a matrix layer on its input vectors or windows
+    ``x[..., N]``: a popcount (binary), a signed sum (uint8) or ``2 msb + g lsb`` (frac2,
+    ``bnnhw.ir``)."""
+    if node.input_kind == "uint8":
+        return ref.signed_matvec(x, node.weights)
+    if node.input_kind == "binary":
+        return ref.popcount_matvec(x, node.weights)
+    n = node.cols
+    msb = 2 * ref.popcount_matvec(x >> 1, node.weights) - n
+    lsb = 2 * ref.popcount_matvec(x & 1, node.weights) - n
+    g = gates(node, x)
+    return 2 * msb + g * lsb
+
+
+def _threshold(node: ir.Conv | ir.Dense, acc: torch.Tensor, row_class: Any = None,
+               col_class: Any = None) -> torch.Tensor:
+    """Bits ``acc >= T`` (one threshold per channel) or frac2 codes (three: the count of
+    thresholds ``acc`` reaches)."""
+    t = node.thresholds
+    assert t is not None
+    if t.ndim == 3:
+        return ref.threshold(acc, t, row_class, col_class)
+    return sum(ref.threshold(acc, np.ascontiguousarray(t[..., k]), row_class, col_class)
+               for k in range(t.shape[3]))
 
 
 def _conv(node: ir.Conv, x: torch.Tensor) -> torch.Tensor:
@@ -70,11 +100,7 @@ def _conv(node: ir.Conv, x: torch.Tensor) -> torch.Tensor:
     for i in range(0, x.shape[0], step):
         win = ref.sliding_window(x[i:i + step], node.kernel, node.stride, node.padding,
                                  node.pad_bit)
-        if node.input_kind == "uint8":
-            acc = ref.signed_matvec(win, node.weights)
-        else:
-            acc = ref.popcount_matvec(win, node.weights)
-        outs.append(ref.threshold(acc, node.thresholds, node.row_class, node.col_class))
+        outs.append(_threshold(node, accumulate(node, win), node.row_class, node.col_class))
     return torch.cat(outs) if outs else torch.empty((0, oh, ow, node.rows), dtype=torch.int64)
 
 
@@ -96,9 +122,33 @@ def check_images(graph: ir.Graph, images: Any) -> torch.Tensor:
     return x
 
 
+def gate_maps(graph: ir.Graph, images: Any, batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """Per precision-gated node, its gate bits on ``images``: ``[N, OH, OW, R]`` for a conv,
+    ``[N, R]`` for a dense layer (int64); empty for a graph without gated layers."""
+    graph.check_lowered()
+    names = [n.name for n in graph.nodes if isinstance(n, (ir.Conv, ir.Dense)) and n.gated]
+    if not names:
+        return {}
+    x_all = check_images(graph, images).permute(0, 2, 3, 1)
+    out: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    for i in range(0, x_all.shape[0], batch_size):
+        x = x_all[i:i + batch_size]
+        for node in graph.nodes:
+            if node.name in out:
+                assert isinstance(node, (ir.Conv, ir.Dense))
+                if isinstance(node, ir.Conv):
+                    v = ref.sliding_window(x, node.kernel, node.stride, node.padding,
+                                           node.pad_bit)
+                else:
+                    v = x.reshape(x.shape[0], -1)
+                out[node.name].append(gates(node, v))
+            x = run_node(node, x)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
 def host_logits(node: ir.Dense, scores: torch.Tensor) -> torch.Tensor:
-    """The host's float64 logits ``scale * dot + bias`` of the classifier ``node``."""
-    scale = torch.tensor(node.scale, dtype=torch.float64)
+    """The host's float64 logits ``scale * dot / dot_divisor + bias`` of the classifier."""
+    scale = torch.tensor(node.scale / node.dot_divisor, dtype=torch.float64)
     return scores.to(torch.float64) * scale + torch.tensor(node.bias, dtype=torch.float64)
 
 

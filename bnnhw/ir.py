@@ -33,16 +33,29 @@ Hardware nodes (what a lowered graph holds, see ``Graph.check_lowered``):
   integer argmax provably equals the argmax of the exact float64 logits for every
   reachable ``dot``.
 
+Fractional maps (``frac2``, FracBNN's 2-bit activations): each element is a code ``q`` in
+``0..3`` standing for ``(2q - 3) / 3`` (``bnnhw.numerics``). A thresholded ``Conv``/``Dense``
+whose ``thresholds`` are ``int64 [NY, NX, R, 3]`` (ascending along the last axis) outputs a
+frac2 map, ``q = sum_k acc >= thresholds[..., k]``. A ``Conv``/``Dense`` with
+``input_kind`` ``frac2`` is precision-gated: with ``pc_m``/``pc_l`` the popcounts of its
+weights against the MSB (``q >> 1``) and LSB (``q & 1``) planes, row ``r``'s gate is ``g =
+(pc_m >= gate[r]) != gate_invert[r]`` (``gate int64 [R]`` in ``0..N + 1``, ``gate_invert``
+bits) and its accumulator ``acc = 2 * (2 pc_m - N) + g * (2 pc_l - N)``: three times the
+layer's real output, which is also its signed dot product (so ``dot / 3`` is the real dot
+product, ``dot_divisor``). A gated conv pads with code 0 or 3. ``MaxPool`` on a frac2 map
+takes the max (min where ``and_mask``) of the codes.
+
 Every ``Conv``/``Dense`` carries ``scale``/``bias`` (``float64 [R]``): its real-valued
-pre-activation is ``y = scale * dot + bias`` with ``dot`` the signed dot product of its
+pre-activation is ``y = scale * dot / dot_divisor + bias`` with ``dot`` the signed dot product of its
 (stored, possibly flipped) weights against the true input (zero padding included). For
 thresholded nodes they are provenance (tie margins in ``bnnhw.check``); for the last node
 they are the float logit map a host may apply to the scores. The golden model never reads
 them for hidden layers.
 
 Frontend nodes (only between frontend passes; never in a lowered graph): ``Affine``
-(per-channel ``y = scale * x + bias``, from BatchNorm or the classifier's ``Scores``) and
-``Sign`` (``bit = x >= 0``). Before ``Sign`` is absorbed, a ``Conv``/``Dense`` without
+(per-channel ``y = scale * x + bias``, from BatchNorm or the classifier's ``Scores``),
+``Sign`` (``bit = x >= 0``) and ``Frac`` (the frac2 quantiser, ``q = [x >= -2/3] + [x >= 0]
++ [x >= 2/3]``). Before ``Sign`` is absorbed, a ``Conv``/``Dense`` without
 thresholds outputs its real-valued pre-activation and a ``MaxPool`` pools real values.
 
 Every node has a unique ``name`` and a ``source``: the model modules it implements
@@ -74,8 +87,8 @@ from .validate import ParameterError, bit_array, choice, flag, float_array, int_
 from .validate import positive_shape as _shape
 
 FORMAT = "bnnhw-ir"
-VERSION = 3
-READS = (2, 3)  # version 3 added the input encoder's pixel table; a version 2 file has none
+VERSION = 4
+READS = (2, 3, 4)  # 3 added the input encoder's pixel table, 4 frac2 maps and gated layers
 KINDS = nx.INPUT_KINDS  # what a matrix node can consume
 PIXEL_MAX = nx.PIXEL_MAX
 unsigned_bits, signed_bits = nx.unsigned_bits, nx.signed_bits
@@ -192,8 +205,37 @@ class _Matrix(Node):
 
     @property
     def acc_signed(self) -> bool:
-        """Popcounts (binary inputs) are unsigned; uint8 sums are signed."""
-        return self.input_kind == "uint8"  # type: ignore[attr-defined]
+        """Popcounts (binary inputs) are unsigned; uint8 sums and frac2 accumulators are
+        signed."""
+        return self.input_kind != "binary"  # type: ignore[attr-defined]
+
+    @property
+    def gated(self) -> bool:
+        """Whether this layer is precision-gated (its input is a frac2 map)."""
+        return self.input_kind == "frac2"  # type: ignore[attr-defined]
+
+    @property
+    def out_levels(self) -> int:
+        """Thresholds per channel: 1 (a bit) or 3 (a frac2 code); 0 for the classifier."""
+        t = self.thresholds  # type: ignore[attr-defined]
+        if t is None:
+            return 0
+        return nx.FRAC2_LEVELS if t.ndim == 4 else 1
+
+    @property
+    def dot_divisor(self) -> int:
+        """The real dot product is ``dot / dot_divisor`` (3 for frac2 inputs)."""
+        return nx.DOT_DIVISOR[self.input_kind]  # type: ignore[attr-defined]
+
+    @property
+    def gate_bits(self) -> int:
+        """Width of one stored gate threshold (``0 .. cols + 1``), without its invert bit."""
+        return nx.unsigned_bits(self.cols + 1)
+
+    @property
+    def gate_memory_bits(self) -> int:
+        """Gate memory size in bits (a threshold and an invert bit per row; 0 if ungated)."""
+        return self.rows * (self.gate_bits + 1) if self.gated else 0
 
     @property
     def acc_min(self) -> int:
@@ -259,6 +301,15 @@ class _Matrix(Node):
         r = self.rows
         self._set("scale", float_array(w, "scale", self.scale, (r,)))  # type: ignore
         self._set("bias", float_array(w, "bias", self.bias, (r,)))  # type: ignore
+        gate, inv = self.gate, self.gate_invert  # type: ignore[attr-defined]
+        if not self.gated:
+            if gate is not None or inv is not None:
+                raise ParameterError(f"{w}: only a layer with frac2 inputs has gates")
+            return
+        if gate is None or inv is None:
+            raise ParameterError(f"{w}: a layer with frac2 inputs needs gate and gate_invert")
+        self._set("gate", int_array(w, "gate", gate, shape=(r,), low=0, high=cols + 1))
+        self._set("gate_invert", bit_array(w, "gate_invert", inv, shape=(r,)))
 
     def _check_channels(self) -> None:
         ch = self.channels  # type: ignore[attr-defined]
@@ -275,13 +326,19 @@ class _Matrix(Node):
         if t is None:
             return
         t = np.asarray(t)
-        if t.ndim != 3 or t.shape[2] != self.rows or (classes and t.shape[:2] != classes):
+        levels = t.ndim == 4 and t.shape[3] == nx.FRAC2_LEVELS
+        if t.ndim not in (3, 4) or (t.ndim == 4 and not levels) or t.shape[2] != self.rows \
+                or (classes and t.shape[:2] != classes):
             want = f"[{classes[0]}, {classes[1]}, {self.rows}]" if classes else \
                 f"[NY, NX, {self.rows}]"
-            raise ParameterError(f"{self.where}: thresholds must have shape {want}, not "
-                             f"{list(t.shape)}")
-        self._set("thresholds", int_array(self.where, "thresholds", t, shape=t.shape,
-                                          low=self.threshold_min, high=self.threshold_max))
+            raise ParameterError(f"{self.where}: thresholds must have shape {want} (or "
+                                 f"{want[:-1]}, 3] for a frac2 output), not {list(t.shape)}")
+        t = int_array(self.where, "thresholds", t, shape=t.shape, low=self.threshold_min,
+                      high=self.threshold_max)
+        if levels and np.any(np.diff(t, axis=3) < 0):
+            raise ParameterError(f"{self.where}: the three thresholds of each channel must "
+                                 f"be ascending")
+        self._set("thresholds", t)
 
 
 @dataclass(frozen=True, eq=False)
@@ -305,6 +362,8 @@ class Conv(_Matrix):
     col_class: np.ndarray | None = None
     source: tuple[str, ...] = ()
     channels: np.ndarray | None = None
+    gate: np.ndarray | None = None
+    gate_invert: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self._common()
@@ -322,8 +381,11 @@ class Conv(_Matrix):
                                  f"{h + 2 * p}x{wd + 2 * p}")
         self._check_matrix(k * k * c)
         self._check_channels()
-        self._set("pad_bit", integer(w, "pad_bit", self.pad_bit, 0,
-                                  PIXEL_MAX if self.input_kind == "uint8" else 1))
+        pad_max = {"uint8": PIXEL_MAX, "frac2": 3}.get(self.input_kind, 1)
+        self._set("pad_bit", integer(w, "pad_bit", self.pad_bit, 0, pad_max))
+        if self.gated and self.pad_bit not in nx.FRAC2_PAD_CODES:
+            raise ParameterError(f"{w}: a layer with frac2 inputs pads with code 0 (-1) or 3 "
+                                 f"(+1), not {self.pad_bit}")
         self._set("zero_padding", flag(w, "zero_padding", self.zero_padding))
         if self.zero_padding and (self.input_kind != "binary" or self.pad_bit != 0 or p == 0):
             raise ParameterError(f"{w}: zero_padding needs binary inputs, padding > 0 and "
@@ -414,6 +476,8 @@ class Dense(_Matrix):
     class_exact: bool = False
     source: tuple[str, ...] = ()
     channels: np.ndarray | None = None
+    gate: np.ndarray | None = None
+    gate_invert: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self._common()
@@ -503,6 +567,28 @@ class Affine(Node):
 
 
 @dataclass(frozen=True, eq=False)
+class Frac(Node):
+    """Frontend only: the frac2 quantiser, ``code = [x >= -2/3] + [x >= 0] + [x >= 2/3]``."""
+
+    op: ClassVar[str] = "frac"
+    name: str
+    shape: tuple[int, ...]
+    source: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self._common()
+        self._set("shape", _shape(self.where, "shape", self.shape, (1, 3)))
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return self.shape
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.shape
+
+
+@dataclass(frozen=True, eq=False)
 class Sign(Node):
     """Frontend only: ``bit = x >= 0``."""
 
@@ -525,21 +611,25 @@ class Sign(Node):
 
 
 NODE_TYPES: dict[str, type[Node]] = {
-    cls.op: cls for cls in (InputEncoder, Conv, MaxPool, Dense, Affine, Sign)
+    cls.op: cls for cls in (InputEncoder, Conv, MaxPool, Dense, Affine, Sign, Frac)
 }
 HARDWARE_OPS = ("input", "conv", "maxpool", "dense")
 
 
 def out_kind(node: Node, kind: str) -> str:
-    """What ``node`` produces from an input of ``kind`` (binary, uint8 or real)."""
+    """What ``node`` produces from an input of ``kind`` (binary, uint8, frac2 or real)."""
     if isinstance(node, InputEncoder):
         return node.out_kind
     if isinstance(node, _Matrix):
-        return "binary" if node.thresholded else "real"
+        if not node.thresholded:
+            return "real"
+        return "frac2" if node.out_levels == nx.FRAC2_LEVELS else "binary"
     if isinstance(node, Affine):
         return "real"
     if isinstance(node, Sign):
         return "binary"
+    if isinstance(node, Frac):
+        return "frac2"
     return kind  # MaxPool keeps its input's kind
 
 
@@ -743,7 +833,7 @@ def load_graph(path: str | os.PathLike[str]) -> Graph:
         raise BnnhwError(f"{path} is not a bnnhw IR file (no 'format': {FORMAT!r} entry)")
     if type(doc.get("version")) is not int or doc.get("version") not in READS:
         raise BnnhwError(f"IR file {path} has version {doc.get('version')!r}; this bnnhw "
-                         f"reads versions {' and '.join(map(str, READS))} only")
+                         f"reads versions {', '.join(map(str, READS))} only")
     entry = doc.get("arrays")
     name = entry.get("file") if isinstance(entry, dict) else None
     if not (isinstance(name, str) and name and Path(name).name == name

@@ -106,4 +106,7 @@ def load(path: str | os.PathLike[str], with_meta: bool = False) -> ModelFile:
     except BnnhwError as e:
         raise _naming(path, e) from None
     c, h, w = model.spec["input"]["shape"]
+    from .gate_density import attach_for_checkpoint
+
+    graph = attach_for_checkpoint(graph, dict(ckpt.meta), (c, h, w))
     return ModelFile(path, "checkpoint", graph, (c, h, w), ckpt.arch, dict(ckpt.meta), model)

@@ -5,10 +5,17 @@ the host all import it (docs/architecture.md, "Numeric conventions").
 
 - A binary value is a bit ``b`` standing for ``2b - 1``; ``sign(0) = +1``.
 - Pixels are 8-bit unsigned (``0..PIXEL_MAX``). A matrix layer consumes ``binary``
-  elements (1 bit) or ``uint8`` pixels (8 bits): ``ELEMENT_BITS``.
+  elements (1 bit), ``uint8`` pixels (8 bits) or ``frac2`` codes (2 bits):
+  ``ELEMENT_BITS``.
+- A ``frac2`` code ``q`` in ``0..3`` is the fractional activation ``(2q - 3) / 3``
+  (-1, -1/3, +1/3, +1); its MSB plane bit is ``q >> 1``, its LSB plane bit ``q & 1``
+  (``frac2_value``).
 - Accumulators: ``popcount(xnor(x, w))`` over ``cols`` bits for binary inputs
-  (``0..cols``), ``sum x * (2w - 1)`` for uint8 inputs (``-255 cols .. 255 cols``).
-  The signed dot product is ``2 * popcount - cols`` (binary) or the accumulator itself.
+  (``0..cols``), ``sum x * (2w - 1)`` for uint8 inputs (``-255 cols .. 255 cols``),
+  ``2 * msb + g * lsb`` for frac2 inputs (``-3 cols .. 3 cols``: three times the layer's
+  real output, ``msb``/``lsb`` the signed dot products of the two planes, ``g`` the
+  row's gate). The signed dot product is ``2 * popcount - cols`` (binary) or the
+  accumulator itself.
 - Thresholds compare ``acc >= T``; every useful ``T`` lies in ``acc_min .. acc_max + 1``
   (the two ends make constant channels).
 """
@@ -19,10 +26,19 @@ ENCODINGS = ("binary", "uint8", "thermometer")
 """Input encodings of the first layer."""
 PAD_VALUES = (0, 1, -1)
 """Values a binary convolution may pad its input with (0: plain zero padding)."""
-INPUT_KINDS = ("binary", "uint8")
+INPUT_KINDS = ("binary", "uint8", "frac2")
 """What a matrix layer can consume."""
-ELEMENT_BITS = {"binary": 1, "uint8": 8}
+ELEMENT_BITS = {"binary": 1, "uint8": 8, "frac2": 2}
 """Bits per element of each input kind."""
+FRAC2_PAD_CODES = (0, 3)
+"""Codes a precision-gated convolution may pad with: -1 and +1 (no zero padding)."""
+FRAC2_LEVELS = 3
+"""Thresholds per channel of a layer whose output is frac2 (codes 0..3)."""
+FRAC2_BOUNDARIES = ((-2, 3), (0, 1), (2, 3))
+"""The quantiser's boundaries ``-2/3, 0, 2/3`` as fractions: ``q`` counts those ``y`` reaches
+(``y >= b``; a value on a boundary rounds up, as ``sign(0) = +1``)."""
+DOT_DIVISOR = {"binary": 1, "uint8": 1, "frac2": 3}
+"""The real dot product of a matrix layer is its signed dot product over this divisor."""
 PIXEL_BITS = 8
 PIXEL_MAX = (1 << PIXEL_BITS) - 1
 MAX_THERMOMETER_LEVELS = PIXEL_MAX
@@ -55,20 +71,27 @@ def conv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0) -> 
     return (size + 2 * padding - kernel) // stride + 1
 
 
+def frac2_value(code: int) -> float:
+    """The fractional activation a frac2 code ``0..3`` stands for: ``(2 * code - 3) / 3``."""
+    return (2 * int(code) - 3) / 3
+
+
 def acc_range(kind: str, cols: int) -> tuple[int, int]:
     """Smallest and largest accumulator of a matrix layer with ``cols`` inputs of ``kind``."""
-    return (-PIXEL_MAX * cols, PIXEL_MAX * cols) if kind == "uint8" else (0, cols)
+    if kind == "binary":
+        return 0, cols
+    return dot_range(kind, cols)
 
 
 def dot_range(kind: str, cols: int) -> tuple[int, int]:
     """Range of the signed dot product (the classifier's score)."""
-    hi = PIXEL_MAX * cols if kind == "uint8" else cols
+    hi = {"uint8": PIXEL_MAX, "frac2": 3}.get(kind, 1) * cols
     return -hi, hi
 
 
 def acc_to_dot(kind: str, cols: int, acc: int) -> int:
     """The signed dot product of an accumulator value."""
-    return acc if kind == "uint8" else 2 * acc - cols
+    return 2 * acc - cols if kind == "binary" else acc
 
 
 def threshold_range(kind: str, cols: int) -> tuple[int, int]:

@@ -204,7 +204,7 @@ def test_graph_equality_catches_planted_faults(graphs):
 def test_file_layout(graphs, tmp_path):
     path = ir.save_graph(graphs[1], tmp_path / "m.ir")
     doc = json.loads(path.read_text())
-    assert doc["format"] == "bnnhw-ir" and doc["version"] == 3
+    assert doc["format"] == "bnnhw-ir" and doc["version"] == 4
     assert doc["arrays"]["file"] == "m.ir.npz" and (tmp_path / "m.ir.npz").exists()
     dense = doc["nodes"][1]
     assert dense["op"] == "dense" and dense["weights"] == {
@@ -231,7 +231,7 @@ def test_load_errors(graphs, tmp_path):
     doc = json.loads(path.read_text())
     doc["version"] = 1
     path.write_text(json.dumps(doc))
-    with pytest.raises(BnnhwError, match="has version 1; this bnnhw reads versions 2 and 3 "
+    with pytest.raises(BnnhwError, match="has version 1; this bnnhw reads versions 2, 3, 4 "
                                          "only"):
         ir.load_graph(path)
     doc["version"] = 2  # a version 2 file (no pixel tables) still reads

@@ -21,7 +21,7 @@ BOTTOM = ("bnnhw.numerics", "bnnhw.validate", "bnnhw.beats", "bnnhw.errors", "bn
 TORCH_SIDE = ("torch", "bnnhw.nn", "bnnhw.frontend", "bnnhw.golden", "bnnhw.reference",
               "bnnhw.check", "bnnhw.train", "bnnhw.data", "bnnhw.checkpoint",
               "bnnhw.onnx_graph", "bnnhw.onnx_frontend", "bnnhw.onnx_check",
-              "bnnhw.model_file")
+              "bnnhw.model_file", "bnnhw.gate_density")
 HARDWARE = ("rtl_gen", "sim", "boards", "host")
 
 
