@@ -40,7 +40,7 @@ def fraction(text: str) -> float:
 
 # Kept here so that ``bnnhw train --help`` needs no torch; tests/test_cli_errors.py checks
 # them against bnnhw.nn.zoo.NAMES, bnnhw.data.NAMES and bnnhw.train's tuples.
-ZOO_NAMES = ("tfc", "sfc", "lfc", "cnv", "vgg", "tiny")
+ZOO_NAMES = ("tfc", "sfc", "lfc", "cnv", "vgg", "tiny", "cnv-frac", "tiny-frac")
 DATA_NAMES = ("mnist", "cifar10")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "step")

@@ -6,9 +6,15 @@ from .layers import (
     BinaryActivation,
     BinaryConv2d,
     BinaryLinear,
+    FracActivation,
+    GatedConv2d,
+    GatedLinear,
     InputEncoder,
     Scores,
     clip_latent_weights,
+    frac_planes,
+    gated_layers,
+    set_quantise,
     thermometer_thresholds,
 )
 from .spec import (
@@ -16,6 +22,7 @@ from .spec import (
     SpecError,
     binary_weight_count,
     build_model,
+    has_frac,
     layer_shapes,
     normalize_spec,
     uses_batchnorm,
@@ -23,8 +30,10 @@ from .spec import (
 )
 
 __all__ = [
-    "BNN", "BinaryActivation", "BinaryConv2d", "BinaryLinear", "InputEncoder", "Scores",
-    "SpecError", "binarize_activation", "binarize_weight", "binary_weight_count",
-    "build_model", "clip_latent_weights", "layer_shapes", "normalize_spec", "sign",
-    "thermometer_thresholds", "uses_batchnorm", "without_batchnorm", "zoo",
+    "BNN", "BinaryActivation", "BinaryConv2d", "BinaryLinear", "FracActivation",
+    "GatedConv2d", "GatedLinear", "InputEncoder", "Scores", "SpecError",
+    "binarize_activation", "binarize_weight", "binary_weight_count", "build_model",
+    "clip_latent_weights", "frac_planes", "gated_layers", "has_frac", "layer_shapes",
+    "normalize_spec", "set_quantise", "sign", "thermometer_thresholds", "uses_batchnorm",
+    "without_batchnorm", "zoo",
 ]

@@ -9,10 +9,12 @@
 ```
 
 Every ``conv``/``dense`` except the last is followed by BatchNorm (unless ``"batchnorm":
-false``) and a binary activation; the last layer must be a ``dense`` classifier, whose integer dot products are mapped to
-logits by a per-class float scale and bias (``Scores``). A ``maxpool`` follows the sign of
-the layer before it, or, with ``"before_bn": true``, pools that conv's output before its
-BatchNorm and sign.
+false``) and its activation, binary (``sign``) or fractional (``"activation": "frac2"``,
+``FracActivation``: 2-bit codes of value -1, -1/3, +1/3, +1); the last layer must be a
+``dense`` classifier, whose integer dot products are mapped to logits by a per-class
+float scale and bias (``Scores``). A ``maxpool`` follows the activation of the layer
+before it, or, with ``"before_bn": true``, pools that conv's output before its BatchNorm
+and activation.
 
 Keys and defaults:
 
@@ -21,15 +23,29 @@ Keys and defaults:
   1..255 for ``thermometer`` (8);
 - ``conv``: ``out``, ``kernel`` (required), ``stride`` (1), ``padding`` (0),
   ``pad_value`` 0 | 1 | -1 (0: zero padding), ``scale`` (false, XNOR-Net per-channel
-  scale), ``bias`` (false), ``batchnorm`` (true), ``pruned`` ([]);
+  scale), ``bias`` (false), ``batchnorm`` (true), ``pruned`` ([]), ``activation``
+  ``binary`` | ``frac2`` (``binary``), ``gate`` (below);
 - ``maxpool``: ``kernel`` (required), ``stride`` (= kernel), ``before_bn`` (false);
 - ``dense``: ``out`` (required), ``scale`` (false), ``bias`` (false), ``batchnorm``
-  (true), ``pruned`` ([]).
+  (true), ``pruned`` ([]), ``activation`` (``binary``; the classifier's must stay
+  ``binary``: it has none), ``gate`` (below).
+
+A conv or dense whose input is fractional (the conv/dense before it, through any
+max-pools, has ``activation: frac2``) is precision-gated (``GatedConv2d``,
+``GatedLinear``): its ``gate`` is an object of gate options, every one filled in
+(``bnnhw.nn.layers.GATE_DEFAULTS``): ``target_rate`` (0.1, the fraction of LSB gates
+the training regulariser aims at), ``weight`` (1.0, that regulariser's weight in the
+objective; 0 turns it off) and ``init`` (0.0, the initial gate threshold). Null or ``{}``
+asks for the defaults. Every other layer's ``gate`` normalises to ``null``; options
+there are refused. A gated conv that pads must pad with ``pad_value`` 1 or -1 (a frac2
+code): zero padding is refused. The classifier can be gated.
 
 ``batchnorm: false`` drops a hidden layer's BatchNorm: its bit is the sign of the dot
 product plus its bias (give ``bias: true`` for a learnt threshold). Its activation's
 straight-through window is scaled by ``1 / sqrt(fan-in)`` (``BinaryActivation.gain``),
-which does not change the sign. The classifier has no BatchNorm: ``batchnorm`` must stay
+which does not change the sign; a frac2 activation quantises ``gain * x`` itself
+(``FracActivation.gain``), so there the gain sets its levels' scale against the dot
+product and the bias. The classifier has no BatchNorm: ``batchnorm`` must stay
 true there. ``pruned`` lists output channels removed by kernel-sparsity pruning
 (ascending, at least one channel left; not on the classifier): their binarised weights
 are zero, so each outputs a constant bit, and the frontend removes them from the
@@ -42,13 +58,24 @@ what checkpoints store.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 from torch import nn
 
 from .. import numerics as nx
 from ..validate import ParameterError, choice, flag, integer
-from .layers import BinaryActivation, BinaryConv2d, BinaryLinear, InputEncoder, Scores
+from .layers import (
+    GATE_DEFAULTS,
+    BinaryActivation,
+    BinaryConv2d,
+    BinaryLinear,
+    FracActivation,
+    GatedConv2d,
+    GatedLinear,
+    InputEncoder,
+    Scores,
+)
 
 
 class SpecError(ParameterError):
@@ -58,11 +85,14 @@ class SpecError(ParameterError):
 _INPUT_KEYS = {"shape": None, "encoding": "binary", "threshold": 128, "levels": 8}
 _LAYER_KEYS = {
     "conv": {"type": None, "out": None, "kernel": None, "stride": 1, "padding": 0,
-             "pad_value": 0, "scale": False, "bias": False, "batchnorm": True, "pruned": []},
+             "pad_value": 0, "scale": False, "bias": False, "batchnorm": True, "pruned": [],
+             "activation": "binary", "gate": None},
     "maxpool": {"type": None, "kernel": None, "stride": None, "before_bn": False},
     "dense": {"type": None, "out": None, "scale": False, "bias": False, "batchnorm": True,
-              "pruned": []},
+              "pruned": [], "activation": "binary", "gate": None},
 }
+ACTIVATIONS = ("binary", "frac2")
+_OPTIONAL = ("stride", "gate")  # keys whose default None is filled in later
 
 
 def _int(where: str, key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
@@ -89,6 +119,47 @@ def _pruned(where: str, value: Any, out: int, last: bool) -> list[int]:
     return chans
 
 
+def _activation(where: str, value: Any, last: bool) -> str:
+    """The ``activation`` of a conv/dense layer, checked (the classifier has none)."""
+    choice(where, "activation", value, ACTIVATIONS, error=SpecError)
+    if last and value != "binary":
+        raise SpecError(f"{where}: the classifier has no activation (its integer scores go "
+                        f"to the host); activation {value!r} applies to hidden layers only")
+    return value
+
+
+def _gate(where: str, value: Any, gated: bool) -> dict[str, float] | None:
+    """The ``gate`` options of a conv/dense layer: filled in on a layer whose input is
+    fractional, ``None`` on any other (where only null or {} are accepted)."""
+    if value is None or value == {}:
+        value = {}
+    elif not isinstance(value, dict):
+        raise SpecError(f"{where}: gate must be an object of gate options or null, not "
+                        f"{value!r}")
+    elif not gated:
+        raise SpecError(f"{where}: gate options apply to a layer whose input is fractional "
+                        f"(the conv/dense before it has activation frac2); this layer's is "
+                        f"not, so give no gate")
+    if not gated:
+        return None
+    unknown = sorted(set(value) - set(GATE_DEFAULTS))
+    if unknown:
+        raise SpecError(f"{where}: unknown gate option {unknown[0]!r} "
+                        f"(known: {', '.join(GATE_DEFAULTS)})")
+    out = {}
+    for key, default in GATE_DEFAULTS.items():
+        v = value.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise SpecError(f"{where}: gate {key} must be a finite number, not {v!r}")
+        out[key] = float(v)
+    if not 0 <= out["target_rate"] <= 1:
+        raise SpecError(f"{where}: gate target_rate must be a fraction in [0, 1], not "
+                        f"{out['target_rate']!r}")
+    if out["weight"] < 0:
+        raise SpecError(f"{where}: gate weight must be >= 0, not {out['weight']!r}")
+    return out
+
+
 def _fill(where: str, given: Any, keys: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(given, dict):
         raise SpecError(f"{where} must be an object, not {type(given).__name__}")
@@ -99,7 +170,7 @@ def _fill(where: str, given: Any, keys: dict[str, Any]) -> dict[str, Any]:
     for key, default in keys.items():
         if key in given:
             out[key] = given[key]
-        elif default is None and key != "stride":
+        elif default is None and key not in _OPTIONAL:
             raise SpecError(f"{where}: missing required key {key!r}")
         else:
             out[key] = copy.copy(default)
@@ -144,6 +215,7 @@ def _normalize(spec: Any) -> tuple[dict[str, Any], list[tuple[int, ...]]]:
     out_layers = []
     shapes: list[tuple[int, ...]] = []
     prev = None
+    fractional = False  # the next matrix layer's input is frac2
     for i, layer in enumerate(layers):
         if not isinstance(layer, dict):
             raise SpecError(f"layer {i} must be an object, not {type(layer).__name__}")
@@ -168,6 +240,11 @@ def _normalize(spec: Any) -> tuple[dict[str, Any], list[tuple[int, ...]]]:
             _bool(where, "bias", lay["bias"])
             _bool(where, "batchnorm", lay["batchnorm"])
             lay["pruned"] = _pruned(where, lay["pruned"], out, False)
+            if fractional and p and lay["pad_value"] == 0:
+                raise SpecError(f"{where}: its input is fractional, so it pads with a frac2 "
+                                f"code: give pad_value 1 or -1, not 0 (zero padding)")
+            lay["gate"] = _gate(where, lay["gate"], fractional)
+            fractional = _activation(where, lay["activation"], False) == "frac2"
             if k > h + 2 * p or k > w + 2 * p:
                 raise SpecError(f"{where}: kernel {k} is larger than its padded input "
                                 f"{h + 2 * p}x{w + 2 * p}")
@@ -194,6 +271,8 @@ def _normalize(spec: Any) -> tuple[dict[str, Any], list[tuple[int, ...]]]:
                 raise SpecError(f"{where}: the classifier has no BatchNorm; batchnorm false "
                                 f"applies to hidden layers only")
             lay["pruned"] = _pruned(where, lay["pruned"], out, last)
+            lay["gate"] = _gate(where, lay["gate"], fractional)
+            fractional = _activation(where, lay["activation"], last) == "frac2"
             flat = out
         out_layers.append(lay)
         shapes.append((c, h, w) if flat is None else (flat,))
@@ -223,6 +302,11 @@ def uses_batchnorm(spec: dict[str, Any]) -> bool:
                if lay["type"] != "maxpool")
 
 
+def has_frac(spec: dict[str, Any]) -> bool:
+    """Whether any layer of ``spec`` has a frac2 activation."""
+    return any(lay.get("activation") == "frac2" for lay in normalize_spec(spec)["layers"])
+
+
 def layer_shapes(spec: dict[str, Any]) -> list[tuple[int, ...]]:
     """Output shape of every spec layer (``(C, H, W)`` or ``(N,)``), spec normalised first."""
     return _normalize(spec)[1]
@@ -234,7 +318,9 @@ class BNN(nn.Module):
     ``layers`` holds, in order, for each spec layer: ``BinaryConv2d`` [``MaxPool2d`` if
     pooling before BN] [``BatchNorm2d``] ``BinaryActivation``; a ``MaxPool2d``; a
     ``Flatten`` before the first dense after a conv; ``BinaryLinear`` [``BatchNorm1d``]
-    ``BinaryActivation``; and the classifier ``BinaryLinear`` ``Scores``.
+    ``BinaryActivation``; and the classifier ``BinaryLinear`` ``Scores``. A frac2 layer
+    has a ``FracActivation`` in place of its ``BinaryActivation``; a gated layer is a
+    ``GatedConv2d`` / ``GatedLinear`` in place of its ``BinaryConv2d`` / ``BinaryLinear``.
     Input: 8-bit pixel values (0..255) as a float tensor, NCHW.
     """
 
@@ -255,9 +341,10 @@ class BNN(nn.Module):
             pool_next = (i + 1 < len(specs) and specs[i + 1]["type"] == "maxpool"
                          and specs[i + 1]["before_bn"])
             if lay["type"] == "conv":
-                mods.append(BinaryConv2d(c, lay["out"], lay["kernel"], lay["stride"],
-                                         lay["padding"], lay["pad_value"], lay["scale"],
-                                         lay["bias"], pruned=lay["pruned"]))
+                args = (c, lay["out"], lay["kernel"], lay["stride"], lay["padding"],
+                        lay["pad_value"], lay["scale"], lay["bias"])
+                mods.append(BinaryConv2d(*args, pruned=lay["pruned"]) if lay["gate"] is None
+                            else GatedConv2d(*args, pruned=lay["pruned"], gate=lay["gate"]))
                 tail = _norm_and_sign(lay, nn.BatchNorm2d, c * lay["kernel"] ** 2)
                 if pool_next:
                     pending = tail
@@ -272,8 +359,9 @@ class BNN(nn.Module):
                 if features is None:
                     mods.append(nn.Flatten())
                     features = c * h * w
-                mods.append(BinaryLinear(features, lay["out"], lay["scale"], lay["bias"],
-                                         pruned=lay["pruned"]))
+                args = (features, lay["out"], lay["scale"], lay["bias"])
+                mods.append(BinaryLinear(*args, pruned=lay["pruned"]) if lay["gate"] is None
+                            else GatedLinear(*args, pruned=lay["pruned"], gate=lay["gate"]))
                 if last:
                     mods.append(Scores(lay["out"], features))
                 else:
@@ -292,9 +380,10 @@ def _norm_and_sign(lay: dict[str, Any], norm: type[nn.Module], fan_in: int
                    ) -> list[nn.Module]:
     """BatchNorm and activation after a hidden layer; without BatchNorm the activation's
     straight-through window is scaled to the layer's fan-in (the sign is unchanged)."""
+    act = FracActivation if lay["activation"] == "frac2" else BinaryActivation
     if lay["batchnorm"]:
-        return [norm(lay["out"]), BinaryActivation()]
-    return [BinaryActivation(gain=fan_in ** -0.5)]
+        return [norm(lay["out"]), act()]
+    return [act(gain=fan_in ** -0.5)]
 
 
 def build_model(spec: dict[str, Any]) -> BNN:

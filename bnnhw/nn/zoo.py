@@ -7,6 +7,12 @@
 - ``vgg``: the BinaryConnect VGG, 128C3-128C3-MP2-256C3-256C3-MP2-512C3-512C3-MP2-
   FC1024-FC1024-FC10 with padding 1, channel counts times ``width``.
 - ``tiny``: a small conv network on MNIST-sized input for fast tests.
+- ``cnv-frac``: CNV's topology with FracBNN-style 2-bit fractional activations in every
+  hidden layer (so every layer after the first is precision-gated) and an 8-level
+  thermometer input (24 binary channels: 3 bits of each colour, where 4 levels would
+  keep 2; the first layer stays binary-input, as in FracBNN, and costs 216 columns).
+- ``tiny-frac``: ``tiny`` with frac2 activations (its dense layers gated) on a 2-level
+  thermometer input, small enough for quick hardware regressions.
 """
 
 from __future__ import annotations
@@ -53,6 +59,16 @@ def _tiny() -> dict[str, Any]:
                        {"type": "dense", "out": 10}]}
 
 
+def _frac(spec: dict[str, Any], levels: int) -> dict[str, Any]:
+    """``spec`` on a ``levels``-level thermometer input with every hidden layer frac2."""
+    spec["input"] = {"shape": spec["input"]["shape"], "encoding": "thermometer",
+                     "levels": levels}
+    matrix = [lay for lay in spec["layers"] if lay["type"] != "maxpool"]
+    for lay in matrix[:-1]:
+        lay["activation"] = "frac2"
+    return spec
+
+
 _ZOO = {
     "tfc": lambda: _fc(64),
     "sfc": lambda: _fc(256),
@@ -60,6 +76,8 @@ _ZOO = {
     "cnv": _cnv,
     "vgg": _vgg,
     "tiny": _tiny,
+    "cnv-frac": lambda: _frac(_cnv(), 8),
+    "tiny-frac": lambda: _frac(_tiny(), 2),
 }
 NAMES = tuple(_ZOO)
 

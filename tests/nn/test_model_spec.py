@@ -34,11 +34,13 @@ def test_normalize_fills_every_default_and_is_idempotent():
                              "levels": 8}
     assert spec["layers"][0] == {"type": "conv", "out": 4, "kernel": 3, "stride": 1,
                                  "padding": 1, "pad_value": -1, "scale": False,
-                                 "bias": False, "batchnorm": True, "pruned": []}
+                                 "bias": False, "batchnorm": True, "pruned": [],
+                                 "activation": "binary", "gate": None}
     assert spec["layers"][1] == {"type": "maxpool", "kernel": 2, "stride": 2,
                                  "before_bn": True}
     assert spec["layers"][5] == {"type": "dense", "out": 3, "scale": False, "bias": False,
-                                 "batchnorm": True, "pruned": []}
+                                 "batchnorm": True, "pruned": [], "activation": "binary",
+                                 "gate": None}
     assert normalize_spec(spec) == spec
     assert SPEC["layers"][1] == {"type": "maxpool", "kernel": 2, "before_bn": True}
 
