@@ -344,7 +344,7 @@ def import_model(model: nn.Module) -> ir.Graph:
     shape, kind = node.out_shape, node.out_kind
     flatten: tuple[str, ...] = ()  # the source of a pending Flatten
     for j, m in enumerate(layers):
-        if flatten and type(m) is not BinaryLinear:
+        if flatten and type(m) not in (BinaryLinear, GatedLinear):
             raise BnnhwError(f"{flatten[0]} (Flatten): must be followed by a BinaryLinear")
         if type(m) is nn.Flatten:
             if m.start_dim != 1 or m.end_dim != -1:

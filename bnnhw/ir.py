@@ -399,7 +399,7 @@ class Conv(_Matrix):
             return
         oh, ow = self.out_shape[:2]
         t = np.asarray(self.thresholds)
-        ny, nxc = (t.shape[0], t.shape[1]) if t.ndim == 3 else (0, 0)
+        ny, nxc = (t.shape[0], t.shape[1]) if t.ndim in (3, 4) else (0, 0)
         self._set("row_class", int_array(w, "row_class", self.row_class, shape=(oh,), low=0,
                                          high=ny - 1))
         self._set("col_class", int_array(w, "col_class", self.col_class, shape=(ow,), low=0,
