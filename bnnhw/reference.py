@@ -9,7 +9,9 @@ allows leading batch dimensions, uses integer torch operations only and returns 
 - feature maps are HWC: ``x[..., H, W, C]``, channel innermost;
 - a window of a sliding-window generator lists its ``K * K * C`` elements in
   ``(ky, kx, c)`` order (``c`` fastest), which is also the column order of conv weights;
-- comparisons are ``acc >= T`` with signed integer thresholds ``T``.
+- comparisons are ``acc >= T`` with signed integer thresholds ``T``;
+- a 2-bit activation code ``q`` in ``0..3`` (a fractional activation, value ``(2q - 3) /
+  3``) is ``sum_k (acc >= T_k)`` over three ascending thresholds (``multi_threshold``).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import torch
 from .numerics import ENCODINGS, thermometer_thresholds
 
 __all__ = [
-    "as_int64", "encode", "maxpool", "popcount_matvec", "signed_matvec", "sliding_window",
-    "threshold",
+    "as_int64", "encode", "maxpool", "multi_threshold", "popcount_matvec", "signed_matvec",
+    "sliding_window", "threshold",
 ]
 
 # Above this magnitude an int32 matmul could overflow; int64 is used instead (slower).
@@ -44,11 +46,12 @@ def as_int64(x: Any) -> torch.Tensor:
     return torch.from_numpy(a)
 
 
-def _check_bits(name: str, x: torch.Tensor) -> None:
+def _check_bits(name: str, x: torch.Tensor, bits: int = 1) -> None:
     if x.numel():
         lo, hi = (int(v) for v in torch.aminmax(x))
-        if lo < 0 or hi > 1:
-            raise ValueError(f"{name} must hold bits 0/1, found values in {lo}..{hi}")
+        if lo < 0 or hi >= 1 << bits:
+            want = "bits 0/1" if bits == 1 else f"{bits}-bit codes 0..{(1 << bits) - 1}"
+            raise ValueError(f"{name} must hold {want}, found values in {lo}..{hi}")
 
 
 def _matmul(x: torch.Tensor, w: torch.Tensor, bound: int) -> torch.Tensor:
@@ -182,15 +185,37 @@ def threshold(acc: Any, t: Any, row_class: Any = None, col_class: Any = None) ->
     return (acc >= full).to(torch.int64)
 
 
-def maxpool(x: Any, kernel: int, stride: int | None = None, and_mask: Any = None) -> torch.Tensor:
-    """Max-pool of bits ``x[..., H, W, C]``: OR over each window, AND where ``and_mask[c]``.
+def multi_threshold(acc: Any, t: Any, row_class: Any = None,
+                    col_class: Any = None) -> torch.Tensor:
+    """2-bit codes ``sum_k (acc >= t[..., k])`` over three thresholds per channel.
 
-    No padding; ``OH = (H - K) // stride + 1`` (``stride`` defaults to ``kernel``).
-    ``and_mask`` (``[C]`` bits, default all 0) marks channels pooled with AND (the max
-    of a decreasing function's input, see ``bnnhw.frontend``).
+    Like ``threshold`` with a last axis of three thresholds: conv form ``t[NY, NX, R, 3]``
+    with ``row_class``/``col_class``, dense form ``t[R, 3]`` or ``[1, 1, R, 3]``. Output
+    ``[..., R]`` codes ``0..3``; with ascending thresholds ``T0 <= T1 <= T2`` the code is
+    the activation level ``[acc >= T0] + [acc >= T1] + [acc >= T2]``.
+    """
+    t = as_int64(t)
+    if t.dim() not in (2, 4) or t.shape[-1] != 3:
+        raise ValueError(f"multi_threshold needs thresholds t[NY, NX, R, 3] or t[R, 3], not "
+                         f"shape {tuple(t.shape)}")
+    return sum(threshold(acc, t[..., k], row_class, col_class) for k in range(3))
+
+
+def maxpool(x: Any, kernel: int, stride: int | None = None, and_mask: Any = None,
+            element_bits: int = 1) -> torch.Tensor:
+    """Max-pool of ``x[..., H, W, C]``: the max over each window, the min where
+    ``and_mask[c]``.
+
+    Elements are ``element_bits``-bit unsigned codes: bits (1, the default: OR and AND) or
+    2-bit activation codes 0..3 (2: the max and min of the codes, compared unsigned); any
+    other value is refused. No padding; ``OH = (H - K) // stride + 1`` (``stride``
+    defaults to ``kernel``). ``and_mask`` (``[C]`` bits, default all 0) marks channels
+    pooled with the min (the max of a decreasing function's input, see ``bnnhw.frontend``).
     """
     x = as_int64(x)
-    _check_bits("x", x)
+    if element_bits not in (1, 2):
+        raise ValueError(f"maxpool element_bits must be 1 or 2, not {element_bits!r}")
+    _check_bits("x", x, element_bits)
     k = int(kernel)
     s = k if stride is None else int(stride)
     if x.dim() < 3 or k < 1 or s < 1 or k > x.shape[-3] or k > x.shape[-2]:

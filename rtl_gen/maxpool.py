@@ -1,15 +1,19 @@
-"""Streaming max-pool on binary feature maps.
+"""Streaming max-pool on binary or 2-bit feature maps.
 
-Input: a binary map ``[H, W, C]`` in HWC order, beats of ``simd`` channel bits (channel
-``cf * simd + i`` at bit ``i`` of the ``cf``-th beat of a pixel). Output: the pooled map
-``[OH, OW, C]`` in the same format, ``OH = (H - K) // S + 1`` (no padding; rows and columns
-past the last full window are read and dropped). The max of +-1 values is an OR of their
-bits; channels flagged in ``and_mask`` take the AND instead (the max of a function that
-decreases with its input, used when pooling comes before a negative-scale BN).
+Input: a map ``[H, W, C]`` in HWC order, beats of ``simd`` elements of ``elem_width``
+bits (channel ``cf * simd + i`` at bits ``[i * elem_width, (i + 1) * elem_width)`` of the
+``cf``-th beat of a pixel): bits (``elem_width`` 1) or 2-bit activation codes 0..3
+(``elem_width`` 2). Output: the pooled map ``[OH, OW, C]`` in the same format, ``OH = (H -
+K) // S + 1`` (no padding; rows and columns past the last full window are read and
+dropped). Each channel takes the max of its window's elements, compared unsigned (for
++-1 bits an OR; for codes the highest level, which is not the bitwise OR: codes 1 and 2
+give 2, not 3); channels flagged in ``and_mask`` take the min instead (for bits an AND: the
+max of a function that decreases with its input, used when pooling comes before a
+negative-scale BN).
 
 Two structures, picked from the kernel and stride:
 
-- ``K <= S`` (windows do not overlap, the usual 2x2/2): each input bit belongs to at most
+- ``K <= S`` (windows do not overlap, the usual 2x2/2): each input element belongs to at most
   one window. A row of ``OW * C / simd`` partial results (distributed memory, combinational
   read) is folded in place as the input streams past; a window's beat leaves with its last
   input beat. One input beat per cycle: ``H * W * C / simd`` cycles per image.
@@ -27,26 +31,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth import Array, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 
 from bnnhw.numerics import conv_out_size
 from bnnhw.packing import pack
-from bnnhw.validate import ParameterError, bit_array, divides, integer, positive_fields
+from bnnhw.validate import (
+    ParameterError,
+    bit_array,
+    choice,
+    divides,
+    integer,
+    positive_fields,
+)
 
 from .block import StreamBlock, output_register, paced
 from .sliding_window import SlidingWindow, SlidingWindowParams
 
-__all__ = ["MaxPool", "MaxPoolParams"]
+__all__ = ["ELEMENT_WIDTHS", "MaxPool", "MaxPoolParams"]
+
+ELEMENT_WIDTHS = (1, 2)
+"""Bits per element: binary maps, 2-bit activation codes."""
 
 
 @dataclass(frozen=True)
 class MaxPoolParams:
     """Shape and folding of one max-pool layer (see the module docstring).
 
-    ``stride`` defaults to ``kernel``; ``and_mask`` is ``None`` (OR everywhere) or a tuple
-    of ``channels`` bits, 1 where the channel pools with AND.
+    ``stride`` defaults to ``kernel``; ``and_mask`` is ``None`` (max everywhere) or a tuple
+    of ``channels`` bits, 1 where the channel pools with the min (AND); ``elem_width`` is
+    1 for binary maps, 2 for 2-bit codes.
     """
 
     height: int
@@ -57,10 +72,12 @@ class MaxPoolParams:
     simd: int = 1
     and_mask: tuple[int, ...] | None = None
     name: str = "maxpool"
+    elem_width: int = 1
 
     def __post_init__(self):
         n = self.name
         positive_fields(n, self, "height", "width", "channels", "kernel", "simd")
+        choice(n, "elem_width", self.elem_width, ELEMENT_WIDTHS)
         if self.stride is not None:
             integer(n, "stride", self.stride, 1)
         divides(n, "simd", self.simd, self.channels, "channels")
@@ -89,8 +106,8 @@ class MaxPoolParams:
 
     @property
     def i_width(self) -> int:
-        """Bits per beat on both ports: ``simd`` channel bits."""
-        return self.simd
+        """Bits per beat on both ports: ``simd`` elements of ``elem_width`` bits."""
+        return self.simd * self.elem_width
 
     o_width = i_width
 
@@ -118,7 +135,7 @@ class MaxPoolParams:
         if not self.overlapping:
             return None
         return SlidingWindowParams(self.height, self.width, self.channels, self.kernel,
-                                   self.step, 0, self.simd, 1, 0, name=self.name)
+                                   self.step, 0, self.simd, self.elem_width, 0, name=self.name)
 
     @property
     def cycles_per_image(self) -> int:
@@ -131,8 +148,8 @@ class MaxPoolParams:
     def memory_bits(self) -> int:
         """Partial-result bits (plus the window generator's line buffer if any)."""
         if self.overlapping:
-            return self.beats_per_pixel * self.simd + self.window_params.memory_bits
-        return self.out_width * self.beats_per_pixel * self.simd
+            return self.beats_per_pixel * self.i_width + self.window_params.memory_bits
+        return self.out_width * self.beats_per_pixel * self.i_width
 
     @property
     def latency(self) -> int:
@@ -160,8 +177,9 @@ class MaxPoolParams:
 
 
 class MaxPool(StreamBlock):
-    """Binary max-pool; ``i_stream``/``o_stream`` carry ``simd``-bit beats. See the module
-    docstring for the structure, timing and backpressure."""
+    """Max-pool; ``i_stream``/``o_stream`` carry beats of ``simd`` elements of
+    ``elem_width`` bits. See the module docstring for the structure, timing and
+    backpressure."""
 
     Params = MaxPoolParams
 
@@ -216,12 +234,26 @@ class MaxPool(StreamBlock):
                    last=(px == k - 1) & (py == k - 1))
         return m
 
+    def fold(self, acc, x, and_lanes):
+        """Partial results ``acc`` folded with the beat ``x``, lane by lane: the max of the
+        two elements (unsigned), the min in lanes whose ``and_lanes`` bit is 1. For bits
+        that is ``OR`` and ``AND``, written so directly."""
+        ew = self.params.elem_width
+        if ew == 1:
+            return ((acc | x) & ~and_lanes) | (acc & x & and_lanes)
+        lanes = []
+        for i in range(self.params.simd):
+            a, b = acc[i * ew:(i + 1) * ew], x[i * ew:(i + 1) * ew]
+            a_wins = (a > b) ^ and_lanes[i]    # a is the max, or (AND lane) the min
+            lanes.append(Mux(a_wins, a, b))
+        return Cat(*lanes)
+
     def _reduce(self, m, src, *, depth, addr, cf, contributes, first, last):
         """Fold beats of ``src`` into partial results at ``addr``; a ``first`` beat starts a
         result, a ``last`` one sends it to ``o_stream``; beats that do not contribute are
         consumed and dropped."""
         p = self.params
-        m.submodules.partial = mem = Memory(shape=unsigned(p.simd), depth=depth, init=[])
+        m.submodules.partial = mem = Memory(shape=unsigned(p.i_width), depth=depth, init=[])
         rd = mem.read_port(domain="comb")
         wr = mem.write_port()
         masks = p.mask_words()
@@ -231,7 +263,7 @@ class MaxPool(StreamBlock):
 
         x = src.payload
         acc = rd.data
-        folded = Mux(first, x, ((acc | x) & ~and_lanes) | (acc & x & and_lanes))
+        folded = Mux(first, x, self.fold(acc, x, and_lanes))
         finish = contributes & last
         fire = Signal()
         free = output_register(m, self.o_stream, fire & finish)

@@ -6,8 +6,10 @@ Stream contract (``NF = R / pe`` neuron folds, ``SF = C / simd`` synapse folds):
   or the flat feature vector of a dense layer), element ``i`` at bits ``[i * E, (i + 1) *
   E)``; ``E`` is 1 for binary inputs, 8 for uint8 pixels;
 - output, per pixel: ``NF`` beats of ``pe`` results, lane ``i`` of beat ``nf`` is channel
-  ``nf * pe + i``: one bit ``acc >= T[cls][channel]`` for a threshold layer, or the signed
-  score (``score_shape``, two's complement) for the last layer;
+  ``nf * pe + i``: one bit ``acc >= T[cls][channel]`` for a threshold layer, a 2-bit code
+  ``sum_k (acc >= T[cls][channel][k])`` for a layer with three thresholds per channel
+  (``rtl_gen.threshold``; lane ``i`` at bits ``[2i, 2i + 2)``), or the signed score
+  (``score_shape``, two's complement) for the last layer;
 - accumulator: binary inputs ``acc = popcount(xnor(x, w))`` over all ``C`` columns (score
   ``2 * acc - C``); uint8 inputs ``acc = sum x * (2w - 1)`` (the score is ``acc``);
 - border class ``cls = row_class[oy] * NX + col_class[ox]`` over the ``OH x OW = P``
@@ -82,8 +84,9 @@ __all__ = ["MVTU", "MVTUParams"]
 class MVTUParams:
     """One matrix-vector-threshold unit (see the module docstring).
 
-    ``weights`` is ``[rows, cols]`` bits; ``thresholds`` ``int[NY, NX, rows]``, or ``None``
-    for the last (scores) layer; ``pixels`` output pixels per image with border classes
+    ``weights`` is ``[rows, cols]`` bits; ``thresholds`` ``int[NY, NX, rows]`` (1-bit
+    outputs), ``int[NY, NX, rows, 3]`` (2-bit codes: three ascending thresholds per
+    channel), or ``None`` for the last (scores) layer; ``pixels`` output pixels per image with border classes
     ``row_class[OH]``/``col_class[OW]`` (``OH * OW == pixels``; default one class);
     ``levels_per_stage`` compressor levels between pipeline registers of the popcount.
     """
@@ -161,9 +164,15 @@ class MVTUParams:
         return self.simd * self.elem_width
 
     @property
+    def out_bits(self) -> int:
+        """Bits per output lane: 1 or 2 (``ThresholdParams.out_bits``), or the score width
+        for the last layer."""
+        return self.score_shape.width if self.is_scores else self.threshold_params.out_bits
+
+    @property
     def o_width(self) -> int:
-        """Output beat width: ``pe`` bits, or ``pe`` scores for the last layer."""
-        return self.pe * (self.score_shape.width if self.is_scores else 1)
+        """Output beat width: ``pe`` lanes of ``out_bits``."""
+        return self.pe * self.out_bits
 
     @property
     def tree_latency(self) -> int:
@@ -243,8 +252,8 @@ class MVTUParams:
 class MVTU(StreamBlock):
     """Matrix-vector-threshold unit (see the module docstring).
 
-    Ports: ``i_stream`` (``simd * E`` bits), ``o_stream`` (``pe`` bits, or ``pe *
-    score_shape.width`` for the last layer) and, when ``runtime_writable``, ``cfg``
+    Ports: ``i_stream`` (``simd * E`` bits), ``o_stream`` (``pe * out_bits`` bits: 1 or 2
+    per lane, or ``score_shape.width`` for the last layer) and, when ``runtime_writable``, ``cfg``
     (64-bit configuration beats, always ready).
     """
 

@@ -1,24 +1,29 @@
-"""Threshold unit: one output bit per accumulator, ``acc >= T[cls][channel]``.
+"""Threshold unit: per accumulator, one output bit ``acc >= T[cls][channel]`` or a 2-bit
+code ``sum_k (acc >= T[cls][channel][k])`` over three ascending thresholds.
 
 Input: per output pixel (row-major over ``OH x OW``), ``NF = R / pe`` beats of ``pe``
 accumulators (lane ``i`` of beat ``nf`` is channel ``nf * pe + i``), each ``acc_width``
-bits, two's complement when ``acc_min < 0``. Output: the same beats with one bit per lane,
-``acc >= T[row_class[oy], col_class[ox], channel]``. Images follow each other back to back;
-the unit counts beats itself.
+bits, two's complement when ``acc_min < 0``. Output: the same beats with ``out_bits`` bits
+per lane (lane ``i`` at bits ``[i * out_bits, (i + 1) * out_bits)``): with thresholds
+``T[NY, NX, R]`` one bit ``acc >= T[row_class[oy], col_class[ox], channel]``; with
+``T[NY, NX, R, 3]`` (``T0 <= T1 <= T2``) the code ``q = [acc >= T0] + [acc >= T1] + [acc >=
+T2]`` in ``0..3``, LSB first (a fractional activation: its LSB plane bit at ``2i``, its MSB
+plane bit at ``2i + 1``). Images follow each other back to back; the unit counts beats
+itself.
 
 Thresholds are signed integers and may lie outside the accumulator range (a constant
 channel). The memory stores them clamped to ``[acc_min, acc_max + 1]``, which keeps every
 comparison's result and bounds the word width; it holds one word per ``(cls, nf)`` at
 address ``cls * NF + nf`` (``bnnhw.packing.table_words``), ``cls = row_class[oy] * NX +
-col_class[ox]``. Rewriting them at run time goes through ``cfg`` (see
-``rtl_gen.weight_memory``) with words from :meth:`ThresholdParams.threshold_words`.
+col_class[ox]``; lane ``i``'s ``levels`` thresholds sit at entries ``i * levels + k`` of
+the word (``T_k`` of a lane at ``k``). Rewriting them at run time goes through ``cfg``
+(see ``rtl_gen.weight_memory``) with words from :meth:`ThresholdParams.threshold_words`.
 
 Timing: a result can be taken one cycle after its accumulators are accepted; one beat per cycle
-(``cycles_per_image = P * NF``). ``i_stream.ready`` is ``~o_stream.valid | o_stream.ready``,
-except in the first cycle after a reset (the memory is read one beat ahead, and the first
-word needs one edge: see the code).
+(``cycles_per_image = P * NF``), whatever ``levels``. ``i_stream.ready`` is ``~o_stream.valid
+| o_stream.ready``, except in the first cycle after a reset (the memory is read one beat
+ahead, and the first word needs one edge: see the code).
 """
-
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,7 +38,10 @@ from bnnhw.validate import ParameterError, divides, int_array, integer
 from .block import StreamBlock, output_register, range_shape
 from .weight_memory import FoldedMemory, FoldedMemoryParams, MemSel
 
-__all__ = ["Threshold", "ThresholdParams", "check_classes"]
+__all__ = ["Threshold", "ThresholdParams", "check_ascending", "check_classes"]
+
+LEVELS = (1, 3)
+"""Thresholds per channel: one (an output bit) or three (a 2-bit code)."""
 
 
 def check_classes(name: str, pixels: int, row_class, col_class, ny: int, nx: int,
@@ -52,13 +60,26 @@ def check_classes(name: str, pixels: int, row_class, col_class, ny: int, nx: int
     return rc, cc
 
 
+def check_ascending(name: str, t: np.ndarray) -> None:
+    """``t[NY, NX, R, 3]`` must hold ``T0 <= T1 <= T2`` in every class and channel; else a
+    ``ParameterError`` naming the unit, the first offending channel and its values."""
+    bad = np.argwhere((t[..., 0] > t[..., 1]) | (t[..., 1] > t[..., 2]))
+    if len(bad):
+        y, x, r = (int(v) for v in bad[0])
+        t0, t1, t2 = (int(v) for v in t[y, x, r])
+        raise ParameterError(f"{name}: the three thresholds of channel {r} (border class "
+                             f"{y}, {x}) must ascend, T0 <= T1 <= T2, not {t0}, {t1}, {t2}")
+
+
 @dataclass(frozen=True, eq=False, kw_only=True)
 class ThresholdParams:
     """One threshold unit (see the module docstring).
 
-    ``thresholds`` is ``int[NY, NX, R]``; ``acc_min..acc_max`` is the range the
-    accumulators can take (it sets their width and signedness); ``pixels`` output pixels per
-    image, ``row_class[OH]``/``col_class[OW]`` their border classes (default: one class).
+    ``thresholds`` is ``int[NY, NX, R]`` (one output bit per lane) or ``int[NY, NX, R, 3]``
+    (three ascending thresholds per channel, a 2-bit code per lane); ``acc_min..acc_max``
+    is the range the accumulators can take (it sets their width and signedness); ``pixels``
+    output pixels per image, ``row_class[OH]``/``col_class[OW]`` their border classes
+    (default: one class).
     """
 
     name: str
@@ -79,10 +100,19 @@ class ThresholdParams:
         divides(n, "pe", self.pe, self.channels, "output channels")
         integer(n, "acc_min", self.acc_min)
         integer(n, "acc_max", self.acc_max, self.acc_min)
-        t = int_array(n, "thresholds", self.thresholds, ndim=3)
-        if t.shape[2] != self.channels or 0 in t.shape:
-            raise ParameterError(f"{n}: thresholds must have shape [NY, NX, "
-                                 f"{self.channels}], not {list(t.shape)}")
+        ndim = np.ndim(self.thresholds)
+        if ndim not in (3, 4):
+            raise ParameterError(f"{n}: thresholds must have 3 dimension(s), not shape "
+                                 f"{list(np.shape(self.thresholds))} (or 4, [NY, NX, R, 3], "
+                                 f"for three thresholds per channel)")
+        t = int_array(n, "thresholds", self.thresholds, ndim=ndim)
+        want = [self.channels] + ([] if ndim == 3 else [3])
+        if list(t.shape[2:]) != want or 0 in t.shape:
+            dims = ", ".join(str(d) for d in want)
+            raise ParameterError(f"{n}: thresholds must have shape [NY, NX, {dims}], not "
+                                 f"{list(t.shape)}")
+        if ndim == 4:
+            check_ascending(n, t)
         object.__setattr__(self, "thresholds", t)
         rc, cc = check_classes(n, self.pixels, self.row_class, self.col_class, *t.shape[:2])
         object.__setattr__(self, "row_class", rc)
@@ -93,6 +123,16 @@ class ThresholdParams:
     def nf(self) -> int:
         """Neuron folds: beats per pixel."""
         return self.channels // self.pe
+
+    @property
+    def levels(self) -> int:
+        """Thresholds per channel: 1, or 3 for a 2-bit code."""
+        return 1 if self.thresholds.ndim == 3 else 3
+
+    @property
+    def out_bits(self) -> int:
+        """Bits per output lane: 1, or 2 for a 2-bit code."""
+        return 1 if self.levels == 1 else 2
 
     @property
     def classes(self) -> tuple[int, int]:
@@ -115,7 +155,7 @@ class ThresholdParams:
 
     @property
     def o_width(self) -> int:
-        return self.pe
+        return self.pe * self.out_bits
 
     @property
     def cycles_per_image(self) -> int:
@@ -128,19 +168,24 @@ class ThresholdParams:
         return 1
 
     def threshold_words(self, thresholds=None) -> list[int]:
-        """Memory words of ``thresholds`` (default: this unit's), clamped and folded; for
-        ``cfg_beats(MemSel.THRESHOLDS, words, memory.width)``."""
+        """Memory words of ``thresholds`` (default: this unit's), clamped and folded, a
+        lane's ``levels`` thresholds side by side; for ``cfg_beats(MemSel.THRESHOLDS, words,
+        memory.width)``."""
         t = self.thresholds if thresholds is None else np.asarray(thresholds)
         if t.shape != self.thresholds.shape:
             raise ValueError(f"{self.name}: thresholds must have shape "
                              f"{self.thresholds.shape}, not {t.shape}")
+        if self.levels > 1:
+            check_ascending(self.name, t)
         t = np.clip(t.astype(np.int64), self.acc_min, self.acc_max + 1)
-        return table_words(t, self.pe, self.threshold_shape.width)
+        # [NY, NX, R, L] -> [NY, NX, R * L]: lane i's thresholds at entries i * L + k
+        t = t.reshape(*t.shape[:2], self.channels * self.levels)
+        return table_words(t, self.pe * self.levels, self.threshold_shape.width)
 
     @property
     def memory(self) -> FoldedMemoryParams:
         """Parameters of the threshold memory."""
-        return FoldedMemoryParams(width=self.pe * self.threshold_shape.width,
+        return FoldedMemoryParams(width=self.pe * self.levels * self.threshold_shape.width,
                                   init=tuple(self.threshold_words()), sel=MemSel.THRESHOLDS,
                                   writable=self.runtime_writable,
                                   name=f"{self.name}.thresholds")
@@ -149,11 +194,20 @@ class ThresholdParams:
 class Threshold(StreamBlock):
     """Threshold unit (see the module docstring).
 
-    Ports: ``i_stream`` (``pe * acc_width`` bits), ``o_stream`` (``pe`` bits) and, when
-    ``runtime_writable``, ``cfg`` (64-bit configuration beats, ``sel`` 1).
+    Ports: ``i_stream`` (``pe * acc_width`` bits), ``o_stream`` (``pe * out_bits`` bits)
+    and, when ``runtime_writable``, ``cfg`` (64-bit configuration beats, ``sel`` 1).
     """
 
     Params = ThresholdParams
+
+    @staticmethod
+    def lane_code(compares):
+        """A lane's output from its comparisons ``acc >= T_k``, ``k`` ascending: the bit
+        itself, or the code ``sum_k`` (with ascending thresholds, the number of levels
+        reached)."""
+        if len(compares) == 1:
+            return compares[0]
+        return sum(compares)[:2]
 
     def elaborate(self, platform):
         m = Module()
@@ -208,14 +262,19 @@ class Threshold(StreamBlock):
         with m.If(accept):
             m.d.sync += [acc.eq(self.i_stream.payload), thr.eq(mem.rd.data)]
 
-        aw, tw = p.acc_shape.width, p.threshold_shape.width
+        aw, tw, levels = p.acc_shape.width, p.threshold_shape.width, p.levels
         signed = p.acc_shape.signed
-        bits = []
+        lanes = []
         for i in range(p.pe):
             a = acc[i * aw:(i + 1) * aw]
-            t = thr[i * tw:(i + 1) * tw]
-            if signed:
-                a, t = a.as_signed(), t.as_signed()
-            bits.append(a >= t)
-        m.d.comb += self.o_stream.payload.eq(Cat(*bits))
+            compares = []
+            for k in range(levels):
+                t = thr[(i * levels + k) * tw:(i * levels + k + 1) * tw]
+                if signed:
+                    a, t = a.as_signed(), t.as_signed()
+                compares.append(a >= t)
+            code = self.lane_code(compares)
+            assert len(code) == p.out_bits
+            lanes.append(code)
+        m.d.comb += self.o_stream.payload.eq(Cat(*lanes))
         return m

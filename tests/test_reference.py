@@ -124,6 +124,53 @@ def check_maxpool(maxpool) -> None:
                               ((or_.permute(0, 2, 3, 1) + 1) / 2).to(torch.int64).numpy())
 
 
+def check_multi_threshold(multi_threshold) -> None:
+    """Codes against a loop over the levels, and against the quantisation of the real value
+    ``acc / 3`` (thresholds -2, 0, 2 on ``acc``: the levels -2/3, 0, 2/3)."""
+    rng = np.random.default_rng(9)
+    for _ in range(6):
+        oh, ow, r = (int(v) for v in rng.integers(1, 6, size=3))
+        ny, nx = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        acc = rng.integers(-12, 12, size=(2, oh, ow, r))
+        t = np.sort(rng.integers(-13, 14, size=(ny, nx, r, 3)), axis=-1)
+        t[0, 0, 0] = [acc[0, 0, 0, 0]] * 3  # ties: the code jumps from 0 to 3 on T
+        rc, cc = rng.integers(0, ny, size=oh), rng.integers(0, nx, size=ow)
+        want = np.zeros_like(acc)
+        for n, oy, ox, row in np.ndindex(acc.shape):
+            for k in range(3):
+                want[n, oy, ox, row] += acc[n, oy, ox, row] >= t[rc[oy], cc[ox], row, k]
+        assert np.array_equal(multi_threshold(acc, t, rc, cc).numpy(), want)
+        dense = acc[:, 0, 0, :]
+        want_dense = np.array([[sum(int(dense[n, row] >= t[0, 0, row, k]) for k in range(3))
+                                for row in range(r)] for n in range(2)])
+        assert np.array_equal(multi_threshold(dense, t[:1, :1]).numpy(), want_dense)
+        assert np.array_equal(multi_threshold(dense, t[0, 0]).numpy(), want_dense)
+    acc = np.arange(-9, 10)
+    levels = np.array([-3, -1, 1, 3])  # -1, -1/3, 1/3, 1 in thirds, exact
+    nearest = [int(np.flatnonzero(np.abs(levels - a) == np.abs(levels - a).min())[-1])
+               for a in np.clip(acc, -3, 3)]  # ties go up
+    got = multi_threshold(acc[:, None], np.array([[-2, 0, 2]])).numpy()[:, 0]
+    assert np.array_equal(got, nearest)
+
+
+def check_maxpool_codes(maxpool) -> None:
+    """2-bit codes: the max (min on AND channels) over each window, by loops."""
+    rng = np.random.default_rng(10)
+    for _ in range(8):
+        k, s = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        h, w = (int(v) for v in rng.integers(k, 8, size=2))
+        c = int(rng.integers(1, 7))
+        x = rng.choice(4, size=(2, h, w, c), p=rng.dirichlet(np.ones(4)))
+        x[0, :k, :k, 0] = rng.choice([1, 2], size=(k, k))  # codes 1 and 2 meet
+        mask = rng.integers(0, 2, size=c)
+        oh, ow = (h - k) // s + 1, (w - k) // s + 1
+        want = np.zeros((2, oh, ow, c), np.int64)
+        for n, oy, ox, ch in np.ndindex(want.shape):
+            win = x[n, oy * s:oy * s + k, ox * s:ox * s + k, ch]
+            want[n, oy, ox, ch] = win.min() if mask[ch] else win.max()
+        assert np.array_equal(maxpool(x, k, s, mask, element_bits=2).numpy(), want)
+
+
 def check_conv_as_window_popcount(sliding_window, popcount_matvec) -> None:
     """A binary conv via windows + popcount equals torch's float conv on +-1 values."""
     rng = np.random.default_rng(7)
@@ -150,6 +197,8 @@ CHECKS = {
     "threshold": (check_threshold, ("threshold",)),
     "maxpool": (check_maxpool, ("maxpool",)),
     "conv": (check_conv_as_window_popcount, ("sliding_window", "popcount_matvec")),
+    "multi_threshold": (check_multi_threshold, ("multi_threshold",)),
+    "maxpool_codes": (check_maxpool_codes, ("maxpool",)),
 }
 
 
@@ -189,6 +238,20 @@ def _gt_instead_of_ge(acc, t, row_class=None, col_class=None):
     return bits & (1 - (bits & eq))  # drop the acc == t cases
 
 
+def _binary_weighted_levels(acc, t, row_class=None, col_class=None):
+    # the outer comparisons read as the code's two bits: level 2 comes out as 1
+    t = torch.as_tensor(t)
+    return (ref.threshold(acc, t[..., 0], row_class, col_class)
+            + 2 * ref.threshold(acc, t[..., 2], row_class, col_class))
+
+
+def _bitwise_code_pool(x, kernel, stride=None, and_mask=None, element_bits=2):
+    # each bit plane pooled on its own (OR/AND of the codes): codes 1 and 2 give 3
+    x = torch.as_tensor(x)
+    return (ref.maxpool(x & 1, kernel, stride, and_mask)
+            + 2 * ref.maxpool(x >> 1, kernel, stride, and_mask))
+
+
 FAULTS = {
     "encode": (check_encode, (_plant(ref.encode, _flip_last),)),
     "sliding_window": (check_sliding_window, (_swap_window_order,)),
@@ -197,6 +260,8 @@ FAULTS = {
     "threshold": (check_threshold, (_gt_instead_of_ge,)),
     "maxpool": (check_maxpool, (lambda x, k, s, m=None: ref.maxpool(x, k, s, None),)),
     "conv": (check_conv_as_window_popcount, (_swap_window_order, ref.popcount_matvec)),
+    "multi_threshold": (check_multi_threshold, (_binary_weighted_levels,)),
+    "maxpool_codes": (check_maxpool_codes, (_bitwise_code_pool,)),
 }
 
 
@@ -220,6 +285,14 @@ def test_reference_rejects_bad_inputs():
         ref.sliding_window(np.zeros((3, 3, 1), np.int64), 4)
     with pytest.raises(ValueError, match="and_mask"):
         ref.maxpool(np.zeros((4, 4, 2), np.int64), 2, 2, [1, 0, 1])
+    with pytest.raises(ValueError, match="x must hold bits 0/1, found values in 3..3"):
+        ref.maxpool(np.full((4, 4, 2), 3), 2)
+    with pytest.raises(ValueError, match="x must hold 2-bit codes 0..3, found values in 0..4"):
+        ref.maxpool(np.arange(32).reshape(4, 4, 2) % 5, 2, element_bits=2)
+    with pytest.raises(ValueError, match="element_bits must be 1 or 2, not 8"):
+        ref.maxpool(np.zeros((4, 4, 2), np.int64), 2, element_bits=8)
+    with pytest.raises(ValueError, match=r"t\[NY, NX, R, 3\] or t\[R, 3\], not shape \(2, 2\)"):
+        ref.multi_threshold(np.zeros((3, 2), np.int64), np.zeros((2, 2), np.int64))
 
 
 def test_batch_dims_and_inputs_types_agree():
