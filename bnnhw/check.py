@@ -354,9 +354,9 @@ def check_model(model: nn.Module, images: Any, graph: ir.Graph | None = None,
     if groups[-1].last != len(mods) - 1:
         raise BnnhwError(f"the graph covers {groups[-1].last + 1} model modules but the model "
                          f"has {len(mods)}; compile the graph from this model")
-    stats = unit_agreements(groups)
-    chans = _unit_channels(groups)
     kinds = _kinds(graph)
+    stats = unit_agreements(groups, kinds)
+    chans = _unit_channels(groups)
     matches, mismatched, ties = 0, [], 0
     bar = tqdm(total=int(pixels.shape[0]), unit="img", desc="check", disable=not progress,
                leave=False)
@@ -383,9 +383,11 @@ def check_model(model: nn.Module, images: Any, graph: ir.Graph | None = None,
     return CheckReport(int(pixels.shape[0]), matches, stats, eps, mismatched, ties)
 
 
-def unit_agreements(groups: list[_Unit]) -> list[UnitAgreement]:
+def unit_agreements(groups: list[_Unit], kinds: dict[str, tuple[str, str]] | None = None
+                    ) -> list[UnitAgreement]:
     """An empty tally per unit: its name, nodes, model modules and what it outputs
-    (``scores`` of the classifier, 8-bit ``values`` of an encoder, or ``bits``)."""
+    (``scores`` of the classifier, 8-bit ``values`` of an encoder, frac2 ``codes`` (by
+    ``kinds``, ``_kinds``), or ``bits``)."""
     stats = []
     for g in groups:
         names = tuple(n.name for n in g.nodes)
@@ -394,22 +396,13 @@ def unit_agreements(groups: list[_Unit]) -> list[UnitAgreement]:
             kind = "scores"
         elif isinstance(last, ir.InputEncoder) and last.out_kind == "uint8":
             kind = "values"
-        elif _frac_out(g.nodes):
+        elif kinds is not None and kinds[last.name][1] == "frac2":
             kind = "codes"
         else:
             kind = "bits"
         stats.append(UnitAgreement("+".join(names), names,
                                    tuple(s for n in g.nodes for s in n.source), kind))
     return stats
-
-
-def _frac_out(nodes: tuple[ir.Node, ...]) -> bool:
-    """Whether a unit's output is a frac2 map (its last matrix node has three thresholds
-    per channel; max-pools keep the kind)."""
-    for node in reversed(nodes):
-        if isinstance(node, (ir.Conv, ir.Dense)):
-            return node.out_levels == 3
-    return False
 
 
 def _unit_channels(groups: list[_Unit]
@@ -452,8 +445,9 @@ def _compare_unit(g: _Unit, st: UnitAgreement, px: torch.Tensor,
         x = px.permute(0, 2, 3, 1)
     else:
         x = _select(_to_ir(outs[g.first - 1], in_kind), cin)
+    kind = in_kind
     for node in g.nodes:
-        x = golden.run_node(node, x)
+        x, kind = golden.run_node(node, x, kind), ir.out_kind(node, kind)
     qat_in = px.to(torch.float32) if g.first == -1 else outs[g.first - 1]
     unit_mods = mods[max(g.first, 0):g.last + 1] if g.first >= 0 else []
     if st.kind == "scores":

@@ -38,12 +38,14 @@ class GoldenResult:
     activations: dict[str, torch.Tensor] | None = None
 
 
-def run_node(node: ir.Node, x: Any) -> torch.Tensor:
-    """One lowered node on its input ``x[N, ...]`` (pixels HWC for the input node)."""
+def run_node(node: ir.Node, x: Any, kind: str = "binary") -> torch.Tensor:
+    """One lowered node on its input ``x[N, ...]`` (pixels HWC for the input node) of
+    ``kind`` (a max-pool pools bits, or codes of a ``frac2`` map)."""
     if isinstance(node, ir.InputEncoder):
         return ref.encode(x, node.encoding, node.threshold, node.levels, node.table)
     if isinstance(node, ir.MaxPool):
-        return ref.maxpool(x, node.kernel, node.stride, node.and_mask)
+        return ref.maxpool(x, node.kernel, node.stride, node.and_mask,
+                           element_bits=nx.ELEMENT_BITS["frac2"] if kind == "frac2" else 1)
     if isinstance(node, ir.Conv):
         return _conv(node, ref.as_int64(x))
     if isinstance(node, ir.Dense):
@@ -59,8 +61,7 @@ def gates(node: ir.Conv | ir.Dense, x: torch.Tensor) -> torch.Tensor:
     """The gate bits ``g[..., R]`` of a precision-gated layer on its input vectors or
     windows ``x[..., N]`` (frac2 codes): ``(pc_m >= gate) != gate_invert``."""
     pc_m = ref.popcount_matvec(x >> 1, node.weights)
-    return (pc_m >= torch.from_numpy(node.gate)).to(torch.int64) \
-        ^ torch.from_numpy(node.gate_invert.astype(np.int64))
+    return (pc_m >= ref.as_int64(node.gate)).to(torch.int64) ^ ref.as_int64(node.gate_invert)
 
 
 def accumulate(node: ir.Conv | ir.Dense, x: torch.Tensor) -> torch.Tensor:
@@ -132,7 +133,7 @@ def gate_maps(graph: ir.Graph, images: Any, batch_size: int = 64) -> dict[str, t
     x_all = check_images(graph, images).permute(0, 2, 3, 1)
     out: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     for i in range(0, x_all.shape[0], batch_size):
-        x = x_all[i:i + batch_size]
+        x, kind = x_all[i:i + batch_size], "uint8"
         for node in graph.nodes:
             if node.name in out:
                 assert isinstance(node, (ir.Conv, ir.Dense))
@@ -142,7 +143,7 @@ def gate_maps(graph: ir.Graph, images: Any, batch_size: int = 64) -> dict[str, t
                 else:
                     v = x.reshape(x.shape[0], -1)
                 out[node.name].append(gates(node, v))
-            x = run_node(node, x)
+            x, kind = run_node(node, x, kind), ir.out_kind(node, kind)
     return {k: torch.cat(v) for k, v in out.items()}
 
 
@@ -166,9 +167,9 @@ def run(graph: ir.Graph, images: Any, activations: bool = False,
     x_all = check_images(graph, images).permute(0, 2, 3, 1)  # NHWC
     scores, acts = [], {n.name: [] for n in graph.nodes} if activations else None
     for i in range(0, x_all.shape[0], batch_size):
-        x = x_all[i:i + batch_size]
+        x, kind = x_all[i:i + batch_size], "uint8"
         for node in graph.nodes:
-            x = run_node(node, x)
+            x, kind = run_node(node, x, kind), ir.out_kind(node, kind)
             if acts is not None:
                 acts[node.name].append(x)
         scores.append(x)

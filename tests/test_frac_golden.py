@@ -165,12 +165,9 @@ def test_planted_gate_fault_is_reported():
     model = frac_model(1)
     graph = compile_model(model)
     node = gated_nodes(graph)[0]
-    bad_gate = node.gate.copy()
-    bad_gate[0] = min(node.cols + 1, bad_gate[0] + 1) if bad_gate[0] <= node.cols \
-        else bad_gate[0] - 1
     images = random_images(model.spec["input"]["shape"], 64, 5)
-    faulty = graph.replace([n.replace(gate=bad_gate) if n.name == node.name else n
-                            for n in graph.nodes])
+    faulty = graph.replace([n.replace(gate_invert=1 - n.gate_invert) if n.name == node.name
+                            else n for n in graph.nodes])  # every gate of the layer inverted
     assert check_model(model, images, graph).ok
     report = check_model(model, images, faulty)
     assert not report.ok and (report.bugs > 0 or report.class_bugs > 0), report.format()
