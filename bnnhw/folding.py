@@ -52,6 +52,15 @@ class MatrixLayer:
         base = self.pixels * (self.rows // fold.pe) * (self.cols // fold.simd)
         return base + gated_extra(base, self.item_density(fold.pe)) if self.gated else base
 
+    def check(self, fold: Fold) -> None:
+        """Raise ``BnnhwError`` if ``fold`` does not divide this layer evenly."""
+        what = "inputs" if self.simd_base == self.cols else "input channels"
+        try:
+            divides(f"layer {self.name}", "pe", fold.pe, self.rows, "output channels")
+            divides(f"layer {self.name}", "simd", fold.simd, self.simd_base, what)
+        except ParameterError as e:
+            raise BnnhwError(str(e)) from None
+
 
 def gated_extra(msb_cycles: int, density: float) -> int:
     """The LSB pass's cycles of a gated layer whose MSB pass takes ``msb_cycles``: the
@@ -63,15 +72,6 @@ def layer_density(graph: ir.Graph, name: str) -> tuple[tuple[int, float], ...]:
     """The measured ``(pe, item density)`` pairs of gated node ``name`` (graph meta)."""
     entry = (graph.meta.get("gate_density") or {}).get("layers", {}).get(name) or {}
     return tuple(sorted((int(pe), float(d)) for pe, d in (entry.get("items") or {}).items()))
-
-    def check(self, fold: Fold) -> None:
-        """Raise ``BnnhwError`` if ``fold`` does not divide this layer evenly."""
-        what = "inputs" if self.simd_base == self.cols else "input channels"
-        try:
-            divides(f"layer {self.name}", "pe", fold.pe, self.rows, "output channels")
-            divides(f"layer {self.name}", "simd", fold.simd, self.simd_base, what)
-        except ParameterError as e:
-            raise BnnhwError(str(e)) from None
 
 
 @dataclass(frozen=True)
