@@ -304,7 +304,7 @@ class GatedMVTUParams:
     def cycles_for_density(self, d: float) -> int:
         """Cycles per image at steady state when a fraction ``d`` of the ``(pixel, nf)``
         groups is gated: ``P * SF * NF * (1 + d)``, rounded."""
-        return int(round(self.pixels * self.sf * self.nf * (1 + d)))
+        return round(float(self.pixels * self.sf * self.nf * (1 + d)))
 
     def beat_times(self, t_in, gated=None) -> np.ndarray:
         """Edges at which an always-ready consumer takes the output beats of one image,
