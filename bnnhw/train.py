@@ -14,6 +14,20 @@ is not used for model selection).
 with straight-through estimators), ``self-binarizing``, ``dfa`` or ``drtp``; any of them
 can add kernel-sparsity pruning (``prune_lambda > 0``). ``init`` starts from a trained
 model's parameters instead of the seed's (fine-tuning, class specialisation).
+
+Models with FracBNN-style fractional (frac2) activations train with ``ste``. Their gated
+layers add FracBNN's target-rate regulariser to the objective: the sum over gated layers
+of ``weight * (soft_rate - target_rate) ** 2`` (each layer's ``gate`` options), where
+``soft_rate`` is the batch mean of the gate's sigmoid surrogate; it moves the gate
+thresholds until the LSB plane is used about ``target_rate`` of the time. The gate
+thresholds learn at ``lr * tau`` (Adam) or ``lr * tau ** 2`` (SGD), ``tau =
+sqrt(fan-in)`` being the surrogate's temperature: they live in units of the MSB plane's
+dot product. ``frac_warmup`` epochs first train with real activations (every
+``FracActivation`` returns ``clamp(y, -1, 1)`` and gated layers take them whole; binary
+activations stay binary), then quantised, FracBNN's two-step schedule; the model
+returned is always quantised. Each epoch's record holds ``gate_rates``, the fraction of
+hard LSB gates per gated layer (by module path), measured on the test set in eval mode
+on the quantised network.
 """
 
 from __future__ import annotations
@@ -38,12 +52,17 @@ from .data import Dataset, adapt
 from .errors import BnnhwError, format_bytes, memory_bytes, read_json_text, write_together
 from .nn import (
     BNN,
+    BinaryActivation,
     BinaryConv2d,
     BinaryLinear,
+    FracActivation,
     SpecError,
     build_model,
     clip_latent_weights,
+    gated_layers,
+    has_frac,
     normalize_spec,
+    set_quantise,
     zoo,
 )
 
@@ -90,6 +109,7 @@ class TrainConfig:
     prune_lambda: float = 0.0
     prune_t: float = mt.DEFAULT_PRUNE_T
     prune_multiple: int = mt.DEFAULT_PRUNE_MULTIPLE
+    frac_warmup: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
@@ -142,6 +162,11 @@ class TrainConfig:
                 or self.prune_multiple < 1):
             raise ValueError(f"prune multiple must be a positive integer, not "
                              f"{self.prune_multiple!r}")
+        if (isinstance(self.frac_warmup, bool) or not isinstance(self.frac_warmup, int)
+                or not 0 <= self.frac_warmup < self.epochs):
+            raise ValueError(f"frac warmup must be a number of epochs in 0..{self.epochs - 1} "
+                             f"(fewer than the {self.epochs} epochs, so the last ones train "
+                             f"quantised), not {self.frac_warmup!r}")
 
     @property
     def pruning(self) -> bool:
@@ -161,7 +186,9 @@ class TrainResult:
     ``history`` has one dict per epoch: ``epoch``, ``loss`` (mean training loss),
     ``train_accuracy`` (on the batches as trained: augmented, train mode),
     ``test_accuracy``, ``lr`` (the base learning rate at the end of the epoch) and
-    ``time_s`` (since training started).
+    ``time_s`` (since training started); with frac2 activations also ``gate_rates``
+    (module path -> fraction of hard LSB gates on the test set) and ``frac_quantised``
+    (false in the warm-up epochs, whose test accuracy is the real-activation network's).
     """
 
     model: BNN
@@ -243,6 +270,61 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     return correct / max(1, len(x))
 
 
+def check_frac_options(spec: dict[str, Any], config: TrainConfig) -> None:
+    """Refuse (``BnnhwError``) training options that do not fit the model's activations:
+    a frac2 warm-up without frac2 activations, a frac2 model with a method other than
+    ``ste`` (the smooth and feedback methods know binary activations only)."""
+    frac = has_frac(spec)
+    if config.frac_warmup and not frac:
+        raise BnnhwError("--frac-warmup trains frac2 activations unquantised first, but "
+                         "this model has none (every activation is binary); give a model "
+                         "with \"activation\": \"frac2\" layers (such as tiny-frac) or "
+                         "leave --frac-warmup out")
+    if frac and config.method != "ste":
+        raise BnnhwError(f"a model with frac2 activations trains with --method ste only, "
+                         f"not {config.method}")
+
+
+def gate_loss(model: torch.nn.Module) -> torch.Tensor | None:
+    """FracBNN's target-rate regulariser: the sum over gated layers of ``weight *
+    (soft_rate - target_rate) ** 2`` from their last forward pass; None when no gated
+    layer ran quantised."""
+    terms = [m.gate_options["weight"] * (m.soft_gate_rate - m.gate_options["target_rate"]) ** 2
+             for m in gated_layers(model).values() if m.soft_gate_rate is not None]
+    return torch.stack(terms).sum() if terms else None
+
+
+@torch.no_grad()
+def gate_rates(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 500
+               ) -> dict[str, float]:
+    """Per gated layer (module path), the fraction of hard LSB gates over images ``x``
+    (every output and pixel), in eval mode on the quantised network. The model's mode
+    and quantisation are restored afterwards."""
+    layers = gated_layers(model)
+    if not layers or len(x) == 0:
+        return {}
+    was_training = model.training
+    quantised = {name: m.quantise for name, m in layers.items()}
+    model.eval()
+    set_quantise(model, True)
+    sums = dict.fromkeys(layers, 0.0)
+    try:
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size]
+            model(xb.to(torch.float32))
+            for name, m in layers.items():
+                sums[name] += m.last_gate_rate * len(xb)  # same items per image
+    finally:
+        model.train(was_training)
+        set_quantise(model, all(quantised.values()))
+    return {name: v / len(x) for name, v in sums.items()}
+
+
+def format_gate_rates(rates: dict[str, float]) -> str:
+    """``layers.5 12.3%, layers.8 40.0%``."""
+    return ", ".join(f"{name} {r:.1%}" for name, r in rates.items())
+
+
 def random_shift(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
     """Move each image of ``x`` [N, C, H, W] by its own random (dy, dx) in -shift..shift.
 
@@ -259,19 +341,27 @@ def random_shift(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Ten
                   cols]
 
 
+def _gate_groups(model: BNN, lr: float, power: int) -> list[dict[str, Any]]:
+    """A parameter group per gated layer: its gate thresholds at ``lr * tau ** power``."""
+    return [{"params": [m.gate_threshold], "lr": lr * m.tau ** power}
+            for m in gated_layers(model).values()]
+
+
 def _adam_groups(model: BNN, lr: float) -> list[dict[str, Any]]:
     """Adam parameter groups: the bias of a layer without BatchNorm is in units of its dot
     product, which moves by up to its fan-in when weights flip, so it learns at
-    ``lr * sqrt(fan_in)``; everything else at ``lr``."""
+    ``lr * sqrt(fan_in)``; so do gate thresholds (``lr * tau``); everything else at
+    ``lr``."""
     mods = list(model.layers)
     fast = [m for i, m in enumerate(mods[:-1])
             if isinstance(m, (BinaryConv2d, BinaryLinear)) and m.bias is not None
-            and isinstance(mods[i + 1], mt.BinaryActivation)]
-    ids = {id(m.bias) for m in fast}
+            and isinstance(mods[i + 1], (BinaryActivation, FracActivation))]
+    gates = _gate_groups(model, lr, 1)
+    ids = {id(m.bias) for m in fast} | {id(g["params"][0]) for g in gates}
     groups: list[dict[str, Any]] = [
         {"params": [m.bias], "lr": lr * math.sqrt(m.weight[0].numel())} for m in fast]
     rest = [p for p in model.parameters() if id(p) not in ids]
-    return [{"params": rest, "lr": lr}, *groups]
+    return [{"params": rest, "lr": lr}, *groups, *gates]
 
 
 def _sgd_groups(model: BNN, lr: float) -> list[dict[str, Any]]:
@@ -281,8 +371,8 @@ def _sgd_groups(model: BNN, lr: float) -> list[dict[str, Any]]:
     Latent weight gradients are orders of magnitude smaller than the [-1, 1] range the
     weights must cross to flip, so one plain rate cannot suit them and BatchNorm at once.
     """
-    groups: list[dict[str, Any]] = []
-    binary: set[int] = set()
+    groups: list[dict[str, Any]] = _gate_groups(model, lr, 2)
+    binary: set[int] = {id(g["params"][0]) for g in groups}
     for m in model.modules():
         if isinstance(m, (BinaryConv2d, BinaryLinear)):
             w = m.weight
@@ -340,6 +430,7 @@ def train(spec: dict[str, Any], data: Dataset, config: TrainConfig, progress: bo
     smooth network's test accuracy (``float_test_accuracy``).
     """
     spec = normalize_spec(spec)
+    check_frac_options(spec, config)
     classes = classifier_outputs(spec)
     if classes != len(data.classes):
         raise BnnhwError(f"the model emits {classes} class scores but data set {data.name} "
@@ -402,8 +493,11 @@ def train(spec: dict[str, Any], data: Dataset, config: TrainConfig, progress: bo
     bar = tqdm(total=total, desc=desc, unit="batch", file=sys.stderr, disable=not progress,
                dynamic_ncols=True, leave=False)
     slope = None
+    gated = gated_layers(model)
     try:
         for epoch in range(1, config.epochs + 1):
+            quantised = epoch > config.frac_warmup
+            set_quantise(model, quantised)
             if smooth:
                 slope = mt.slope_at(epoch, config.epochs, config.slope_start,
                                     config.slope_final, config.slope_growth)
@@ -423,6 +517,9 @@ def train(spec: dict[str, Any], data: Dataset, config: TrainConfig, progress: bo
                 objective = loss
                 if config.pruning:
                     objective = loss + config.prune_lambda * mt.sparsity_loss(model)
+                gates = gate_loss(model)
+                if gates is not None:
+                    objective = objective + gates
                 where = f"epoch {epoch}, batch {batch}"
                 if not math.isfinite(loss.item()):
                     raise Diverged(f"training diverged at {where}: the loss is "
@@ -453,8 +550,10 @@ def train(spec: dict[str, Any], data: Dataset, config: TrainConfig, progress: bo
                 loss_sum += loss.item() * len(idx)
                 correct += int((out.argmax(dim=1) == yb).sum())
                 bar.update(1)
-                bar.set_postfix_str(f"epoch {epoch}/{config.epochs} loss {loss.item():.3f}",
-                                    refresh=False)
+                rates = "".join(f" {m.last_gate_rate:.0%}" for m in gated.values()
+                                if quantised)
+                bar.set_postfix_str(f"epoch {epoch}/{config.epochs} loss {loss.item():.3f}"
+                                    + (f" gates{rates}" if rates else ""), refresh=False)
             record: dict[str, float] = {}
             if config.pruning:
                 mt.prune_filters(model, config.prune_t, config.prune_multiple)
@@ -466,6 +565,10 @@ def train(spec: dict[str, Any], data: Dataset, config: TrainConfig, progress: bo
                 if epoch == config.epochs:
                     mt.recalibrate_batchnorm(model, train_x)
             test_acc = evaluate(model, test_x, test_y)
+            if gated:
+                record["gate_rates"] = gate_rates(model, test_x)  # type: ignore[assignment]
+            if has_frac(spec):
+                record["frac_quantised"] = quantised
             history.append({
                 "epoch": epoch,
                 "loss": loss_sum / usable,
@@ -480,7 +583,9 @@ def train(spec: dict[str, Any], data: Dataset, config: TrainConfig, progress: bo
                 extra = "".join(
                     [f"  smooth {h['float_test_accuracy']:.2%} (slope {h['slope']:.3g})"
                      if smooth else "",
-                     f"  pruned {h['pruned_fraction']:.1%}" if config.pruning else ""])
+                     f"  pruned {h['pruned_fraction']:.1%}" if config.pruning else "",
+                     "  (real activations)" if not quantised else "",
+                     f"  gates {format_gate_rates(h['gate_rates'])}" if gated else ""])
                 bar.write(f"epoch {epoch}/{config.epochs}: loss {h['loss']:.4f}  train "
                           f"{h['train_accuracy']:.2%}  test {test_acc:.2%}{extra}",
                           file=sys.stderr)
@@ -489,6 +594,7 @@ def train(spec: dict[str, Any], data: Dataset, config: TrainConfig, progress: bo
                 on_epoch(epoch, model, history[-1])
     finally:
         bar.close()
+    set_quantise(model, True)
     model.eval()
     return TrainResult(model=model, test_accuracy=history[-1]["test_accuracy"],
                        train_time_s=time.perf_counter() - start, history=history,

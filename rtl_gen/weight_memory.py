@@ -16,7 +16,7 @@ bits    field       meaning
 32..41  ``chunk``   which 32 bits: word bits ``[chunk * 32, chunk * 32 + 32)``
 42..61  ``addr``    word address in the selected memory
 62..63  ``sel``     which memory of the block (:class:`MemSel`: 0 weights, 1 thresholds,
-                    2 the class map)
+                    2 the class map, 3 the gates of a precision-gated unit)
 ======  ==========  ==============================================================
 
 A word of ``width`` bits takes ``ceil(width / 32)`` beats (any order; bits past ``width``
@@ -46,6 +46,7 @@ too), so the choice survives any flow:
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from amaranth import Cat, Module, Signal
@@ -58,12 +59,12 @@ from bnnhw.packing import (
     CFG_ADDR_BITS,
     CFG_CHUNK_BITS,
     CFG_DATA_BITS,
-    MemSel,
     cfg_beats,
     cfg_word,
     matrix_words,
     table_words,
 )
+from bnnhw.packing import MemSel as _BaseMemSel
 from bnnhw.validate import ParameterError, integer
 
 from .block import struct_layout
@@ -71,6 +72,11 @@ from .block import struct_layout
 __all__ = ["CFG_ADDR_BITS", "CFG_CHUNK_BITS", "CFG_DATA_BITS", "CFG_LAYOUT", "CFG_WIDTH",
            "STYLES", "FoldedMemory", "FoldedMemoryParams", "MemSel", "cfg_beats",
            "cfg_signature", "cfg_word", "check_style", "style_attrs"]
+
+MemSel = enum.IntEnum("MemSel", {**{s.name: int(s) for s in _BaseMemSel}, "GATES": 3})
+"""Memory select field of a configuration beat: ``bnnhw.packing.MemSel`` (0 weights,
+1 thresholds, 2 the class map) and ``GATES`` (3), the gate-threshold memory of a
+precision-gated unit (``rtl_gen.gated_mvtu``)."""
 
 STYLES = ("auto", "block", "lutram", "logic")
 """Memory styles (see the module docstring)."""

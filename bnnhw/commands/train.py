@@ -9,7 +9,9 @@ layers' BatchNorm (each gets a bias instead). ``--prune-lambda`` adds kernel-spa
 pruning and keeps every epoch's checkpoint (``<out without .pt>.epochNN.pt``) for
 ``bnnhw prune-report``. ``--from`` fine-tunes a checkpoint; with ``--classes`` it keeps
 only those classes of its data set (class specialisation, pruning at ``--prune-lambda``
-``0.1`` unless given).
+``0.1`` unless given). ``--frac-warmup N`` trains a model with frac2 activations with real
+activations for its first N epochs (FracBNN's two-step schedule); such a model's final
+gate rates (the fraction of LSB planes its gated layers use) are printed too.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pruning: each layer loses a multiple of M filters, so its "
                              "width keeps the divisors its folding needs (default: 8; 1 "
                              "prunes freely)")
+    parser.add_argument("--frac-warmup", type=natural_int, default=0, metavar="N",
+                        help="frac2 models: train the first N epochs with real (clamped) "
+                             "activations, then quantised (default: 0)")
     parser.add_argument("--width", type=positive_float, default=None, metavar="W",
                         help="channel-count multiplier of the zoo's vgg (default 1: the "
                              "seed-size network; bnnhw build says the largest that fits "
@@ -145,7 +150,15 @@ def run(args: argparse.Namespace) -> int:
     from ..data import input_files, load_dataset
     from ..nn import without_batchnorm
     from ..specialise import specialise, subset_classes
-    from ..train import TrainConfig, curve_path, default_lr, render_curve, resolve_model
+    from ..train import (
+        TrainConfig,
+        check_frac_options,
+        curve_path,
+        default_lr,
+        format_gate_rates,
+        render_curve,
+        resolve_model,
+    )
     from ..train import train as train_model
 
     if args.start is None and args.model is None:
@@ -185,9 +198,10 @@ def run(args: argparse.Namespace) -> int:
                              seed=args.seed, limit=args.limit, shift=args.shift,
                              method=args.method, prune_lambda=prune_lambda,
                              prune_t=args.prune_t, prune_multiple=args.prune_multiple,
-                             **slopes)
+                             frac_warmup=args.frac_warmup, **slopes)
     except ValueError as e:
-        raise BnnhwError(str(e)) from None
+        raise BnnhwError(str(e).replace("frac warmup", "--frac-warmup")) from None
+    check_frac_options(spec, config)
 
     # Every output is checked before the long work starts.
     out_text = args.out if args.out is not None else str(Path("build") / f"{name}.pt")
@@ -236,6 +250,8 @@ def run(args: argparse.Namespace) -> int:
     if config.pruning:
         meta["prune"] = {"lambda": config.prune_lambda, "t": config.prune_t,
                          "multiple": config.prune_multiple}
+    if config.frac_warmup:
+        meta["frac_warmup"] = config.frac_warmup
     if parent is not None:
         meta["from"] = str(args.start)
         meta["parent_test_accuracy"] = parent.meta.get("test_accuracy")
@@ -268,6 +284,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"last smooth network (slope {result.history[-1]['slope']:.3g}): test accuracy "
               f"{result.float_test_accuracy:.2%}; the binary network saved: "
               f"{result.test_accuracy:.2%}")
+    if "gate_rates" in result.history[-1]:
+        print(f"gate rates (test set): {format_gate_rates(result.history[-1]['gate_rates'])}")
     if config.pruning:
         print(f"filters pruned: {meta['pruned_fraction']:.1%} of the hidden layers'; "
               f"epoch checkpoints: {epoch_path(out, 1).name} .. "

@@ -118,6 +118,14 @@ def test_maxpool_beat_times(shape):
     check_block(MaxPool(params), params.in_beats, params.out_beats, np.random.default_rng(k))
 
 
+@pytest.mark.parametrize("shape", [(6, 6, 4, 2, None, 2), (7, 7, 3, 3, 2, 3)],
+                         ids=["apart", "overlap"])
+def test_two_bit_maxpool_beat_times(shape):
+    h, w, c, k, s, simd = shape
+    params = MaxPoolParams(h, w, c, k, s, simd, elem_width=2)
+    check_block(MaxPool(params), params.in_beats, params.out_beats, np.random.default_rng(k))
+
+
 @pytest.mark.parametrize("widths", [(8, 8, 64), (6, 4, 30), (4, 12, 36), (16, 64, 64), (3, 7, 10)])
 def test_width_converter_beat_times(widths):
     win, wout, frame = widths
@@ -155,6 +163,19 @@ def mvtu_params(name):
 def test_mvtu_beat_times(name):
     p = mvtu_params(name)
     check_block(MVTU(p), p.pixels * p.sf, p.pixels * p.nf, np.random.default_rng(1))
+
+
+@pytest.mark.parametrize("name", ["nf1_binary", "nf3_binary", "nf2_uint8"])
+def test_two_bit_output_mvtu_beat_times(name):
+    """Three thresholds per channel: the same beat times as one."""
+    p = mvtu_params(name)
+    rng = np.random.default_rng(3)
+    t = np.sort(rng.integers(0, p.cols, (1, 1, p.rows, 3)), axis=-1)
+    frac = MVTUParams(name=name, rows=p.rows, cols=p.cols, pe=p.pe, simd=p.simd,
+                      weights=p.weights, input_kind=p.input_kind, pixels=p.pixels,
+                      thresholds=t)
+    assert frac.o_width == 2 * p.pe and frac.latency == p.latency
+    check_block(MVTU(frac), p.pixels * p.sf, p.pixels * p.nf, np.random.default_rng(1))
 
 
 def test_classify_beat_times():

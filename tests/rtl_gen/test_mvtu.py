@@ -1,7 +1,7 @@
 # amaranth: UnusedElaboratable=no
-"""MVTU against bnnhw.reference (popcount_matvec / signed_matvec + threshold) under random
-stalls on both sides: binary and uint8 inputs, threshold and scores layers, NF and SF of 1
-and more, border classes, cycle count (full-rate and throttled input: arrival and compute
+"""MVTU against bnnhw.reference (popcount_matvec / signed_matvec + threshold or
+multi_threshold) under random stalls on both sides: binary and uint8 inputs, 1-bit and
+2-bit outputs and scores layers, NF and SF of 1 and more, border classes, cycle count (full-rate and throttled input: arrival and compute
 overlap), latency, run-time rewrite and Verilog conversion."""
 
 import random
@@ -12,7 +12,7 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from bnnhw.packing import beats, unpack
-from bnnhw.reference import popcount_matvec, signed_matvec, threshold
+from bnnhw.reference import multi_threshold, popcount_matvec, signed_matvec, threshold
 from rtl_gen.mvtu import MVTU, MVTUParams
 from rtl_gen.weight_memory import MemSel, cfg_beats
 from sim.stream_sim import (
@@ -26,9 +26,10 @@ from sim.stream_sim import (
 from tests.stream_helpers import SerialInput, assert_stalled, output_cycles, steady_cycles
 
 
-def random_layer(seed, kind, rows, cols, oh, ow, ny, nx, scores, images):
+def random_layer(seed, kind, rows, cols, oh, ow, ny, nx, scores, images, levels=1):
     """Weights, inputs, class tables and (unless scores) thresholds drawn near the actual
-    accumulators, so that ``acc == T`` happens and some thresholds fall outside the range."""
+    accumulators, so that ``acc == T`` happens and some thresholds fall outside the range;
+    ``levels`` 3 draws three ascending thresholds per channel (``[NY, NX, R, 3]``)."""
     rng = np.random.default_rng(seed)
     w = rng.integers(0, 2, size=(rows, cols))
     hi = 1 if kind == "binary" else 255
@@ -40,6 +41,8 @@ def random_layer(seed, kind, rows, cols, oh, ow, ny, nx, scores, images):
     if scores:
         return w, x, rc, cc, None
     acc = reference_acc(kind, x, w).reshape(images, oh, ow, rows)
+    if levels == 3:
+        return w, x, rc, cc, three_thresholds(rng, kind, cols, acc, rc, cc, ny, nx)
     t = np.empty((ny, nx, rows), np.int64)
     for cy in range(ny):
         for cx in range(nx):
@@ -49,6 +52,22 @@ def random_layer(seed, kind, rows, cols, oh, ow, ny, nx, scores, images):
     lo, top = (0, cols) if kind == "binary" else (-255 * cols, 255 * cols)
     t.reshape(-1)[0], t.reshape(-1)[-1] = lo - 7, top + 9  # constant channels
     return w, x, rc, cc, t
+
+
+def three_thresholds(rng, kind, cols, acc, rc, cc, ny, nx):
+    """``[NY, NX, R, 3]``: per class and channel three accumulators of its pixels, jittered
+    and sorted; one channel always at code 3, one always at code 0."""
+    rows = acc.shape[-1]
+    t = np.empty((ny, nx, rows, 3), np.int64)
+    for cy in range(ny):
+        for cx in range(nx):
+            pix = acc[:, rc == cy][:, :, cc == cx].reshape(-1, rows)
+            pick = pix[rng.integers(0, len(pix), size=(rows, 3)), np.arange(rows)[:, None]]
+            t[cy, cx] = np.sort(pick + rng.integers(-1, 2, size=(rows, 3)), axis=-1)
+    lo, top = (0, cols) if kind == "binary" else (-255 * cols, 255 * cols)
+    t.reshape(-1, 3)[0] = [lo - 7, lo - 1, lo]
+    t.reshape(-1, 3)[-1] = [top + 1, top + 1, top + 9]
+    return t
 
 
 def reference_acc(kind, x, w):
@@ -64,8 +83,9 @@ def reference(params, x, w=None, t=None):
         return 2 * acc - params.cols if params.input_kind == "binary" else acc
     oh, ow = len(params.row_class), len(params.col_class)
     t = params.thresholds if t is None else t
-    bits = threshold(acc.reshape(len(x), oh, ow, params.rows), t, params.row_class,
-                     params.col_class)
+    compare = threshold if t.ndim == 3 else multi_threshold
+    bits = compare(acc.reshape(len(x), oh, ow, params.rows), t, params.row_class,
+                   params.col_class)
     return bits.numpy().reshape(acc.shape)
 
 
@@ -75,8 +95,8 @@ def stream_in(params, x):
 
 
 def decode(params, words, images):
-    lane = params.score_shape.width if params.is_scores else 1
-    lanes = [unpack(word, params.pe, lane, signed=params.is_scores) for word in words]
+    lanes = [unpack(word, params.pe, params.out_bits, signed=params.is_scores)
+             for word in words]
     return np.concatenate(lanes).reshape(images, params.pixels, params.rows)
 
 
@@ -92,9 +112,10 @@ CASES = {
 }
 
 
-def build(name, seed, **extra):
+def build(name, seed, levels=1, **extra):
     kind, rows, cols, pe, simd, oh, ow, ny, nx, scores, images = CASES[name]
-    w, x, rc, cc, t = random_layer(seed, kind, rows, cols, oh, ow, ny, nx, scores, images)
+    w, x, rc, cc, t = random_layer(seed, kind, rows, cols, oh, ow, ny, nx, scores, images,
+                                   levels)
     params = MVTUParams(name=name, rows=rows, cols=cols, pe=pe, simd=simd, weights=w,
                         input_kind=kind, pixels=oh * ow, thresholds=t, row_class=rc,
                         col_class=cc, **extra)
@@ -350,3 +371,99 @@ BASE = {"name": "conv1", "rows": 6, "cols": 8, "pe": 2, "simd": 4,
 def test_bad_parameters(change, message):
     with pytest.raises(ValueError, match=message):
         MVTUParams(**{**BASE, **change})
+
+
+FRAC_CASES = ["binary_nf1_sf1", "binary_classes", "binary_nf4_sf1", "uint8_threshold"]
+
+
+@pytest.mark.parametrize("name", FRAC_CASES)
+def test_two_bit_outputs_match_reference(name):
+    """Three thresholds per channel: a 2-bit code per lane, every code seen."""
+    seed = 40 + FRAC_CASES.index(name)
+    params, x = build(name, seed, levels=3, levels_per_stage=1 + seed % 2)
+    assert params.out_bits == 2 and params.o_width == 2 * params.pe
+    want = reference(params, x)
+    assert set(np.unique(want)) == {0, 1, 2, 3}
+    words = run_stream(MVTU(params), stream_in(params, x), want.size // params.pe, seed=seed)
+    assert np.array_equal(decode(params, words, len(x)), want)
+    assert_stalled(words)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_two_bit_outputs_random_shapes(seed):
+    rng = random.Random(200 + seed)
+    kind = rng.choice(["binary", "uint8"])
+    pe, simd = rng.randint(1, 4), rng.randint(1, 7)
+    rows, cols = pe * rng.randint(1, 3), simd * rng.randint(1, 4)
+    oh, ow = rng.randint(1, 3), rng.randint(1, 3)
+    ny, nx = rng.randint(1, oh), rng.randint(1, ow)
+    per_image = oh * ow * min(cols // simd, rows // pe)
+    images = max(2, -(-12 // per_image))
+    w, x, rc, cc, t = random_layer(seed, kind, rows, cols, oh, ow, ny, nx, False, images, 3)
+    params = MVTUParams(name=f"layer{seed}", rows=rows, cols=cols, pe=pe, simd=simd,
+                        weights=w, input_kind=kind, pixels=oh * ow, thresholds=t,
+                        row_class=rc, col_class=cc, levels_per_stage=rng.randint(1, 3))
+    want = reference(params, x)
+    words = run_stream(MVTU(params), stream_in(params, x), want.size // pe, seed=seed,
+                       stall_in=rng.choice([0.1, 0.5]), stall_out=rng.choice([0.1, 0.5]))
+    assert np.array_equal(decode(params, words, len(x)), want)
+    assert_stalled(words)
+
+
+def test_shifted_middle_threshold_is_caught():
+    """Planted fault: the unit's T1 off by one where an accumulator sits on it."""
+    params, x = build("binary_classes", 41, levels=3)
+    acc = reference_acc("binary", x, params.weights).reshape(len(x), 3, 3, params.rows)
+    full = params.thresholds[params.row_class][:, params.col_class]
+    _, y, xx, r = np.argwhere(acc == full[None, ..., 1])[0]
+    bad = params.thresholds.copy()
+    bad[params.row_class[y], params.col_class[xx], r, 1:] += 1   # keeps them ascending
+    faulty = MVTUParams(name="conv", rows=params.rows, cols=params.cols, pe=params.pe,
+                        simd=params.simd, weights=params.weights, pixels=params.pixels,
+                        thresholds=bad, row_class=params.row_class, col_class=params.col_class)
+    want = reference(params, x)
+    words = run_stream(MVTU(faulty), stream_in(params, x), want.size // params.pe, seed=2)
+    assert not np.array_equal(decode(params, words, len(x)), want)
+
+
+def test_runtime_rewrite_of_three_thresholds():
+    """New weights and three new thresholds per channel over cfg; the threshold word is
+    wider than one 32-bit chunk."""
+    params, x = build("binary_wide", 43, levels=3, runtime_writable=True)
+    new, _ = build("binary_wide", 44, levels=3)
+    memory = params.threshold_params.memory
+    assert memory.width == params.pe * 3 * params.threshold_params.threshold_shape.width
+    assert memory.chunks > 1
+    cfg = (cfg_beats(MemSel.WEIGHTS, params.weight_words(new.weights),
+                     params.weight_memory.width)
+           + cfg_beats(MemSel.THRESHOLDS, params.threshold_words(new.thresholds),
+                       memory.width))
+    want = reference(params, x, new.weights, new.thresholds)
+    assert not np.array_equal(want, reference(params, x))
+    words = run_with_cfg(MVTU(params), cfg, stream_in(params, x), want.size // params.pe, 5)
+    assert np.array_equal(decode(params, words, len(x)), want)
+    assert_stalled(words)
+
+
+def test_two_bit_output_cycles_and_latency_without_stalls():
+    params, x = build("uint8_threshold", 45, levels=3)
+    images = 4
+    x = np.concatenate([x, x])[:images]
+    per_image = params.pixels * params.nf
+    stamps, words = output_cycles(MVTU(params), stream_in(params, x), images * per_image)
+    assert np.array_equal(decode(params, words, images), reference(params, x))
+    assert steady_cycles(stamps, per_image) == [params.cycles_per_image] * (images - 1)
+    assert stamps[0] == params.sf - 1 + params.latency
+    one_bit, _ = build("uint8_threshold", 45)
+    assert (params.cycles_per_image, params.latency) == (one_bit.cycles_per_image,
+                                                         one_bit.latency)
+
+
+def test_bad_three_thresholds_name_the_layer():
+    with pytest.raises(ValueError, match=r"conv1: thresholds must have shape \[NY, NX, 6, 3\]"):
+        MVTUParams(**{**BASE, "thresholds": np.zeros((1, 1, 6, 2), np.int64)})
+    t = np.zeros((1, 1, 6, 3), np.int64)
+    t[0, 0, 4] = [2, 1, 3]
+    with pytest.raises(ValueError, match=r"conv1: the three thresholds of channel 4 .* "
+                                         r"not 2, 1, 3"):
+        MVTUParams(**{**BASE, "thresholds": t})

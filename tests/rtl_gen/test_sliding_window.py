@@ -88,6 +88,23 @@ def test_cycles_per_image_matches_model(args):
     assert stamps[0] == (first_pixel + 1) * p.beats_per_pixel - 1 + 2
 
 
+@pytest.mark.parametrize("pad_value", [0, 3], ids=["pad-code0", "pad-code3"])
+@pytest.mark.parametrize("p", [
+    (5, 6, 4, 3, 1, 1, 2),   # height, width, channels, kernel, stride, padding, simd
+    (4, 5, 3, 3, 2, 2, 3),
+], ids=["same", "s2p2"])
+def test_two_bit_map_with_pad_codes(p, pad_value):
+    """2-bit activation codes, padded with the code 0 (-1) or 3 (+1)."""
+    params = SlidingWindowParams(*p, elem_width=2, pad_value=pad_value)
+    assert params.beat_width == 2 * params.simd
+    got, expected = check(params, images=2, seed=11 + pad_value)
+    assert got == expected
+    # the pad code reaches the output: a wrong pad value would be seen
+    other = SlidingWindowParams(*p, elem_width=2, pad_value=3 - pad_value)
+    _, expected_other = check(other, images=2, seed=11 + pad_value, stall=0)
+    assert expected_other != expected
+
+
 def test_missing_overwrite_guard_is_caught():
     """Planted fault: the write side ignores the read side and overwrites rows in use."""
 
