@@ -20,7 +20,6 @@ with at least one open gate), measured on data and stored in the graph's meta
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,8 +63,8 @@ class MatrixLayer:
 
 def gated_extra(msb_cycles: int, density: float) -> int:
     """The LSB pass's cycles of a gated layer whose MSB pass takes ``msb_cycles``: the
-    item density's share of it, rounded up."""
-    return math.ceil(msb_cycles * density - 1e-9)
+    item density's share of it, rounded (as ``rtl_gen.gated_mvtu``)."""
+    return round(msb_cycles * density)
 
 
 def layer_density(graph: ir.Graph, name: str) -> tuple[tuple[int, float], ...]:

@@ -8,6 +8,11 @@ One engine per IR node, joined by streams (``wiring.connect`` checks every join)
   ``rtl_gen.mvtu`` (thresholds) -> ``rtl_gen.fifo``;
 - ``MaxPool`` -> ``rtl_gen.maxpool`` (OR, AND for the channels of ``and_mask``);
 - ``Dense`` -> [width converter] -> ``rtl_gen.mvtu`` (-> fifo unless last);
+- a ``Conv``/``Dense`` whose input is a frac2 map (2-bit codes, FracBNN) is precision-gated:
+  ``rtl_gen.gated_mvtu`` instead of the MVTU, its cycles per image at the item density
+  measured on data (``bnnhw.gate_density``, the graph's meta; every gate open without
+  one). A layer with three thresholds per channel outputs 2-bit codes: its FIFO, the
+  max-pools and the width converters after it carry 2-bit elements;
 - after the last ``Dense`` (signed scores): a width converter gathering all classes into
   one beat, and ``rtl_gen.classify`` adding the class (the argmax of the integer class
   map, which is the golden model's class).
@@ -52,13 +57,14 @@ from amaranth.lib.wiring import In, Out
 
 from bnnhw import ir
 from bnnhw.beats import TopFormat
-from bnnhw.folding import Fold, matrix_layers
+from bnnhw.folding import Fold, layer_density, matrix_layers
 from bnnhw.manifest import class_map_fields
 from bnnhw.validate import ParameterError
 
 from .block import struct_layout
 from .classify import Classify, ClassifyParams
 from .fifo import Fifo, FifoParams
+from .gated_mvtu import STATS_LAYOUT, GatedMVTU, GatedMVTUParams
 from .input_encoder import InputEncoder, InputEncoderParams
 from .maxpool import MaxPool, MaxPoolParams
 from .mvtu import MVTU, MVTUParams
@@ -87,33 +93,50 @@ class StyledThresholdParams(ThresholdParams):
                                   plain.name, self.memory_style)
 
 
-@dataclass(frozen=True, eq=False, kw_only=True)
-class StyledMVTUParams(MVTUParams):
-    """An MVTU whose weight and threshold memories have the styles ``weight_style`` and
-    ``threshold_style`` (``rtl_gen.weight_memory.STYLES``); the unit is ``rtl_gen.mvtu``'s."""
+class _Styled:
+    """Weight and threshold memories with the styles ``weight_style`` and
+    ``threshold_style`` (``rtl_gen.weight_memory.STYLES``), for an MVTU or a gated unit."""
 
-    weight_style: str = "auto"
-    threshold_style: str = "auto"
+    weight_style: str
+    threshold_style: str
 
     @property
     def weight_memory(self) -> FoldedMemoryParams:
-        plain = super().weight_memory
+        plain = super().weight_memory  # type: ignore[misc]
         return FoldedMemoryParams(plain.width, plain.init, plain.sel, plain.writable,
                                   plain.name, self.weight_style)
 
     @property
     def threshold_params(self) -> ThresholdParams | None:
-        plain = super().threshold_params
+        plain = super().threshold_params  # type: ignore[misc]
         if plain is None:
             return None
         return StyledThresholdParams(**{f.name: getattr(plain, f.name) for f in fields(plain)},
                                      memory_style=self.threshold_style)
 
 
+@dataclass(frozen=True, eq=False, kw_only=True)
+class StyledGatedMVTUParams(_Styled, GatedMVTUParams):
+    """A gated unit (``rtl_gen.gated_mvtu``) whose memories have styles (``_Styled``)."""
+
+    weight_style: str = "auto"
+    threshold_style: str = "auto"
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class StyledMVTUParams(_Styled, MVTUParams):
+    """An MVTU whose weight and threshold memories have the styles ``weight_style`` and
+    ``threshold_style`` (``rtl_gen.weight_memory.STYLES``); the unit is ``rtl_gen.mvtu``'s."""
+
+    weight_style: str = "auto"
+    threshold_style: str = "auto"
+
+
 _BLOCKS = {
     InputEncoderParams: InputEncoder, WidthConverterParams: WidthConverter,
     SlidingWindowParams: SlidingWindow, MVTUParams: MVTU, StyledMVTUParams: MVTU,
     FifoParams: Fifo, MaxPoolParams: MaxPool, ClassifyParams: Classify,
+    GatedMVTUParams: GatedMVTU, StyledGatedMVTUParams: GatedMVTU,
 }
 
 
@@ -124,9 +147,12 @@ class Stage:
     name: str
     params: Any
     node: str
+    density: float | None = None  # a gated unit's measured item density (None: all gated)
 
     @property
     def cycles_per_image(self) -> int:
+        if self.density is not None:
+            return self.params.cycles_for_density(self.density)
         return self.params.cycles_per_image
 
 
@@ -142,6 +168,8 @@ class NetworkParams:
     (``bnnhw.manifest.Manifest.targets``). ``pixels_per_beat`` pixels enter per input beat
     (it must divide the pixels of an image). ``memory_styles`` maps memory names
     (``memories``) to styles (``rtl_gen.weight_memory.STYLES``); the others are ``auto``.
+    ``gate_stats`` gives the top a ``gate_stats`` output with the step counters of every
+    gated unit (``gate_stats_layout``), which ``bnnhw verify`` reads after a run.
     """
 
     graph: ir.Graph
@@ -151,6 +179,7 @@ class NetworkParams:
     runtime_writable: bool = False
     pixels_per_beat: int = 1
     memory_styles: Mapping[str, str] = field(default_factory=dict)
+    gate_stats: bool = False
 
     def __post_init__(self):
         self.graph.check_lowered()
@@ -234,27 +263,26 @@ class NetworkParams:
                     h, w, c, node.kernel, node.stride, node.padding, fold.simd, elem,
                     node.pad_bit, name=f"{node.name}_window"), node.name))
                 oh, ow, r = node.out_shape
-                stages.append(Stage(f"{node.name}_mvtu", self._mvtu(node, fold, oh * ow),
-                                    node.name))
+                stages.append(self._engine(node, fold, oh * ow))
+                out = _out_bits(node)
                 stages.append(Stage(f"{node.name}_fifo", FifoParams(
-                    fold.pe, self.fifo_depth, oh * ow * r // fold.pe,
+                    fold.pe * out, self.fifo_depth, oh * ow * r // fold.pe,
                     name=f"{node.name}_fifo"), node.name))
-                h, w, c, per_beat, elem = oh, ow, r, fold.pe, 1
+                h, w, c, per_beat, elem = oh, ow, r, fold.pe, out
             elif isinstance(node, ir.MaxPool):
                 stages.append(Stage(f"{node.name}_pool", MaxPoolParams(
                     h, w, c, node.kernel, node.stride, per_beat,
-                    tuple(int(b) for b in node.and_mask), name=f"{node.name}_pool"),
-                    node.name))
+                    tuple(int(b) for b in node.and_mask), name=f"{node.name}_pool",
+                    elem_width=elem), node.name))
                 h, w, c = node.out_shape
             elif isinstance(node, ir.Dense):
                 fold = self.folds[node.name]
                 convert(node.name, fold.simd, node.cols, elem)
-                mvtu = self._mvtu(node, fold, 1)
-                stages.append(Stage(f"{node.name}_mvtu", mvtu, node.name))
-                per_beat, elem = fold.pe, 1
+                stages.append(self._engine(node, fold, 1))
+                per_beat, elem = fold.pe, _out_bits(node)
                 if node.thresholds is not None:
                     stages.append(Stage(f"{node.name}_fifo", FifoParams(
-                        fold.pe, self.fifo_depth, node.rows // fold.pe,
+                        fold.pe * elem, self.fifo_depth, node.rows // fold.pe,
                         name=f"{node.name}_fifo"), node.name))
                 else:
                     sw = node.dot_bits
@@ -269,20 +297,31 @@ class NetworkParams:
                 break
         return tuple(stages), (per_beat, elem)
 
-    def _mvtu(self, node, fold: Fold, pixels: int) -> MVTUParams:
-        extra = {}
+    def _engine(self, node, fold: Fold, pixels: int) -> Stage:
+        """The matrix engine of ``node``: an MVTU, or a gated unit for frac2 inputs (its
+        cycles at the measured item density, ``bnnhw.gate_density``)."""
+        extra: dict[str, Any] = {}
         if node.thresholds is not None:
             extra = {"thresholds": node.thresholds}
             if isinstance(node, ir.Conv):
                 extra.update(row_class=node.row_class, col_class=node.col_class)
         styles = {"weight_style": self.memory_style(f"{node.name}.weights"),
                   "threshold_style": self.memory_style(f"{node.name}.thresholds")}
-        cls = MVTUParams
-        if set(styles.values()) != {"auto"}:
-            cls, extra = StyledMVTUParams, {**extra, **styles}
-        return cls(name=node.name, rows=node.rows, cols=node.cols, pe=fold.pe,
-                   simd=fold.simd, weights=node.weights, input_kind=node.input_kind,
-                   pixels=pixels, runtime_writable=self.runtime_writable, **extra)
+        styled = set(styles.values()) != {"auto"}
+        if styled:
+            extra.update(styles)
+        common = dict(name=node.name, rows=node.rows, cols=node.cols, pe=fold.pe,
+                      simd=fold.simd, weights=node.weights, pixels=pixels,
+                      runtime_writable=self.runtime_writable, **extra)
+        name = f"{node.name}_mvtu"
+        if not node.gated:
+            cls = StyledMVTUParams if styled else MVTUParams
+            return Stage(name, cls(input_kind=node.input_kind, **common), node.name)
+        cls = StyledGatedMVTUParams if styled else GatedMVTUParams
+        params = cls(gate_thresholds=node.gate, gate_invert=node.gate_invert,
+                     stats=self.gate_stats, **common)
+        density = dict(layer_density(self.graph, node.name)).get(fold.pe)
+        return Stage(name, params, node.name, density)
 
     @property
     def targets(self) -> tuple[Stage, ...]:
@@ -290,8 +329,8 @@ class NetworkParams:
         matrix layer's engine in graph order, then the classifier (``runtime_writable``)."""
         if not self.runtime_writable:
             return ()
-        return tuple(s for s in self.stages if isinstance(s.params, (MVTUParams,
-                                                                      ClassifyParams)))
+        return tuple(s for s in self.stages if isinstance(
+            s.params, (MVTUParams, GatedMVTUParams, ClassifyParams)))
 
     # Derived figures ------------------------------------------------------------------
 
@@ -339,12 +378,28 @@ class NetworkParams:
         return int(t[0])
 
     @property
+    def gated_stages(self) -> tuple[Stage, ...]:
+        """The precision-gated units, in stream order."""
+        return tuple(s for s in self.stages if isinstance(s.params, GatedMVTUParams))
+
+    @property
+    def gate_stats_layout(self) -> data.StructLayout:
+        """The ``gate_stats`` output with ``gate_stats``: per gated unit (by stage name) its
+        MSB and LSB step counters (``rtl_gen.gated_mvtu.STATS_LAYOUT``)."""
+        return data.StructLayout({s.name: STATS_LAYOUT for s in self.gated_stages})
+
+    @property
     def bottleneck(self) -> Stage:
         return max(self.stages, key=lambda s: s.cycles_per_image)
 
     @property
     def in_layout(self) -> data.StructLayout:
         return struct_layout(self.format.in_layout)
+
+
+def _out_bits(node: ir.Conv | ir.Dense) -> int:
+    """Bits per output element of a thresholded matrix node: 1, or 2 for a frac2 map."""
+    return 2 if node.out_levels == 3 else 1
 
 
 class Network(wiring.Component):
@@ -372,6 +427,8 @@ class Network(wiring.Component):
         }
         if params.runtime_writable:
             members["cfg"] = In(stream.Signature(CFG_TARGET_LAYOUT))
+        if params.gate_stats and params.gated_stages:
+            members["gate_stats"] = Out(params.gate_stats_layout)
         super().__init__(members)
 
     @property
@@ -400,6 +457,12 @@ class Network(wiring.Component):
                 m.d.comb += [cfg.payload.eq(self.cfg.payload.beat),
                              cfg.valid.eq(self.cfg.valid & (self.cfg.payload.target == index))]
             m.d.comb += self.cfg.ready.eq(1)
+
+        if "gate_stats" in self.signature.members:
+            names = [s.name for s in p.stages]
+            for stage in p.gated_stages:
+                block = self.blocks[names.index(stage.name)]
+                m.d.comb += getattr(self.gate_stats, stage.name).eq(block.stats)
 
         count = Signal(range(p.beats_per_image), name="pixel_count")
         with m.If(self.i_stream.valid & self.i_stream.ready):
