@@ -97,6 +97,7 @@ class CosimResult:
     idle_in_cycles: int = 0
     held_out_beats: int = 0
     held_out_cycles: int = 0
+    ports: dict[str, int] = field(default_factory=dict)  # ``read_ports``' final values
 
     @property
     def cycles_per_second(self) -> float:
@@ -164,7 +165,8 @@ def run_stream_cosim(design, in_beats: Iterable[int], n_out: int, *, seed: int =
                      waves: bool | str | Path = False, toplevel: str = "top",
                      build_args: Sequence[str] = (), reset_cycles: int = 4,
                      keep: bool = False, i_port: str = "i_stream", o_port: str = "o_stream",
-                     progress: Callable[[int, int], None] | None = None) -> CosimResult:
+                     progress: Callable[[int, int], None] | None = None,
+                     read_ports: Sequence[str] = ()) -> CosimResult:
     """Run ``in_beats`` through ``design`` under Verilator and collect ``n_out`` beats.
 
     ``seed`` fixes the stall patterns: before each beat the source idles one more cycle
@@ -182,6 +184,8 @@ def run_stream_cosim(design, in_beats: Iterable[int], n_out: int, *, seed: int =
     ``i_port``/``o_port`` name the two streams. ``progress(beats, cycle)``, if given,
     is called about twice a second during the run with the output beats collected so
     far and the cycle of the last (e.g. to move a tqdm bar), and once at the end.
+    ``read_ports`` names output ports whose values are read when the run ends (after
+    lingering): ``result.ports`` maps each to its integer value.
 
     Raises ``ValueError`` for a beat that does not fit the input payload or bad
     settings, ``sim.verilator.VerilatorBuildError`` when the build fails, ``CosimError``
@@ -214,7 +218,7 @@ def run_stream_cosim(design, in_beats: Iterable[int], n_out: int, *, seed: int =
                        stall_out=stall_out, timeout_cycles=timeout_cycles,
                        linger_cycles=linger_cycles, waves=waves, toplevel=toplevel,
                        reset_cycles=reset_cycles, keep=keep, i_port=i_port, o_port=o_port,
-                       progress=progress)
+                       progress=progress, read_ports=tuple(read_ports))
     except KeyboardInterrupt:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -224,7 +228,8 @@ def _run_in(run_dir: Path, build: VerilatorBuild, beats: list[int], n_out: int, 
             seed: int, stall_in: float, stall_out: float, timeout_cycles: int,
             linger_cycles: int, waves: bool | str | Path, toplevel: str, reset_cycles: int,
             keep: bool, i_port: str, o_port: str,
-            progress: Callable[[int, int], None] | None) -> CosimResult:
+            progress: Callable[[int, int], None] | None,
+            read_ports: tuple[str, ...] = ()) -> CosimResult:
     """The part of ``run_stream_cosim`` that runs in the run folder ``run_dir``."""
     wave_path = None if build.waves is None else \
         run_dir / "dump.vcd" if waves is True else Path(waves).resolve()
@@ -235,7 +240,7 @@ def _run_in(run_dir: Path, build: VerilatorBuild, beats: list[int], n_out: int, 
         "in_file": str(in_file), "out_file": str(out_file), "n_out": n_out, "seed": seed,
         "stall_in": stall_in, "stall_out": stall_out, "timeout_cycles": timeout_cycles,
         "linger_cycles": linger_cycles, "reset_cycles": reset_cycles,
-        "i_port": i_port, "o_port": o_port,
+        "i_port": i_port, "o_port": o_port, "read_ports": list(read_ports),
     }
     if progress is not None:
         conf["progress_file"] = str(run_dir / "progress")
@@ -289,7 +294,8 @@ def result_of(raw: dict, build: VerilatorBuild, run_seconds: float,
         run_seconds=run_seconds, build=build, sim_cpu_seconds=raw["sim_cpu_seconds"],
         extra_beats=[int(b, 16) for b in raw["extra"]], waves=wave_path,
         idle_in_cycles=raw["idle_in_cycles"], held_out_beats=raw["held_out_beats"],
-        held_out_cycles=raw["held_out_cycles"])
+        held_out_cycles=raw["held_out_cycles"],
+        ports={k: int(v, 16) for k, v in raw.get("ports", {}).items()})
 
 
 def assert_beats_equal(expected: Sequence[int], result: CosimResult, *, show: int = 4) -> None:

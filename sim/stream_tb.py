@@ -271,6 +271,8 @@ async def stream_cosim(dut):
         "held_out_beats": bench.held_out_beats,
         "held_out_cycles": bench.held_out_cycles,
         "rule_error": bench.rule_error,
+        "ports": {name: f"{_to_int(getattr(dut, name).value):x}"
+                  for name in conf.get("read_ports", ())},
     }
     _write_result(conf["out_file"], result)
     assert status != "stream_rule", bench.rule_error

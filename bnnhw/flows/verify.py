@@ -13,6 +13,13 @@ mean distance between consecutive images' output beats, the pipeline fill left o
 the latency (first pixel in to first result out), compared with the cycle model. With
 ``stall > 0`` a second run repeats the comparison with seeded random stalls on both ends.
 
+A network with precision-gated layers (FracBNN) is modelled at the gate densities of the
+images it verifies (``bnnhw.gate_density``), and its top reads out every gated unit's
+step counters after the unstalled run: the report gives per gated layer the measured
+densities, the MSB and LSB steps per image the hardware took (the LSB steps are ``SF``
+per open item, so they must equal the golden model's count), the modelled cycles and
+those of an ungated 2-bit engine (``GatedLayer``).
+
 On a mismatch the fault is traced: networks truncated after a node
 (``NetworkParams.until``) replay the failing run (the same images up to the failing one,
 the same stall pattern) and their output is compared with the golden activations of
@@ -58,6 +65,32 @@ class Mismatch:
 
 
 @dataclass
+class GatedLayer:
+    """One precision-gated layer in a verify run: its item density at ``pe`` and its
+    channel density (the golden model's gates on the verified images), the steps per image
+    its passes took in the hardware (``None`` when the engine gives no counters), the
+    modelled cycles per image at that density, its MSB pass alone, and an ungated 2-bit
+    engine's (both passes over every item)."""
+
+    node: str
+    pe: int
+    item_density: float
+    channel_density: float
+    msb_steps: float | None
+    lsb_steps: float | None
+    model_cycles: int
+    msb_cycles: int
+    ungated_cycles: int
+
+    def format(self) -> str:
+        measured = "steps not measured" if self.msb_steps is None else \
+            f"MSB {self.msb_steps:,.1f} + LSB {self.lsb_steps:,.1f} steps per image"
+        return (f"gated {self.node}: gates open {self.channel_density:.1%} (items at pe "
+                f"{self.pe}: {self.item_density:.1%}); {measured}; model "
+                f"{self.model_cycles:,} cycles, ungated 2-bit {self.ungated_cycles:,}")
+
+
+@dataclass
 class VerifyReport:
     images: int
     mismatches: int
@@ -79,6 +112,7 @@ class VerifyReport:
     class_ties: int | None = None
     reference: str = "the QAT model"
     stage_cycles: dict[str, int] = field(default_factory=dict)
+    gated: list[GatedLayer] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -125,6 +159,7 @@ class VerifyReport:
             lines.append(f"latency: {self.latency_cycles} cycles measured, "
                          f"{self.model_latency_cycles} model ({self.latency_error:+.2%}; "
                          f"first pixel in to scores out)")
+        lines += [g.format() for g in self.gated]
         lines.append(f"simulation: {self.sim_cycles} cycles in {self.sim_seconds:.1f} s "
                      f"({self.cycles_per_second:,.0f} cycles/s); Verilator build "
                      f"{'cached' if self.build_cached else f'{self.build_seconds:.1f} s'}")
@@ -141,10 +176,10 @@ def _steady_cycles(out_cycles: list[int]) -> float | None:
 
 
 def _network(graph: ir.Graph, folds: Mapping[str, Fold], until: str | None = None,
-             blocks: Mapping[str, Any] | None = None):
+             blocks: Mapping[str, Any] | None = None, gate_stats: bool = False):
     from rtl_gen.network import Network, NetworkParams
 
-    params = NetworkParams(graph, folds, until=until)
+    params = NetworkParams(graph, folds, until=until, gate_stats=gate_stats)
     names = {s.name for s in params.stages}
     return params, Network(params, {k: v for k, v in (blocks or {}).items() if k in names})
 
@@ -153,7 +188,8 @@ ENGINES = ("cocotb", "fast")
 
 
 def _cosim(net, params, beats: list[int], n_out: int, *, seed: int, stall: float,
-           waves: bool | str = False, linger: bool = False, engine: str = "cocotb"):
+           waves: bool | str = False, linger: bool = False, engine: str = "cocotb",
+           read_ports: tuple[str, ...] = ()):
     if engine == "fast":
         from sim.fast import run_stream_fast as run
     else:
@@ -164,8 +200,39 @@ def _cosim(net, params, beats: list[int], n_out: int, *, seed: int, stall: float
     if stall:
         timeout *= 4
     linger_cycles = 2 * params.cycles_per_image + params.latency + 100 if linger else 0
+    extra = {"read_ports": read_ports} if read_ports else {}
     return run(net, beats, n_out, seed=seed, stall_in=stall, stall_out=stall,
-               timeout_cycles=timeout, waves=waves, linger_cycles=linger_cycles)
+               timeout_cycles=timeout, waves=waves, linger_cycles=linger_cycles, **extra)
+
+
+def _field(value: int, layout: Any, name: str) -> int:
+    """Field ``name`` of the integer ``value`` of an Amaranth struct ``layout``."""
+    f = dict(iter(layout))[name]
+    return (value >> f.offset) & ((1 << f.width) - 1)
+
+
+def _gated_layers(graph: ir.Graph, params: Any, images: np.ndarray, stats: int | None
+                  ) -> list[GatedLayer]:
+    """Per gated unit of ``params``: densities on ``images``, steps per image from the
+    top's ``gate_stats`` value ``stats`` (``None``: not read), cycle figures."""
+    from ..gate_density import item_density
+
+    gates = golden.gate_maps(graph, images)
+    out, n = [], max(1, len(images))
+    layout = params.gate_stats_layout
+    for stage in params.gated_stages:
+        p = stage.params
+        g = gates[stage.node]
+        msb = lsb = None
+        if stats is not None:
+            unit = _field(stats, layout, stage.name)
+            msb = _field(unit, dict(iter(layout))[stage.name].shape, "msb_steps") / n
+            lsb = _field(unit, dict(iter(layout))[stage.name].shape, "lsb_steps") / n
+        d = item_density(g, p.pe)
+        base = p.pixels * p.nf * p.sf
+        out.append(GatedLayer(stage.node, p.pe, d, item_density(g, 1), msb, lsb,
+                              p.cycles_for_density(d), base, 2 * base))
+    return out
 
 
 def _first_difference(expected: np.ndarray, got: np.ndarray, shape: tuple[int, ...]
@@ -248,20 +315,26 @@ def verify_graph(graph: ir.Graph, folds: Mapping[str, Fold], images: np.ndarray,
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    from ..gate_density import attach, has_gates
+
     images = np.asarray(images)
     hw = graph if hardware_graph is None else hardware_graph
+    gated = has_gates(hw)
+    if gated:  # the cycle model at the gate densities of these very images
+        hw = attach(hw, images, f"the {len(images)} verified images")
     progress("golden model")
     gold = golden.run(graph, images)
     scores, classes = gold.scores.numpy(), gold.classes.numpy()
     progress("generating the network")
-    params, net = _network(hw, folds, blocks=blocks)
+    stats = gated and engine == "cocotb"
+    params, net = _network(hw, folds, blocks=blocks, gate_stats=stats)
     fmt = params.format
     expected = [fmt.result_beat(s, c) for s, c in zip(scores, classes)]
     beats = fmt.image_beats(images)
     progress(f"co-simulating {len(images)} images under Verilator (model "
              f"{params.cycles_per_image} cycles per image)")
     res = _cosim(net, params, beats, len(images), seed=seed, stall=0.0, linger=True,
-                 engine=engine)
+                 engine=engine, read_ports=("gate_stats",) if stats else ())
     runs = [(res, 0.0)]
     if stall:
         progress(f"co-simulating again with random stalls ({stall:.0%} both ends)")
@@ -310,4 +383,5 @@ def verify_graph(graph: ir.Graph, folds: Mapping[str, Fold], images: np.ndarray,
         cycles_per_second=res.cycles_per_second, build_seconds=res.build.seconds,
         build_cached=res.build.cached, stalled_run=len(runs) > 1, first_mismatch=first,
         class_agreement=agreement, class_ties=ties,
-        stage_cycles={s.name: s.cycles_per_image for s in params.stages})
+        stage_cycles={s.name: s.cycles_per_image for s in params.stages},
+        gated=_gated_layers(hw, params, images, res.ports.get("gate_stats")) if gated else [])
