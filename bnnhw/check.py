@@ -471,7 +471,6 @@ def _compare_unit(g: _Unit, st: UnitAgreement, px: torch.Tensor,
         wrong_bits = (flips & 1) + (flips >> 1)
     else:
         wrong_bits = (x != want).to(torch.int64)
-    wrong = wrong_bits > 0
     st.compared += want.numel() * (2 if st.kind == "codes" else 1)
     n_wrong = int(wrong_bits.sum())
     st.disagreements += n_wrong

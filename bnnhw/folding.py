@@ -67,6 +67,17 @@ def gated_extra(msb_cycles: int, density: float) -> int:
     return round(msb_cycles * density)
 
 
+def gated_buffers(nf: int, sf: int, tree_latency: int) -> tuple[int, int]:
+    """``(credits, banks)`` of a gated unit (``rtl_gen.gated_mvtu``, which explains them):
+    the result slots and the input buffer banks (a power of two) that lose no cycle at
+    steady state, from its folds and its popcount trees' pipeline stages."""
+    lat = tree_latency
+    credits = 2 * -(-(lat + 5) // sf) + -(-(lat + 4) // sf) + 3
+    tail = 2 * (lat + 5) + sf * credits
+    need = 2 + -(-tail // (nf * sf))
+    return credits, 1 << max(1, (need - 1).bit_length())
+
+
 def layer_density(graph: ir.Graph, name: str) -> tuple[tuple[int, float], ...]:
     """The measured ``(pe, item density)`` pairs of gated node ``name`` (graph meta)."""
     entry = (graph.meta.get("gate_density") or {}).get("layers", {}).get(name) or {}

@@ -48,7 +48,7 @@ def attach(graph: ir.Graph, images: Any, source: str) -> ir.Graph:
     layers = measure(graph, images)
     if not layers:
         return graph
-    meta = {**graph.meta, "gate_density": {"images": int(len(images)), "source": source,
+    meta = {**graph.meta, "gate_density": {"images": len(images), "source": source,
                                            "layers": layers}}
     return ir.Graph(graph.nodes, meta)
 

@@ -46,8 +46,9 @@ product, ``dot_divisor``). A gated conv pads with code 0 or 3. ``MaxPool`` on a 
 takes the max (min where ``and_mask``) of the codes.
 
 Every ``Conv``/``Dense`` carries ``scale``/``bias`` (``float64 [R]``): its real-valued
-pre-activation is ``y = scale * dot / dot_divisor + bias`` with ``dot`` the signed dot product of its
-(stored, possibly flipped) weights against the true input (zero padding included). For
+pre-activation is ``y = scale * dot / dot_divisor + bias`` with ``dot`` the signed dot
+product of its (stored, possibly flipped) weights against the true input (zero padding
+included). For
 thresholded nodes they are provenance (tie margins in ``bnnhw.check``); for the last node
 they are the float logit map a host may apply to the scores. The golden model never reads
 them for hidden layers.

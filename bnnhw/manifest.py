@@ -74,28 +74,51 @@ def _matrix_memories(node: ir.Conv | ir.Dense, fold: Fold) -> tuple[Memory, ...]
     mems = [Memory(int(MemSel.WEIGHTS), nf * sf, fold.pe * fold.simd)]
     if node.thresholded:
         ny, nx_ = node.thresholds.shape[:2]  # type: ignore[union-attr]
-        mems.append(Memory(int(MemSel.THRESHOLDS), ny * nx_ * nf, fold.pe * node.threshold_bits))
+        mems.append(Memory(int(MemSel.THRESHOLDS), ny * nx_ * nf,
+                           fold.pe * node.out_levels * node.threshold_bits))
+    if node.gated:
+        mems.append(Memory(int(MemSel.GATES), nf, fold.pe * (node.gate_bits + 1)))
     return tuple(mems)
+
+
+def threshold_table_words(node: ir.Conv | ir.Dense, pe: int) -> list[int]:
+    """The threshold memory words of a thresholded matrix node at ``pe`` (clamped; a
+    frac2 output's three thresholds of a lane side by side, lane ``i``'s at entries
+    ``i * 3 + k``)."""
+    t = np.clip(node.thresholds, node.threshold_min, node.threshold_max)
+    levels = node.out_levels
+    t = t.reshape(*t.shape[:2], node.rows * levels)  # type: ignore[union-attr]
+    return table_words(t, pe * levels, node.threshold_bits)
+
+
+def gate_table_words(node: ir.Conv | ir.Dense, pe: int) -> list[int]:
+    """The gate memory words of a gated node at ``pe``: per lane its threshold ``G`` and,
+    above it, its invert bit."""
+    lanes = node.gate.astype(np.int64) | (node.gate_invert.astype(np.int64)  # type: ignore
+                                          << node.gate_bits)
+    return table_words(lanes, pe, node.gate_bits + 1)
 
 
 def _node_doc(node: ir.Node) -> dict[str, Any]:
     """A node's topology: every dataclass field but its values (weights, thresholds,
     scales, the class map) and its provenance."""
     values = {"weights", "thresholds", "scale", "bias", "class_scale", "class_offset",
-              "class_gain", "class_exact", "source", "channels"}
+              "class_gain", "class_exact", "source", "channels", "gate", "gate_invert"}
     doc: dict[str, Any] = {"op": node.op}
     for name in node.__dataclass_fields__:  # type: ignore[attr-defined]
         if name in values:
             continue
         v = getattr(node, name)
-        if name == "table" and v is None:
-            continue  # a plain uint8 input, as before pixel tables existed: same digest
+        if (name == "table" or name.startswith("gate")) and v is None:
+            continue  # fields an older build did not have: the same digest as before
         doc[name] = v.tolist() if isinstance(v, np.ndarray) else (
             list(v) if isinstance(v, tuple) else v)
     if isinstance(node, (ir.Conv, ir.Dense)):
         doc["rows"], doc["cols"] = node.rows, node.cols
         if isinstance(node, ir.Conv) and node.thresholds is not None:
             doc["border_classes"] = list(node.border_classes)
+        if node.out_levels == 3:
+            doc["out_levels"] = 3
     return doc
 
 
@@ -263,8 +286,9 @@ class Manifest:
         pe, simd = fold["pe"], fold["simd"]
         beats = cfg_beats(int(MemSel.WEIGHTS), matrix_words(node.weights, pe, simd), pe * simd)
         if node.thresholded:
-            t = np.clip(node.thresholds, node.threshold_min, node.threshold_max)
-            width = pe * node.threshold_bits
-            beats += cfg_beats(int(MemSel.THRESHOLDS), table_words(t, pe, node.threshold_bits),
-                               width)
+            beats += cfg_beats(int(MemSel.THRESHOLDS), threshold_table_words(node, pe),
+                               pe * node.out_levels * node.threshold_bits)
+        if node.gated:
+            beats += cfg_beats(int(MemSel.GATES), gate_table_words(node, pe),
+                               pe * (node.gate_bits + 1))
         return beats

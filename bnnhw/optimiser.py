@@ -235,7 +235,10 @@ class _Problem:
         # merges differently); the memories are costed per style below
         own = self.styles[-1]
         styled = {f"{layer.node.name}.weights": own, f"{layer.node.name}.thresholds": own}
-        blocks, out = rs.node_blocks(layer.node, fold, flow, styled, 4, self.writable)
+        shape = self.shapes[layer.node.name]
+        density = shape.item_density(fold.pe) if shape.gated else None
+        blocks, out = rs.node_blocks(layer.node, fold, flow, styled, 4, self.writable,
+                                     density)
         blocks = [b for b in blocks if b.kind != "convert" or b.name.endswith("_gather")]
         for node in layer.after:
             more, out = rs.node_blocks(node, None, out, None, 4, self.writable)
@@ -436,7 +439,7 @@ def _flow_into(p: _Problem, i: int, fold: Fold, per_beat: int | None = None) -> 
             h, w, c = shape
         else:
             h, w, c = 1, 1, shape[0]
-        elem = 1
+        elem = 2 if prev.node.out_levels == 3 else 1  # a frac2 map's 2-bit codes
     return rs.Flow(h, w, c, fold.simd if per_beat is None else per_beat, elem)
 
 

@@ -37,6 +37,7 @@ class MemSel(enum.IntEnum):
     WEIGHTS = 0
     THRESHOLDS = 1
     CLASSES = 2      # the classifier's integer class map (``rtl_gen.classify``)
+    GATES = 3        # a precision-gated unit's gate thresholds (``rtl_gen.gated_mvtu``)
 
 
 def cfg_word(sel: int, addr: int, chunk: int, value: int) -> int:

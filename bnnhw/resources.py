@@ -46,7 +46,8 @@ from typing import Any
 
 from . import compressor, ir
 from . import numerics as nx
-from .folding import Fold
+from .compressor import tree_latency
+from .folding import Fold, gated_buffers, gated_extra, layer_density
 from .validate import ParameterError
 
 __all__ = [
@@ -323,10 +324,18 @@ def tree_costs(count: int, width: int = 1, levels_per_stage: int = 2, fanin: int
 def mvtu_block(name: str, rows: int, cols: int, pe: int, simd: int, input_kind: str,
                pixels: int, classes: int | None, writable: bool = False,
                weight_style: str = "auto", threshold_style: str = "auto",
-               levels_per_stage: int = 2) -> Block:
-    """``classes`` border classes of the thresholds (``None`` for the scores layer)."""
+               levels_per_stage: int = 2, levels: int = 1,
+               density: float | None = None) -> Block:
+    """``classes`` border classes of the thresholds (``None`` for the scores layer),
+    ``levels`` thresholds per channel (3 for a frac2 output). A ``frac2`` input makes the
+    precision-gated unit (``rtl_gen.gated_mvtu``): binary popcount trees on ``simd`` bits
+    shared by both planes, two count accumulators and the combiner, its gate memory, input
+    banks and result slots, and ``P * NF * SF * (1 + density)`` cycles (``density`` the
+    item density, 1 when not measured). Its logic is costed with the MVTU's coefficients
+    on those figures: no gated unit is in the calibration."""
     nf, sf = rows // pe, cols // simd
-    ew = nx.ELEMENT_BITS[input_kind]
+    gated = input_kind == "frac2"
+    ew = 1 if gated else nx.ELEMENT_BITS[input_kind]
     lo, hi = nx.acc_range(input_kind, cols)
     acc_bits = nx.range_bits(lo, hi)[0]
     thr_bits = nx.range_bits(lo, hi + 1)[0] if classes is not None else 0
@@ -348,18 +357,35 @@ def mvtu_block(name: str, rows: int, cols: int, pe: int, simd: int, input_kind: 
     mems.append(Memory(f"{name}.weights", nf * sf, stored(pe * simd), kind, weight_style,
                        gran(pe * simd), "weights"))
     if classes is not None:
-        mems.append(Memory(f"{name}.thresholds", classes * nf, stored(pe * thr_bits), kind,
-                           threshold_style, gran(pe * thr_bits), "thresholds"))
-    if nf > 1:
+        width = pe * thr_bits * levels
+        mems.append(Memory(f"{name}.thresholds", classes * nf, stored(width), kind,
+                           threshold_style, gran(width), "thresholds"))
+    acc, counters, x = pe * acc_bits, _bits(nf) + _bits(sf) + _bits(nf * sf), simd * ew
+    cycles = pixels * nf * sf
+    if gated:
+        credits, banks = gated_buffers(nf, sf, tree_latency(simd, 1, levels_per_stage, 3))
+        count = nx.unsigned_bits(cols)
+        gate = nx.unsigned_bits(cols + 1) + 1
+        mems.append(Memory(f"{name}.gates", nf, stored(pe * gate), kind, "auto",
+                           gran(pe * gate), "gates"))
+        mems += [Memory(f"{name}.input_buffer", banks * sf, 2 * simd, "ram"),
+                 Memory(f"{name}.msb_results", credits, pe * (count + 1), "ram"),
+                 Memory(f"{name}.lsb_results", credits, pe * count, "ram"),
+                 Memory(f"{name}.lsb_queue", credits, _bits(banks) + _bits(nf), "ram")]
+        acc += 2 * pe * count  # the two count accumulators besides the combiner
+        counters = 2 * counters + 3 * _bits(banks) + 3 * _bits(credits + 1)
+        x = 2 * simd
+        cycles += gated_extra(cycles, 1.0 if density is None else density)
+    elif nf > 1:
         mems.append(Memory(f"{name}.input_buffer", 2 * sf, simd * ew, "ram"))
     shape = {"pe": pe, "simd": simd, "nf": nf, "sf": sf, "input_kind": input_kind,
              "lanes": pe * simd, "gated": pe * simd * ew if input_kind == "uint8" else 0,
              "tree_luts": tree_luts, "tree_regs": tree_regs, "tree_out": tree_out,
-             "acc": pe * acc_bits, "cmp": pe * thr_bits, "scores": pe * score_bits,
-             "x": simd * ew, "counters": _bits(nf) + _bits(sf) + _bits(nf * sf),
-             "classes": classes or 0, "buffered": nf > 1,
+             "acc": acc, "cmp": pe * thr_bits * levels, "scores": pe * score_bits,
+             "x": x, "counters": counters,
+             "classes": classes or 0, "buffered": nf > 1 or gated,
              "weights_const": nf * sf == 1, "thresholds_const": (classes or 0) * nf == 1}
-    return Block(name, "mvtu", shape, tuple(mems), pixels * nf * sf)
+    return Block(name, "mvtu", shape, tuple(mems), cycles)
 
 
 def fifo_block(name: str, width: int, depth: int, beats: int) -> Block:
@@ -369,7 +395,8 @@ def fifo_block(name: str, width: int, depth: int, beats: int) -> Block:
 
 
 def pool_block(name: str, height: int, width: int, channels: int, kernel: int, stride: int,
-               simd: int) -> Block:
+               simd: int, elem: int = 1) -> Block:
+    """``simd`` elements of ``elem`` bits (2 for a frac2 map's codes) per beat."""
     cf = channels // simd
     ow = nx.conv_out_size(width, kernel, stride)
     overlapping = kernel > stride
@@ -377,16 +404,16 @@ def pool_block(name: str, height: int, width: int, channels: int, kernel: int, s
     cycles = height * width * cf
     if overlapping:
         win = window_block(f"{name}.window", height, width, channels, kernel, stride, 0,
-                           simd, 1)
+                           simd, elem)
         mems += list(win.memories)
-        mems.append(Memory(f"{name}.partial", cf, simd, "ram_async"))
+        mems.append(Memory(f"{name}.partial", cf, simd * elem, "ram_async"))
         counters = win["counters"] + _bits(kernel * kernel) + _bits(cf)
         cycles = win.cycles
     else:
-        mems.append(Memory(f"{name}.partial", ow * cf, simd, "ram_async"))
+        mems.append(Memory(f"{name}.partial", ow * cf, simd * elem, "ram_async"))
         counters = (_bits(cf) + 2 * _bits(stride) + _bits(-(-width // stride))
                     + _bits(-(-height // stride)) + _bits(width) + _bits(height))
-    return Block(name, "pool", {"simd": simd, "counters": counters,
+    return Block(name, "pool", {"simd": simd * elem, "counters": counters,
                                 "overlapping": overlapping}, tuple(mems), cycles)
 
 
@@ -512,9 +539,11 @@ def input_blocks(graph: ir.Graph, pixels_per_beat: int = 1) -> tuple[list[Block]
 
 def node_blocks(node: ir.Node, fold: Fold | None, flow: Flow,
                 memory_styles: Mapping[str, str] | None = None, fifo_depth: int = 4,
-                runtime_writable: bool = False) -> tuple[list[Block], Flow]:
+                runtime_writable: bool = False, density: float | None = None
+                ) -> tuple[list[Block], Flow]:
     """The blocks one IR node adds after ``flow``, and the stream it leaves (the order of
-    ``rtl_gen.network.NetworkParams.stages``)."""
+    ``rtl_gen.network.NetworkParams.stages``); ``density`` is a gated node's item density
+    at ``fold.pe``."""
     styles = memory_styles or {}
     h, w, c, per_beat, elem = flow.h, flow.w, flow.c, flow.per_beat, flow.elem
     blocks: list[Block] = []
@@ -533,35 +562,39 @@ def node_blocks(node: ir.Node, fold: Fold | None, flow: Flow,
                                    node.padding, fold.simd, elem))
         oh, ow, r = node.out_shape
         ny, nxc = node.border_classes
+        out = 2 if node.out_levels == 3 else 1
         blocks.append(mvtu_block(
             node.name + "_mvtu", node.rows, node.cols, fold.pe, fold.simd, node.input_kind,
             oh * ow, ny * nxc, runtime_writable, styles.get(f"{node.name}.weights", "auto"),
-            styles.get(f"{node.name}.thresholds", "auto")))
-        blocks.append(fifo_block(f"{node.name}_fifo", fold.pe, fifo_depth,
+            styles.get(f"{node.name}.thresholds", "auto"), levels=node.out_levels,
+            density=density))
+        blocks.append(fifo_block(f"{node.name}_fifo", fold.pe * out, fifo_depth,
                                  oh * ow * r // fold.pe))
-        return blocks, Flow(oh, ow, r, fold.pe, 1)
+        return blocks, Flow(oh, ow, r, fold.pe, out)
     if isinstance(node, ir.MaxPool):
         blocks.append(pool_block(f"{node.name}_pool", h, w, c, node.kernel, node.stride,
-                                 per_beat))
+                                 per_beat, elem))
         oh, ow, oc = node.out_shape
         return blocks, Flow(oh, ow, oc, per_beat, elem)
     if isinstance(node, ir.Dense):
         assert fold is not None
         convert(node.name, fold.simd, node.cols, elem)
         thr = node.thresholds is not None
+        out = 2 if node.out_levels == 3 else 1
         blocks.append(mvtu_block(
             node.name + "_mvtu", node.rows, node.cols, fold.pe, fold.simd, node.input_kind,
             1, 1 if thr else None, runtime_writable,
             styles.get(f"{node.name}.weights", "auto"),
-            styles.get(f"{node.name}.thresholds", "auto")))
+            styles.get(f"{node.name}.thresholds", "auto"), levels=max(1, node.out_levels),
+            density=density))
         per_beat = fold.pe
         if thr:
-            blocks.append(fifo_block(f"{node.name}_fifo", fold.pe, fifo_depth,
+            blocks.append(fifo_block(f"{node.name}_fifo", fold.pe * out, fifo_depth,
                                      node.rows // fold.pe))
         else:
             convert(node.name, node.rows, node.rows, node.dot_bits, role="gather")
             blocks.append(_classify_of(node, runtime_writable))
-        return blocks, Flow(1, 1, node.rows, per_beat, 1)
+        return blocks, Flow(1, 1, node.rows, per_beat, out)
     raise TypeError(f"resources: unexpected node {node!r}")
 
 
@@ -572,8 +605,12 @@ def plan_blocks(graph: ir.Graph, folds: Mapping[str, Fold], *, pixels_per_beat: 
     it (the same stages in the same order, see the module docstring)."""
     blocks, flow = input_blocks(graph, pixels_per_beat)
     for node in graph.nodes[1:]:
-        more, flow = node_blocks(node, folds.get(node.name), flow, memory_styles, fifo_depth,
-                                 runtime_writable)
+        fold = folds.get(node.name)
+        density = None
+        if isinstance(node, (ir.Conv, ir.Dense)) and node.gated and fold is not None:
+            density = dict(layer_density(graph, node.name)).get(fold.pe)
+        more, flow = node_blocks(node, fold, flow, memory_styles, fifo_depth,
+                                 runtime_writable, density)
         blocks += more
     return blocks
 
@@ -595,18 +632,21 @@ def blocks_of_stages(stages: Iterable[Any]) -> list[Block]:
             out.append(window_block(stage.name, p.height, p.width, p.channels, p.kernel,
                                     p.stride, p.padding, p.simd, p.elem_width,
                                     p.memory_depth))
-        elif "MVTUParams" in kinds:
-            classes = None if p.thresholds is None else int(p.thresholds.shape[0]
-                                                              * p.thresholds.shape[1])
-            out.append(mvtu_block(stage.name, p.rows, p.cols, p.pe, p.simd, p.input_kind,
+        elif "MVTUParams" in kinds or "GatedMVTUParams" in kinds:
+            t = p.thresholds
+            classes = None if t is None else int(t.shape[0] * t.shape[1])
+            levels = 1 if t is None or t.ndim == 3 else int(t.shape[3])
+            kind = "frac2" if "GatedMVTUParams" in kinds else p.input_kind
+            out.append(mvtu_block(stage.name, p.rows, p.cols, p.pe, p.simd, kind,
                                   p.pixels, classes, p.runtime_writable,
                                   getattr(p, "weight_style", "auto"),
-                                  getattr(p, "threshold_style", "auto"), p.levels_per_stage))
+                                  getattr(p, "threshold_style", "auto"), p.levels_per_stage,
+                                  levels, getattr(stage, "density", None)))
         elif "FifoParams" in kinds:
             out.append(fifo_block(stage.name, p.width, p.depth, p.beats_per_image))
         elif "MaxPoolParams" in kinds:
             out.append(pool_block(stage.name, p.height, p.width, p.channels, p.kernel,
-                                  p.step, p.simd))
+                                  p.step, p.simd, getattr(p, "elem_width", 1)))
         elif "ClassifyParams" in kinds:
             common = p.common_scale
             multiplier = common is None or (common & (common - 1)) != 0
@@ -841,7 +881,7 @@ def features(block: Block) -> dict[str, float]:
     if k == "mvtu":
         f = {"tree_luts": s["tree_luts"], "tree_regs": s["tree_regs"], "acc": s["acc"],
              "cmp": s["cmp"], "scores": s["scores"], "x": s["x"], "gated": s["gated"],
-             "lanes": s["lanes"] if s["input_kind"] == "binary" else 0,
+             "lanes": s["lanes"] if s["input_kind"] != "uint8" else 0,
              "pe": s["pe"], "counters": s["counters"], "one": 1,
              "buffer": s["x"] if s["buffered"] else 0,
              "classes": _bits(s["classes"]) * s["pe"] if s["classes"] > 1 else 0}

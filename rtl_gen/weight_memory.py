@@ -46,7 +46,6 @@ too), so the choice survives any flow:
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 from amaranth import Cat, Module, Signal
@@ -59,12 +58,12 @@ from bnnhw.packing import (
     CFG_ADDR_BITS,
     CFG_CHUNK_BITS,
     CFG_DATA_BITS,
+    MemSel,
     cfg_beats,
     cfg_word,
     matrix_words,
     table_words,
 )
-from bnnhw.packing import MemSel as _BaseMemSel
 from bnnhw.validate import ParameterError, integer
 
 from .block import struct_layout
@@ -72,11 +71,6 @@ from .block import struct_layout
 __all__ = ["CFG_ADDR_BITS", "CFG_CHUNK_BITS", "CFG_DATA_BITS", "CFG_LAYOUT", "CFG_WIDTH",
            "STYLES", "FoldedMemory", "FoldedMemoryParams", "MemSel", "cfg_beats",
            "cfg_signature", "cfg_word", "check_style", "style_attrs"]
-
-MemSel = enum.IntEnum("MemSel", {**{s.name: int(s) for s in _BaseMemSel}, "GATES": 3})
-"""Memory select field of a configuration beat: ``bnnhw.packing.MemSel`` (0 weights,
-1 thresholds, 2 the class map) and ``GATES`` (3), the gate-threshold memory of a
-precision-gated unit (``rtl_gen.gated_mvtu``)."""
 
 STYLES = ("auto", "block", "lutram", "logic")
 """Memory styles (see the module docstring)."""
