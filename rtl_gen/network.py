@@ -148,6 +148,7 @@ class Stage:
     params: Any
     node: str
     density: float | None = None  # a gated unit's measured item density (None: all gated)
+    gated: Any = None  # a gated unit's open items [pixels, NF] for the latency model
 
     @property
     def cycles_per_image(self) -> int:
@@ -170,6 +171,9 @@ class NetworkParams:
     (``memories``) to styles (``rtl_gen.weight_memory.STYLES``); the others are ``auto``.
     ``gate_stats`` gives the top a ``gate_stats`` output with the step counters of every
     gated unit (``gate_stats_layout``), which ``bnnhw verify`` reads after a run.
+    ``gate_items`` maps gated nodes to the open items ``[pixels, NF]`` (bool) of the image
+    the latency model follows (every item open for the others): the latency of that
+    image, exactly.
     """
 
     graph: ir.Graph
@@ -180,6 +184,7 @@ class NetworkParams:
     pixels_per_beat: int = 1
     memory_styles: Mapping[str, str] = field(default_factory=dict)
     gate_stats: bool = False
+    gate_items: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         self.graph.check_lowered()
@@ -321,7 +326,7 @@ class NetworkParams:
         params = cls(gate_thresholds=node.gate, gate_invert=node.gate_invert,
                      stats=self.gate_stats, **common)
         density = dict(layer_density(self.graph, node.name)).get(fold.pe)
-        return Stage(name, params, node.name, density)
+        return Stage(name, params, node.name, density, self.gate_items.get(node.name))
 
     @property
     def targets(self) -> tuple[Stage, ...]:
@@ -374,7 +379,10 @@ class NetworkParams:
         network (each engine's ``beat_times``, ``rtl_gen.block``)."""
         t = np.arange(self.beats_per_image, dtype=np.int64)
         for stage in self.stages:
-            t = stage.params.beat_times(t)
+            if stage.gated is not None:
+                t = stage.params.beat_times(t, gated=stage.gated)
+            else:
+                t = stage.params.beat_times(t)
         return int(t[0])
 
     @property

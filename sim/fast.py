@@ -52,17 +52,19 @@ POLL_S = 0.25            # how often a run with a progress callback looks at the
 
 def stream_build(design, *, toplevel: str = "top", waves: bool | str | Path = False,
                  build_args: Sequence[str] = (), i_port: str = "i_stream",
-                 o_port: str = "o_stream") -> VerilatorBuild:
-    """The stream harness built with ``design`` (cached): the executable of a fast run."""
-    for port in (i_port, o_port):
+                 o_port: str = "o_stream", read_port: str | None = None) -> VerilatorBuild:
+    """The stream harness built with ``design`` (cached): the executable of a fast run;
+    ``read_port`` names an output port the harness reports when the run ends."""
+    for port in (i_port, o_port) + ((read_port,) if read_port else ()):
         if not port.isidentifier():
             raise ValueError(f"stream port name {port!r} is not an identifier")
+    defines = {"BNNHW_I_PORT": cxx_name(i_port + "__"), "BNNHW_I_NAME": i_port,
+               "BNNHW_O_PORT": cxx_name(o_port + "__"), "BNNHW_O_NAME": o_port}
+    if read_port:
+        defines.update(BNNHW_READ_PORT=cxx_name(read_port), BNNHW_READ_NAME=read_port)
     return verilator_exe_build(design, STREAM_MAIN, toplevel=toplevel,
                                waves=_wave_format(waves), build_args=build_args,
-                               defines={"BNNHW_I_PORT": cxx_name(i_port + "__"),
-                                        "BNNHW_I_NAME": i_port,
-                                        "BNNHW_O_PORT": cxx_name(o_port + "__"),
-                                        "BNNHW_O_NAME": o_port})
+                               defines=defines)
 
 
 def run_stream_fast(design, in_beats: Iterable[int], n_out: int, *, seed: int = 0,
@@ -72,7 +74,8 @@ def run_stream_fast(design, in_beats: Iterable[int], n_out: int, *, seed: int = 
                     build_args: Sequence[str] = (), reset_cycles: int = 4,
                     keep: bool = False, i_port: str = "i_stream", o_port: str = "o_stream",
                     progress: Callable[[int, int], None] | None = None,
-                    python_stalls: bool = False) -> CosimResult:
+                    python_stalls: bool = False,
+                    read_ports: Sequence[str] = ()) -> CosimResult:
     """Run ``in_beats`` through ``design`` under Verilator and collect ``n_out`` beats.
 
     Arguments, result and errors as ``sim.cosim.run_stream_cosim``: ``seed`` fixes the
@@ -82,7 +85,8 @@ def run_stream_fast(design, in_beats: Iterable[int], n_out: int, *, seed: int = 
     VCD (FST for a ``.fst`` path) from a trace build (a separate cache entry); the run
     folder (``runs/`` under the cache root) goes after a successful run unless ``keep``;
     ``progress(beats, cycle)`` is called about every half second and at the end.
-    ``run_seconds`` is the harness process's wall time, start-up included.
+    ``run_seconds`` is the harness process's wall time, start-up included. ``read_ports``
+    (at most one here) is read when the run ends, as in ``run_stream_cosim``.
 
     The harness draws the stall counts from its own generator seeded with ``seed``.
     ``python_stalls=True`` draws them in Python instead, exactly as the cocotb bench does
@@ -113,8 +117,11 @@ def run_stream_fast(design, in_beats: Iterable[int], n_out: int, *, seed: int = 
     elif any(b < 0 for b in beats):
         raise ValueError("input beats must be >= 0")
 
+    if len(read_ports) > 1:
+        raise ValueError(f"the fast harness reads one port at the end, not {len(read_ports)}")
     build = stream_build(design, toplevel=toplevel, waves=waves, build_args=build_args,
-                         i_port=i_port, o_port=o_port)
+                         i_port=i_port, o_port=o_port,
+                         read_port=read_ports[0] if read_ports else None)
     if width is None:       # Verilog text: the width Verilator gave the port
         width = port_widths(build).get(cxx_name(f"{i_port}__payload"))
     runs = cache_root() / "runs"

@@ -15,7 +15,7 @@ the latency (first pixel in to first result out), compared with the cycle model.
 
 A network with precision-gated layers (FracBNN) is modelled at the gate densities of the
 images it verifies (``bnnhw.gate_density``), and its top reads out every gated unit's
-step counters after the unstalled run: the report gives per gated layer the measured
+step counters after the unstalled run (both engines): the report gives per gated layer the measured
 densities, the MSB and LSB steps per image the hardware took (the LSB steps are ``SF``
 per open item, so they must equal the golden model's count), the modelled cycles and
 those of an ungated 2-bit engine (``GatedLayer``).
@@ -176,10 +176,12 @@ def _steady_cycles(out_cycles: list[int]) -> float | None:
 
 
 def _network(graph: ir.Graph, folds: Mapping[str, Fold], until: str | None = None,
-             blocks: Mapping[str, Any] | None = None, gate_stats: bool = False):
+             blocks: Mapping[str, Any] | None = None, gate_stats: bool = False,
+             gate_items: Mapping[str, Any] | None = None):
     from rtl_gen.network import Network, NetworkParams
 
-    params = NetworkParams(graph, folds, until=until, gate_stats=gate_stats)
+    params = NetworkParams(graph, folds, until=until, gate_stats=gate_stats,
+                           gate_items=gate_items or {})
     names = {s.name for s in params.stages}
     return params, Network(params, {k: v for k, v in (blocks or {}).items() if k in names})
 
@@ -209,6 +211,18 @@ def _field(value: int, layout: Any, name: str) -> int:
     """Field ``name`` of the integer ``value`` of an Amaranth struct ``layout``."""
     f = dict(iter(layout))[name]
     return (value >> f.offset) & ((1 << f.width) - 1)
+
+
+def _first_items(graph: ir.Graph, folds: Mapping[str, Fold], images: np.ndarray
+                 ) -> dict[str, np.ndarray]:
+    """Per gated node, the open items ``[pixels, NF]`` of the first image: the latency model
+    then follows that image (the latency measured is the first image's)."""
+    out = {}
+    for name, g in golden.gate_maps(graph, images[:1]).items():
+        pe = folds[name].pe
+        r = g.shape[-1]
+        out[name] = g[0].reshape(-1, r // pe, pe).amax(dim=-1).numpy().astype(bool)
+    return out
 
 
 def _gated_layers(graph: ir.Graph, params: Any, images: np.ndarray, stats: int | None
@@ -326,8 +340,9 @@ def verify_graph(graph: ir.Graph, folds: Mapping[str, Fold], images: np.ndarray,
     gold = golden.run(graph, images)
     scores, classes = gold.scores.numpy(), gold.classes.numpy()
     progress("generating the network")
-    stats = gated and engine == "cocotb"
-    params, net = _network(hw, folds, blocks=blocks, gate_stats=stats)
+    stats = gated
+    items = _first_items(hw, folds, images) if gated else {}
+    params, net = _network(hw, folds, blocks=blocks, gate_stats=stats, gate_items=items)
     fmt = params.format
     expected = [fmt.result_beat(s, c) for s, c in zip(scores, classes)]
     beats = fmt.image_beats(images)

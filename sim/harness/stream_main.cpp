@@ -397,7 +397,15 @@ int main(int argc, char** argv) {
       << ", \"idle_in_cycles\": " << idle_in_cycles
       << ", \"held_out_beats\": " << held_out_beats
       << ", \"held_out_cycles\": " << held_out_cycles << ", \"rule_error\": "
-      << (rule_error.empty() ? "null" : harness::json_string(rule_error)) << "}\n";
+      << (rule_error.empty() ? "null" : harness::json_string(rule_error));
+#ifdef BNNHW_READ_PORT
+    // an output port read when the run ends (a design's counters): "ports": {name: hex}
+    Words value(harness::words_of(top->BNNHW_READ_PORT));
+    harness::get(top->BNNHW_READ_PORT, value.data());
+    f << ", \"ports\": {\"" BNNHW_STR(BNNHW_READ_NAME) "\": \""
+      << harness::to_hex(value.data(), value.size()) << "\"}";
+#endif
+    f << "}\n";
     f.close();
     if (!f) fail("cannot write " + opt.out_file);
     return 0;
