@@ -164,9 +164,9 @@ class TrainConfig:
                              f"{self.prune_multiple!r}")
         if (isinstance(self.frac_warmup, bool) or not isinstance(self.frac_warmup, int)
                 or not 0 <= self.frac_warmup < self.epochs):
-            raise ValueError(f"frac warmup must be a number of epochs in 0..{self.epochs - 1} "
-                             f"(fewer than the {self.epochs} epochs, so the last ones train "
-                             f"quantised), not {self.frac_warmup!r}")
+            raise ValueError(f"frac warmup must be a number of epochs in 0..{self.epochs - 1}, "
+                             f"below the {self.epochs} trained so that the last ones train "
+                             f"quantised, not {self.frac_warmup!r}")
 
     @property
     def pruning(self) -> bool:
