@@ -92,6 +92,8 @@ class TrainConfig:
     ``limit`` trains on that many training images drawn at random (seeded) instead of all.
     ``shift`` augments the training images: each batch image moves by a random offset of
     up to ``shift`` pixels in each direction, the uncovered border filled with pixel 0.
+    ``frac_warmup`` epochs (fewer than ``epochs``) train a frac2 model with real
+    activations first (module docstring).
     """
 
     epochs: int = 10
