@@ -92,6 +92,8 @@ class TrainConfig:
     ``limit`` trains on that many training images drawn at random (seeded) instead of all.
     ``shift`` augments the training images: each batch image moves by a random offset of
     up to ``shift`` pixels in each direction, the uncovered border filled with pixel 0.
+    ``frac_warmup`` epochs (fewer than ``epochs``) train a frac2 model with real
+    activations first (module docstring).
     """
 
     epochs: int = 10
@@ -164,9 +166,9 @@ class TrainConfig:
                              f"{self.prune_multiple!r}")
         if (isinstance(self.frac_warmup, bool) or not isinstance(self.frac_warmup, int)
                 or not 0 <= self.frac_warmup < self.epochs):
-            raise ValueError(f"frac warmup must be a number of epochs in 0..{self.epochs - 1} "
-                             f"(fewer than the {self.epochs} epochs, so the last ones train "
-                             f"quantised), not {self.frac_warmup!r}")
+            raise ValueError(f"frac warmup must be a number of epochs in 0..{self.epochs - 1}, "
+                             f"below the {self.epochs} trained so that the last ones train "
+                             f"quantised, not {self.frac_warmup!r}")
 
     @property
     def pruning(self) -> bool:
