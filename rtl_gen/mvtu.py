@@ -111,7 +111,8 @@ class MVTUParams:
             raise ParameterError(f"MVTU name must be a non-empty string, not {n!r}")
         positive_fields(n, self, "rows", "cols", "pe", "simd", "pixels", "levels_per_stage")
         fold_counts(self.rows, self.cols, self.pe, self.simd, n)
-        choice(n, "input_kind", self.input_kind, nx.INPUT_KINDS)
+        # frac2 inputs go to the precision-gated unit (rtl_gen.gated_mvtu)
+        choice(n, "input_kind", self.input_kind, ("binary", "uint8"))
         object.__setattr__(self, "weights", bit_array(n, "weights", self.weights,
                                                       shape=(self.rows, self.cols)))
         if self.thresholds is None:
