@@ -40,7 +40,7 @@ def tiny_frac():
 
 @pytest.mark.parametrize("fold_name", ["default", "fast"])
 def test_tiny_frac_matches_golden_under_verilator(tiny_frac, fold_name):
-    model, graph, images = tiny_frac
+    _, graph, images = tiny_frac
     assert any(isinstance(n, ir.Dense) and n.gated for n in graph.nodes)
     folds = two_foldings(attach(graph, images, "test"))[fold_name]
     report = verify_graph(graph, folds, images, stall=0.2, seed=3)
@@ -60,7 +60,7 @@ def test_tiny_frac_matches_golden_under_verilator(tiny_frac, fold_name):
 
 
 def test_a_planted_gate_fault_is_caught_under_verilator(tiny_frac):
-    model, graph, images = tiny_frac
+    _, graph, images = tiny_frac
     node = next(n for n in graph.nodes if isinstance(n, ir.Dense) and n.gated)
     bad = graph.replace([n.replace(gate_invert=1 - n.gate_invert) if n is node else n
                          for n in graph.nodes])
