@@ -34,9 +34,13 @@ Input buffer: ``banks`` banks of ``SF`` words of ``2 * simd`` bits; the write si
 a pixel's bank while one is free (``i_stream.ready`` from registers), a bank is freed when
 the pixel's last group is combined. ``banks`` and ``credits`` are sized
 (:attr:`GatedMVTUParams.banks`, :attr:`GatedMVTUParams.credits`) so that with the input
-always valid and the output always ready no cycle is lost: an image takes ``P * SF * (NF +
-G)`` cycles, ``G`` the gated groups per pixel (averaged over the image), at most
-:attr:`GatedMVTUParams.cycles_per_image` (every group gated).
+always valid and the output always ready no cycle is lost: from the first step to the
+last MSB step a step issues on every cycle, so images take ``P * SF * (NF + G)`` cycles
+each (``G`` the gated groups per pixel, averaged over the image), at most
+:attr:`GatedMVTUParams.cycles_per_image` (every group gated), plus the pipeline's fill and
+drain once. The LSB items interleave with the MSB steps with a period of their own, so the
+distance between the last beats of two images can vary around that figure; the sum over
+the images does not.
 
 Timing of a step issued in cycle ``s`` (cycle ``t`` ends with clock edge ``t``): memory
 read at edge ``s``, plane select into a register at ``s + 1``, the trees (``L`` stages),
@@ -56,7 +60,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
@@ -205,7 +209,7 @@ class GatedMVTUParams:
         out of work while the LSB queue is empty, when every held slot belongs to a group
         whose final step came within that window, whose MSB sum is still in the pipeline
         (``L + 4`` cycles), or whose MSB steps are under way. Counting a final step every
-        ``SF`` cycles of each kind bounds these, plus a margin of two."""
+        ``SF`` cycles of each kind bounds these, plus a margin of three."""
         lat = self.tree_latency
         return 2 * _ceil_div(lat + 5, self.sf) + _ceil_div(lat + 4, self.sf) + 3
 
@@ -382,7 +386,7 @@ class GatedMVTU(StreamBlock):
         pe, simd, nf_count, sf_count = p.pe, p.simd, p.nf, p.sf
         banks, credits = p.banks, p.credits
         cw = p.count_shape.width
-        bank_bits = (banks - 1).bit_length()
+        bank_bits = (banks - 1).bit_length()   # banks is a power of two, at least 2
         nf_bits = max(1, (nf_count - 1).bit_length())
 
         m.submodules.weights = wmem = FoldedMemory(p.weight_memory)
@@ -406,7 +410,7 @@ class GatedMVTU(StreamBlock):
         m.submodules.input_buffer = buf = Memory(shape=p.i_width, depth=banks * sf_count,
                                                  init=[])
         wr, rd = buf.write_port(), buf.read_port()
-        m.d.comb += [wr.addr.eq(wp[:bank_bits] * sf_count + wsf if bank_bits else wsf),
+        m.d.comb += [wr.addr.eq(wp[:bank_bits] * sf_count + wsf),
                      wr.data.eq(self.i_stream.payload), wr.en.eq(accept)]
 
         # ---- Scheduler: one step per cycle, LSB items first.
@@ -432,7 +436,7 @@ class GatedMVTU(StreamBlock):
                     m.d.sync += [nf.eq(0), rp.eq(rp + 1)]
         s_nf = Mux(lsb_go, item_nf, nf)
         s_sf = Mux(lsb_go, lsf, sf)
-        s_bank = Mux(lsb_go, item_bank, rp[:bank_bits]) if bank_bits else Const(0, 1)
+        s_bank = Mux(lsb_go, item_bank, rp[:bank_bits])
         m.d.comb += [wmem.rd.addr.eq(s_nf * sf_count + s_sf), wmem.rd.en.eq(1),
                      rd.addr.eq(s_bank * sf_count + s_sf), rd.en.eq(1)]
 
@@ -475,7 +479,7 @@ class GatedMVTU(StreamBlock):
         # Gates of a completed MSB sum. The gate memory is read one group ahead (at the
         # next state of the group counter), so its word waits on the read port.
         cnf = Signal(range(nf_count), name="gate_nf")
-        cpix = Signal(max(1, bank_bits), name="gate_bank")
+        cpix = Signal(bank_bits, name="gate_bank")
         cnf_next = Signal.like(cnf)
         m.d.comb += cnf_next.eq(Mux(m_done, Mux(cnf == nf_count - 1, 0, cnf + 1), cnf))
         m.d.sync += cnf.eq(cnf_next)
@@ -490,7 +494,7 @@ class GatedMVTU(StreamBlock):
         any_gate = Signal()
         m.d.comb += any_gate.eq(Cat(*gates).any())
         m.d.comb += [mfifo.w_data.eq(Cat(*acc_m, *gates, any_gate)), mfifo.w_en.eq(m_done),
-                     lqueue.w_data.eq(Cat(cpix[:bank_bits], cnf) if bank_bits else cnf),
+                     lqueue.w_data.eq(Cat(cpix, cnf)),
                      lqueue.w_en.eq(m_done & any_gate),
                      lfifo.w_data.eq(Cat(*acc_l)), lfifo.w_en.eq(l_done)]
 

@@ -125,13 +125,16 @@ def decode(p, words, images):
     return np.concatenate(lanes).reshape(images, p.pixels, p.rows)
 
 
-def simulate(dut, inputs, n_out, *, seed=0, stall_in=0.3, stall_out=0.3, cfg=()):
+def simulate(dut, inputs, n_out, *, seed=0, stall_in=0.3, stall_out=0.3, cfg=(),
+             max_cycles=50_000):
     """Run ``dut`` with seeded random stalls (``cfg`` beats first, then ``inputs``);
     return ``(outputs, stalls, counters)``, the last the ``stats`` output at the end (or
-    ``None``). The stream rule is checked on every stream."""
+    ``None``). The stream rule is checked on every stream; ``TimeoutError`` when the
+    outputs have not all come within ``max_cycles``."""
     rng_in, rng_out = random.Random(seed), random.Random(seed + 1)
     outputs, stalls, counters = [], Stalls(stall_in, stall_out), []
     has_stats = hasattr(dut, "stats")
+    budget = [max_cycles]
 
     async def source(ctx):
         for beat in cfg:
@@ -141,8 +144,11 @@ def simulate(dut, inputs, n_out, *, seed=0, stall_in=0.3, stall_out=0.3, cfg=())
 
     async def sink(ctx):
         for _ in range(n_out):
-            outputs.append(await stream_get(ctx, dut.o_stream, rng_out, stall_out,
-                                            stalls=stalls))
+            beat = await stream_get(ctx, dut.o_stream, rng_out, stall_out, budget, stalls)
+            if beat is None:
+                raise TimeoutError(f"{len(outputs)} of {n_out} outputs in {max_cycles} "
+                                   f"cycles")
+            outputs.append(beat)
         if has_stats:
             for _ in range(40):   # the pipeline drains (LSB items in flight)
                 await ctx.tick()

@@ -119,7 +119,7 @@ def test_cfg_layout_is_the_documented_one():
     ({"width": 0, "init": (0,)}, "fc2: memory width must be a positive integer, not 0"),
     ({"width": 4, "init": ()}, "fc2: memory needs at least one word"),
     ({"width": 4, "init": (16,)}, "fc2: memory word 16 does not fit 4 bits"),
-    ({"width": 4, "init": (0,), "sel": 3}, "fc2: sel must be one of"),
+    ({"width": 4, "init": (0,), "sel": 4}, r"fc2: sel must be one of \[0, 1, 2, 3\]"),
     ({"width": 4, "init": (0,) * ((1 << 20) + 1), "writable": True},
      "fc2: 1048577 words exceed the 1048576 addresses of the cfg stream"),
     ({"width": 40000, "init": (0,), "writable": True}, "fc2: 40000-bit words exceed"),
