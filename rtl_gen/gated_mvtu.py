@@ -66,6 +66,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
+from bnnhw.folding import gated_buffers, gated_extra
 from bnnhw.packing import fold_counts, matrix_words, table_words
 from bnnhw.validate import ParameterError, bit_array, flag, int_array, positive_fields
 
@@ -78,10 +79,6 @@ __all__ = ["STATS_LAYOUT", "GatedMVTU", "GatedMVTUParams"]
 
 STATS_LAYOUT = data.StructLayout({"msb_steps": 32, "lsb_steps": 32})
 """The ``stats`` output of a unit built with ``stats=True``."""
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -202,7 +199,8 @@ class GatedMVTUParams:
     # -- buffering -----------------------------------------------------------------------
     @property
     def credits(self) -> int:
-        """Result slots: groups between their first MSB step and their combination.
+        """Result slots: groups between their first MSB step and their combination
+        (``bnnhw.folding.gated_buffers``).
 
         Without stalls a group holds its slot until ``L + 5`` cycles after its final step
         (its last LSB step, or its last MSB step when ungated); the scheduler can only run
@@ -210,19 +208,16 @@ class GatedMVTUParams:
         whose final step came within that window, whose MSB sum is still in the pipeline
         (``L + 4`` cycles), or whose MSB steps are under way. Counting a final step every
         ``SF`` cycles of each kind bounds these, plus a margin of three."""
-        lat = self.tree_latency
-        return 2 * _ceil_div(lat + 5, self.sf) + _ceil_div(lat + 4, self.sf) + 3
+        return gated_buffers(self.nf, self.sf, self.tree_latency)[0]
 
     @property
     def banks(self) -> int:
-        """Input buffer banks (a power of two): a pixel's bank is held from its first beat
-        until its last group is combined, at most ``2 (L + 5) + SF * credits`` cycles after
-        its last MSB step; the banks cover that tail with pixels of ``NF * SF`` MSB steps
-        each, plus the pixel being computed and the one being written."""
-        lat = self.tree_latency
-        tail = 2 * (lat + 5) + self.sf * self.credits
-        need = 2 + _ceil_div(tail, self.nf * self.sf)
-        return 1 << max(1, (need - 1).bit_length())
+        """Input buffer banks (a power of two, ``bnnhw.folding.gated_buffers``): a pixel's
+        bank is held from its first beat until its last group is combined, at most ``2 (L +
+        5) + SF * credits`` cycles after its last MSB step; the banks cover that tail with
+        pixels of ``NF * SF`` MSB steps each, plus the pixel being computed and the one
+        being written."""
+        return gated_buffers(self.nf, self.sf, self.tree_latency)[1]
 
     @property
     def input_buffer_words(self) -> int:
@@ -308,7 +303,8 @@ class GatedMVTUParams:
     def cycles_for_density(self, d: float) -> int:
         """Cycles per image at steady state when a fraction ``d`` of the ``(pixel, nf)``
         groups is gated: ``P * SF * NF * (1 + d)``, rounded."""
-        return round(float(self.pixels * self.sf * self.nf * (1 + d)))
+        base = self.pixels * self.sf * self.nf
+        return base + gated_extra(base, d)
 
     def beat_times(self, t_in, gated=None) -> np.ndarray:
         """Edges at which an always-ready consumer takes the output beats of one image,
