@@ -47,23 +47,27 @@ Backpressure: as in the MVTU, the compute pipeline has one clock enable, so it s
 while its last stage holds a result nobody takes; the input and tile buffers keep
 filling meanwhile.
 
-Cycle model (:meth:`TiledMVTUParams.cycles_for_port`). A tile's compute takes ``S = P *
-TNF * SF`` cycles; issuing its ``D`` read commands takes ``I = ceil(D / w)``, ``w`` the
-port's words per cycle (at most 1: one command per cycle); a word arrives ``latency``
-cycles after the edge that accepted its command. Tile ``g + 1``'s commands start once
-tile ``g``'s are issued and tile ``g - 1`` is computed (its bank is free); its compute
-once its last word is in and tile ``g`` is computed. At steady state a tile takes
-``max(S, I, ceil((I + latency + S) / 2))`` cycles: compute-bound, bandwidth-bound, or
-latency-bound (a load and a compute in turn over the two banks, so with an odd ``T``
-consecutive images alternate around the mean). ``cycles_per_image = max(T * tile,
-P * SF, P * NF)`` (the last two: the input at full rate and, with several tiles, the
-reorder buffer's read-out); compute and load overlap, never add up, unless the latency
-dominates.
+Cycle model (:meth:`TiledMVTUParams.cycles_for_port`). A port is described by ``w``,
+its words per cycle (at most 1: one command per cycle; commands are accepted at least
+``1 / w`` cycles apart on average, back to back at exactly that rate), and its
+``latency``: a word arrives ``latency`` cycles after the edge that accepted its command.
+A tile's compute takes ``S = P * TNF * SF`` cycles and its ``D`` DRAM words take ``D /
+w`` cycles of the port. Tile ``g + 1``'s commands start once tile ``g``'s are issued and
+tile ``g - 1`` is computed (its bank is free), one edge after its last step; its compute
+starts one edge after its last word is in, once tile ``g`` is computed. So two tiles take
+at least ``(D - 1) / w + 1 + latency + S`` cycles (a load and a compute in turn on one
+bank) and a tile takes, at steady state, ``max(S, D / w, ((D - 1) / w + 1 + latency + S)
+/ 2)``: compute-bound, bandwidth-bound or latency-bound. ``cycles_per_image = max(ceil(T
+* tile), P * SF, P * NF)`` (the last two: the input at full rate and, with several tiles,
+the reorder buffer's read-out). When latency-bound with an odd ``T``, consecutive images
+alternate around that mean. Compute and load overlap: they never add up, except that
+half of the read latency shows when it exceeds ``S`` and ``D / w``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from math import ceil
 
 import numpy as np
@@ -80,10 +84,18 @@ from .block import StreamBlock, range_shape
 from .popcount import Popcount, tree_latency
 from .threshold import Threshold, ThresholdParams, check_classes
 
-__all__ = ["DRAM_WORD_BITS", "TiledMVTU", "TiledMVTUParams",
-           "dram_read_signature"]
+__all__ = ["DRAM_WORD_BITS", "TiledMVTU", "TiledMVTUParams", "dram_read_signature",
+           "port_rate"]
 
 DRAM_WORD_BITS = 128
+
+
+def port_rate(words_per_cycle) -> Fraction:
+    """A port's words per cycle as an exact fraction (a float such as 0.1 means 1/10)."""
+    w = Fraction(words_per_cycle).limit_denominator(1 << 16)
+    if not 0 < w <= 1:
+        raise ValueError(f"words per cycle must be in (0, 1], not {words_per_cycle!r}")
+    return w
 
 
 def dram_read_signature(addr_width: int) -> wiring.Signature:
@@ -141,7 +153,8 @@ class TiledMVTUParams:
         integer(n, "base_addr", self.base_addr, 0)
         integer(n, "dram_latency", self.dram_latency, 0)
         wpc = self.dram_words_per_cycle
-        if isinstance(wpc, bool) or not isinstance(wpc, (int, float)) or not 0 < wpc <= 1:
+        if isinstance(wpc, bool) or not isinstance(wpc, (int, float, Fraction)) or \
+                not 0 < wpc <= 1:
             raise ParameterError(f"{n}: dram_words_per_cycle must be a number in (0, 1], "
                                  f"not {wpc!r}")
         if self.base_addr + self.dram_words > 1 << self.addr_width:
@@ -317,20 +330,20 @@ class TiledMVTUParams:
         """``S = P * TNF * SF``: one step per cycle."""
         return self.pixels * self.tile_nf * self.sf
 
-    def tile_cycles(self, words_per_cycle: float, latency: int) -> int:
-        """Cycles per tile at steady state, ``max(S, I, ceil((I + latency + S) / 2))``
-        with ``I = ceil(D / w)`` (module docstring, "Cycle model")."""
-        issue = ceil(self.tile_dram_words / words_per_cycle)
-        s = self.tile_compute_cycles
-        return max(s, issue, -(-(issue + latency + s) // 2))
+    def tile_cycles(self, words_per_cycle: float, latency: int) -> Fraction:
+        """Cycles per tile at steady state, ``max(S, D / w, ((D - 1) / w + 1 + latency +
+        S) / 2)`` (module docstring, "Cycle model")."""
+        spacing = 1 / port_rate(words_per_cycle)
+        d, s = self.tile_dram_words, self.tile_compute_cycles
+        return max(Fraction(s), d * spacing, ((d - 1) * spacing + 1 + latency + s) / 2)
 
     def cycles_for_port(self, words_per_cycle: float, latency: int) -> int:
         """Cycles per image at steady state with a port delivering ``words_per_cycle``
         words (at most 1) ``latency`` cycles after their commands: ``max(T *
         tile_cycles, P * SF, P * NF)`` (module docstring, "Cycle model")."""
-        per_tile = self.tile_cycles(min(words_per_cycle, 1), latency)
+        per_image = ceil(self.tiles * self.tile_cycles(words_per_cycle, latency))
         out = self.pixels * self.nf if self.tiles > 1 else 0
-        return max(self.tiles * per_tile, self.pixels * self.sf, out)
+        return max(per_image, self.pixels * self.sf, out)
 
     @property
     def cycles_per_image(self) -> int:

@@ -4,8 +4,9 @@ the Amaranth simulator.
 ``DramModel(words, base, ...)`` holds ``words`` at word addresses ``base ..``; its
 ``testbench`` answers the reader's ``cmd`` stream and drives ``rdata``:
 
-- ``cmd.ready``: at most ``words_per_cycle`` commands per cycle on average (a credit that
-  grows by ``words_per_cycle`` each cycle, capped at one command), and low at random with
+- ``cmd.ready``: commands at least ``1 / words_per_cycle`` cycles apart on average (the
+  next one is due ``1 / words_per_cycle`` after the previous one was due, or accepted if
+  later; ``rtl_gen.tiled_mvtu.port_rate`` makes the rate exact), and low at random with
   probability ``stall_cmd``;
 - each accepted command's word is offered on ``rdata`` from ``latency`` cycles after the
   edge that accepted it (in order), held back at random with probability ``stall_rdata``
@@ -21,12 +22,14 @@ from __future__ import annotations
 import random
 from collections import deque
 
+from rtl_gen.tiled_mvtu import port_rate
+
 
 class DramModel:
     def __init__(self, words, base=0, *, latency=8, words_per_cycle=1.0, stall_cmd=0.0,
                  stall_rdata=0.0, seed=0):
         self.words, self.base = list(words), base
-        self.latency, self.words_per_cycle = latency, words_per_cycle
+        self.latency, self.spacing = latency, 1 / port_rate(words_per_cycle)
         self.stall_cmd, self.stall_rdata = stall_cmd, stall_rdata
         self.rng = random.Random(seed)
         self.addresses: list[int] = []
@@ -43,10 +46,9 @@ class DramModel:
     def testbench(self, port):
         async def run(ctx):
             pending = deque()    # (first cycle it may be offered, word)
-            cycle, credit, offered = 0, 0.0, False
+            cycle, due, offered = 0, 0, False
             while True:
-                credit = min(credit + self.words_per_cycle, 1.0)
-                ready = credit >= 1.0
+                ready = cycle >= due
                 if ready and self.stall_cmd and self.rng.random() < self.stall_cmd:
                     ready = False
                     self.cmd_stalls += 1
@@ -63,7 +65,7 @@ class DramModel:
                 if cv and ready:
                     self.addresses.append(ca)
                     pending.append((cycle + self.latency, self.read(ca)))
-                    credit -= 1.0
+                    due = max(due, cycle) + self.spacing
                     self.max_outstanding = max(self.max_outstanding, len(pending))
                 if offered and rr:
                     pending.popleft()
