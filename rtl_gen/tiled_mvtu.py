@@ -60,8 +60,8 @@ bank) and a tile takes, at steady state, ``max(S, D / w, ((D - 1) / w + 1 + late
 / 2)``: compute-bound, bandwidth-bound or latency-bound. ``cycles_per_image = max(ceil(T
 * tile), P * SF, P * NF)`` (the last two: the input at full rate and, with several tiles,
 the reorder buffer's read-out). When latency-bound with an odd ``T``, consecutive images
-alternate around that mean. Compute and load overlap: they never add up, except that
-half of the read latency shows when it exceeds ``S`` and ``D / w``.
+alternate around that mean. Compute and load overlap: the read latency shows only when
+the third term is the largest, and then only half of it per tile.
 """
 
 from __future__ import annotations
