@@ -568,10 +568,9 @@ class Affine(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class Frac(Node):
-    """Frontend only: the frac2 quantiser, ``code = [x >= -2/3] + [x >= 0] + [x >= 2/3]``."""
+class _Activation(Node):
+    """Frontend only: an elementwise activation of a ``shape`` map or vector."""
 
-    op: ClassVar[str] = "frac"
     name: str
     shape: tuple[int, ...]
     source: tuple[str, ...] = ()
@@ -590,25 +589,17 @@ class Frac(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class Sign(Node):
+class Frac(_Activation):
+    """Frontend only: the frac2 quantiser, ``code = [x >= -2/3] + [x >= 0] + [x >= 2/3]``."""
+
+    op: ClassVar[str] = "frac"
+
+
+@dataclass(frozen=True, eq=False)
+class Sign(_Activation):
     """Frontend only: ``bit = x >= 0``."""
 
     op: ClassVar[str] = "sign"
-    name: str
-    shape: tuple[int, ...]
-    source: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        self._common()
-        self._set("shape", _shape(self.where, "shape", self.shape, (1, 3)))
-
-    @property
-    def in_shape(self) -> tuple[int, ...]:
-        return self.shape
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return self.shape
 
 
 NODE_TYPES: dict[str, type[Node]] = {

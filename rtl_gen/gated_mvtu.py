@@ -67,12 +67,13 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
 from bnnhw.folding import gated_buffers, gated_extra
-from bnnhw.packing import fold_counts, matrix_words, table_words
+from bnnhw.packing import fold_counts, table_words
 from bnnhw.validate import ParameterError, bit_array, flag, int_array, positive_fields
 
 from .block import StreamBlock, output_register, range_shape
+from .mvtu import FoldedMatrix
 from .popcount import Popcount, tree_latency
-from .threshold import Threshold, ThresholdParams, check_classes
+from .threshold import Threshold, check_classes
 from .weight_memory import FoldedMemory, FoldedMemoryParams, MemSel
 
 __all__ = ["STATS_LAYOUT", "GatedMVTU", "GatedMVTUParams"]
@@ -82,7 +83,7 @@ STATS_LAYOUT = data.StructLayout({"msb_steps": 32, "lsb_steps": 32})
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
-class GatedMVTUParams:
+class GatedMVTUParams(FoldedMatrix):
     """One precision-gated matrix unit (see the module docstring).
 
     ``weights`` ``[rows, cols]`` bits; ``gate_thresholds`` ``int[rows]`` in ``0..cols + 1``
@@ -226,13 +227,6 @@ class GatedMVTUParams:
 
     # -- memories ------------------------------------------------------------------------
     @property
-    def weight_memory(self) -> FoldedMemoryParams:
-        return FoldedMemoryParams(width=self.pe * self.simd,
-                                  init=tuple(matrix_words(self.weights, self.pe, self.simd)),
-                                  sel=MemSel.WEIGHTS, writable=self.runtime_writable,
-                                  name=f"{self.name}.weights")
-
-    @property
     def gate_lane_width(self) -> int:
         """Bits of one lane of a gate memory word: ``G`` then the invert bit."""
         return self.gate_shape.width + 1
@@ -243,31 +237,6 @@ class GatedMVTUParams:
         return FoldedMemoryParams(width=self.pe * self.gate_lane_width,
                                   init=tuple(self.gate_words()), sel=MemSel.GATES,
                                   writable=self.runtime_writable, name=f"{self.name}.gates")
-
-    @property
-    def threshold_params(self) -> ThresholdParams | None:
-        """The threshold unit's parameters (``None`` for the classifier)."""
-        if self.thresholds is None:
-            return None
-        lo, hi = self.acc_range
-        return ThresholdParams(name=self.name, channels=self.rows, pe=self.pe, acc_min=lo,
-                               acc_max=hi, thresholds=self.thresholds, pixels=self.pixels,
-                               row_class=self.row_class, col_class=self.col_class,
-                               runtime_writable=self.runtime_writable)
-
-    def weight_words(self, weights=None) -> list[int]:
-        """Weight memory words of ``weights`` (default: this unit's), for ``cfg_beats``."""
-        w = self.weights if weights is None else np.asarray(weights)
-        if w.shape != self.weights.shape:
-            raise ValueError(f"{self.name}: weights must have shape {self.weights.shape}, "
-                             f"not {w.shape}")
-        return matrix_words(w, self.pe, self.simd)
-
-    def threshold_words(self, thresholds=None) -> list[int]:
-        """Threshold memory words (clamped, folded), for ``cfg_beats``."""
-        if self.thresholds is None:
-            raise ValueError(f"{self.name}: the classifier has no thresholds")
-        return self.threshold_params.threshold_words(thresholds)
 
     def gate_words(self, gate_thresholds=None, gate_invert=None) -> list[int]:
         """Gate memory words (default: this unit's gates), for ``cfg_beats(MemSel.GATES,

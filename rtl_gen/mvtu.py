@@ -77,11 +77,51 @@ from .popcount import OperandSum, Popcount, tree_latency
 from .threshold import Threshold, ThresholdParams, check_classes
 from .weight_memory import FoldedMemory, FoldedMemoryParams, MemSel
 
-__all__ = ["MVTU", "MVTUParams"]
+__all__ = ["MVTU", "FoldedMatrix", "MVTUParams"]
+
+
+class FoldedMatrix:
+    """What every matrix unit built on the MVTU's folded weight words shares (this MVTU and
+    ``rtl_gen.gated_mvtu``): the weight memory, the threshold unit on ``acc_range`` and the
+    ``cfg`` words of both. Its dataclass provides ``name``, ``rows``, ``pe``, ``simd``,
+    ``weights``, ``thresholds``, ``pixels``, the border classes, ``runtime_writable`` and
+    ``acc_range``."""
+
+    @property
+    def weight_memory(self) -> FoldedMemoryParams:
+        return FoldedMemoryParams(width=self.pe * self.simd,
+                                  init=tuple(matrix_words(self.weights, self.pe, self.simd)),
+                                  sel=MemSel.WEIGHTS, writable=self.runtime_writable,
+                                  name=f"{self.name}.weights")
+
+    @property
+    def threshold_params(self) -> ThresholdParams | None:
+        """The threshold unit's parameters (``None`` for the last layer)."""
+        if self.thresholds is None:
+            return None
+        lo, hi = self.acc_range
+        return ThresholdParams(name=self.name, channels=self.rows, pe=self.pe, acc_min=lo,
+                               acc_max=hi, thresholds=self.thresholds, pixels=self.pixels,
+                               row_class=self.row_class, col_class=self.col_class,
+                               runtime_writable=self.runtime_writable)
+
+    def weight_words(self, weights=None) -> list[int]:
+        """Weight memory words of ``weights`` (default: this unit's), for ``cfg_beats``."""
+        w = self.weights if weights is None else np.asarray(weights)
+        if w.shape != self.weights.shape:
+            raise ValueError(f"{self.name}: weights must have shape {self.weights.shape}, "
+                             f"not {w.shape}")
+        return matrix_words(w, self.pe, self.simd)
+
+    def threshold_words(self, thresholds=None) -> list[int]:
+        """Threshold memory words (clamped, folded), for ``cfg_beats``."""
+        if self.thresholds is None:
+            raise ValueError(f"{self.name}: the last layer has no thresholds")
+        return self.threshold_params.threshold_words(thresholds)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
-class MVTUParams:
+class MVTUParams(FoldedMatrix):
     """One matrix-vector-threshold unit (see the module docstring).
 
     ``weights`` is ``[rows, cols]`` bits; ``thresholds`` ``int[NY, NX, rows]`` (1-bit
@@ -216,38 +256,6 @@ class MVTUParams:
         """Words of ``simd * E`` bits in the input buffer: ``2 * SF`` (two banks) when
         ``NF > 1``, none when the input streams through."""
         return 2 * self.sf if self.nf > 1 else 0
-
-    @property
-    def weight_memory(self) -> FoldedMemoryParams:
-        return FoldedMemoryParams(width=self.pe * self.simd,
-                                  init=tuple(matrix_words(self.weights, self.pe, self.simd)),
-                                  sel=MemSel.WEIGHTS, writable=self.runtime_writable,
-                                  name=f"{self.name}.weights")
-
-    @property
-    def threshold_params(self) -> ThresholdParams | None:
-        """The threshold unit's parameters (``None`` for the last layer)."""
-        if self.thresholds is None:
-            return None
-        lo, hi = self.acc_range
-        return ThresholdParams(name=self.name, channels=self.rows, pe=self.pe, acc_min=lo,
-                               acc_max=hi, thresholds=self.thresholds, pixels=self.pixels,
-                               row_class=self.row_class, col_class=self.col_class,
-                               runtime_writable=self.runtime_writable)
-
-    def weight_words(self, weights=None) -> list[int]:
-        """Weight memory words of ``weights`` (default: this unit's), for ``cfg_beats``."""
-        w = self.weights if weights is None else np.asarray(weights)
-        if w.shape != self.weights.shape:
-            raise ValueError(f"{self.name}: weights must have shape {self.weights.shape}, "
-                             f"not {w.shape}")
-        return matrix_words(w, self.pe, self.simd)
-
-    def threshold_words(self, thresholds=None) -> list[int]:
-        """Threshold memory words (clamped, folded), for ``cfg_beats``."""
-        if self.thresholds is None:
-            raise ValueError(f"{self.name}: the last layer has no thresholds")
-        return self.threshold_params.threshold_words(thresholds)
 
 
 class MVTU(StreamBlock):
