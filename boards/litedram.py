@@ -192,7 +192,7 @@ _PORT = re.compile(r"^\s*(input|output|inout)\s+wire\s*(?:\[(\d+):(\d+)\])?\s*(\
 
 def parse_ports(verilog: str, module: str = TOP) -> tuple[Port, ...]:
     """The ports of ``module`` in LiteX's Verilog (one ``input wire [n:0] name,`` a line)."""
-    head = re.search(rf"^module\s+{module}\s*\((.*?)\);", verilog, re.S | re.M)
+    head = re.search(rf"^module\s+{module}\s*\((.*?)\);", verilog, re.DOTALL | re.MULTILINE)
     if head is None:
         raise RuntimeError(f"no module {module} in the generated Verilog")
     ports = []
