@@ -272,12 +272,12 @@ async def _pattern(dut, conf):
 
 
 async def _bandwidth(dut, conf):
+    import cocotb
+
     bench = DramBench(dut, 0.0, conf["seed"])
     result = {"init_cycles": await bench.start(), "reads": {}, "latency": []}
     for name, words, stride in conf["patterns"]:
         cmd_times, out_times, out = [], [], []
-        import cocotb
-
         addr_mask = (1 << len(dut.cmd__payload) - 1) - 1
         cmds = [(0, (i * stride) & addr_mask) for i in range(words)]
         tasks = [cocotb.start_soon(bench.send_cmds(cmds, cmd_times)),
