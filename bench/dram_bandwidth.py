@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from sim import dram_sim  # noqa: E402
-from sim.verilator import run_cocotb  # noqa: E402
+from sim import dram_sim
+from sim.verilator import run_cocotb
 
 WORD_BYTES = 16
 
