@@ -178,10 +178,9 @@ class DramController(wiring.Component):
         else:
             self._cross(m, cmd, wdata, rdata, init_done)
 
-        wb = wishbone_signature().create()
-        if p.kind == "bare":
-            wiring.connect(m, wiring.flipped(self.ctrl), wb)
-        elif p.kind == "sim":
+        # the design's bus (no CPU), the component's own init write (sim), or idle (CPU)
+        wb = self.ctrl if p.kind == "bare" else wishbone_signature().create()
+        if p.kind == "sim":
             self._write_init_done(m, wb)
 
         known = {

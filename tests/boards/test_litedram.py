@@ -90,3 +90,31 @@ def test_generator_failure_leaves_nothing(tmp_path):
 def test_bad_cpu_name():
     with pytest.raises(ValueError, match="cpu must be 'vexriscv' or None, not 'rocket'"):
         litedram.arty_config("rocket")
+
+
+def test_arty_controller_converts_with_its_pins(tmp_path):
+    """The no-CPU core's component in an Arty design: every DDR3 pad on the ddr3 pins."""
+    from amaranth import Elaboratable, Module
+    from amaranth_boards.arty_a7 import ArtyA7_35Platform
+
+    from rtl_gen.dram_controller import DramController, DramControllerParams
+
+    core = litedram.generate(litedram.arty_config(cpu=None), cache=tmp_path)
+    params = DramControllerParams.from_core(core, cross_domain="sync")
+    assert params.kind == "bare"
+
+    class Top(Elaboratable):
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.dram = dram = DramController(params)
+            m.d.comb += platform.request("led", 0).o.eq(dram.init_done)
+            return m
+
+    plan = ArtyA7_35Platform().prepare(Top())
+    text = plan.files["top.v"]
+    start = text.index("litedram_core core (")
+    instance = text[start:text.index(");", start)]
+    for p in core.ports:
+        if p.name.startswith("ddram_"):
+            assert f".{p.name}(ddr3_0__" in instance, p.name
+    assert "DIFF_SSTL135" in plan.files["top.xdc"]
