@@ -17,13 +17,21 @@ from amaranth_boards.arty_a7 import ArtyA7_35Platform, ArtyA7_100Platform
 from .board import Board, Budget, ClockInput, Fpga, Uart
 from .pll import Xc7Mmcm
 
-__all__ = ["ARTY_A7_35", "ARTY_A7_100"]
+__all__ = ["ARTY_A7_35", "ARTY_A7_100", "DDR3"]
 
 _SPEED = "1L"
 _CLOCK = ClockInput("clk100", 0, 100_000_000)
 _UART = Uart("uart", 0, bridge="FT2232H", max_baud=12_000_000)
 _LEDS = {"heartbeat": ("led", 0), "activity": ("led", 1), "response": ("led", 2),
          "error": ("led", 3)}
+
+# The DDR3 (one MT41K128M16, x16, 256 MB) for the LiteDRAM controller (boards.litedram,
+# rtl_gen.dram_controller): amaranth-boards' resource, pins and I/O standards as on the
+# board's schematic: SSTL135 (1.35 V bank 34), DIFF_SSTL135 for clk and dqs, dq with
+# IN_TERM UNTUNED_SPLIT_40, SLEW FAST; requested raw (dir="-") since LiteDRAM's PHY
+# instantiates its own I/O buffers.
+DDR3 = {"resource": ("ddr3", 0), "module": "MT41K128M16", "bytes": 256 << 20,
+        "io_standard": "SSTL135", "diff_io_standard": "DIFF_SSTL135"}
 
 ARTY_A7_35 = Board(
     name="arty-a7-35", title="Digilent Arty A7-35T", aliases=("arty",),
