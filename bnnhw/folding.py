@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from fractions import Fraction
+from math import ceil
 from pathlib import Path
 
 from . import ir
@@ -57,6 +59,15 @@ class MatrixLayer:
         try:
             divides(f"layer {self.name}", "pe", fold.pe, self.rows, "output channels")
             divides(f"layer {self.name}", "simd", fold.simd, self.simd_base, what)
+            if fold.in_dram:
+                divides(f"layer {self.name}", "tile_rows", fold.tile_rows, self.rows,
+                        "output channels")
+                if fold.tile_rows % fold.pe:
+                    raise ParameterError(f"layer {self.name}: tile_rows must be a multiple "
+                                         f"of pe ({fold.pe}), not {fold.tile_rows}")
+                if self.gated:
+                    raise ParameterError(f"layer {self.name}: a precision-gated layer keeps "
+                                         f"its weights on chip (no tile_rows)")
         except ParameterError as e:
             raise BnnhwError(str(e)) from None
 
@@ -86,8 +97,128 @@ def layer_density(graph: ir.Graph, name: str) -> tuple[tuple[int, float], ...]:
 
 @dataclass(frozen=True)
 class Fold:
+    """A layer's folding: ``pe`` rows and ``simd`` columns; ``tile_rows`` set puts its
+    weights in DRAM, streamed in tiles of that many output channels (``TiledShape``,
+    ``rtl_gen.tiled_mvtu``), ``None`` keeps them on chip."""
+
     pe: int
     simd: int
+    tile_rows: int | None = None
+
+    @property
+    def in_dram(self) -> bool:
+        return self.tile_rows is not None
+
+
+DRAM_WORD_BITS = 128
+
+
+@dataclass(frozen=True)
+class TiledShape:
+    """The figures of a weight-tiled layer (``rtl_gen.tiled_mvtu`` explains them): its
+    DRAM layout, cycle model and buffers, from its shape and folding alone.
+
+    ``in_beats`` is the input beats of one image as the unit stores them (``pixels * SF``
+    when it is fed windows, ``H * W * C / simd`` when it stores the map itself);
+    ``out_bits`` the bits of one result lane (1, or a score's width for the last layer).
+    """
+
+    rows: int
+    cols: int
+    pe: int
+    simd: int
+    tile_rows: int
+    pixels: int
+    in_beats: int
+    out_bits: int = 1
+    elem_width: int = 1
+
+    @property
+    def nf(self) -> int:
+        return self.rows // self.pe
+
+    @property
+    def sf(self) -> int:
+        return self.cols // self.simd
+
+    @property
+    def tiles(self) -> int:
+        return self.rows // self.tile_rows
+
+    @property
+    def tile_nf(self) -> int:
+        return self.tile_rows // self.pe
+
+    @property
+    def word_width(self) -> int:
+        """Bits of one folded weight word, ``pe * simd``."""
+        return self.pe * self.simd
+
+    @property
+    def line_words(self) -> int:
+        """DRAM words per tile-buffer line, ``k = ceil(W / 128)``."""
+        return -(-self.word_width // DRAM_WORD_BITS)
+
+    @property
+    def line_width(self) -> int:
+        return self.line_words * DRAM_WORD_BITS
+
+    @property
+    def line_slots(self) -> int:
+        """Folded words per line, ``m = 128 k // W``."""
+        return self.line_width // self.word_width
+
+    @property
+    def tile_lines(self) -> int:
+        """Lines per tile, ``ceil(TNF * SF / m)``."""
+        return -(-(self.tile_nf * self.sf) // self.line_slots)
+
+    @property
+    def tile_dram_words(self) -> int:
+        return self.tile_lines * self.line_words
+
+    @property
+    def dram_words(self) -> int:
+        """128-bit DRAM words of the whole matrix, read once per image."""
+        return self.tiles * self.tile_dram_words
+
+    @property
+    def tile_compute_cycles(self) -> int:
+        """``S = P * TNF * SF``: one step per cycle."""
+        return self.pixels * self.tile_nf * self.sf
+
+    def tile_cycles(self, words_per_cycle, latency: int) -> Fraction:
+        """Cycles per tile at steady state, ``max(S, D / w, ((D - 1) / w + 1 + latency +
+        S) / 2)``."""
+        spacing = 1 / port_rate(words_per_cycle)
+        d, s = self.tile_dram_words, self.tile_compute_cycles
+        return max(Fraction(s), d * spacing, ((d - 1) * spacing + 1 + latency + s) / 2)
+
+    def cycles(self, words_per_cycle, latency: int) -> int:
+        """Cycles per image at steady state: ``max(T * tile_cycles, in_beats, P * NF)``
+        (the last two: the input at full rate and, with several tiles, the read-out)."""
+        per_image = ceil(self.tiles * self.tile_cycles(words_per_cycle, latency))
+        out = self.pixels * self.nf if self.tiles > 1 else 0
+        return max(per_image, self.in_beats, out)
+
+    def buffers(self, threshold_bits: int = 0) -> dict[str, int]:
+        """Bits of each on-chip buffer: input (two images), tile (two tiles), reorder
+        (two maps of results, none with one tile) and thresholds."""
+        return {
+            "input": 2 * self.in_beats * self.simd * self.elem_width,
+            "tile": 2 * self.tile_lines * self.line_width,
+            "reorder": 2 * self.pixels * self.nf * self.pe * self.out_bits
+            if self.tiles > 1 else 0,
+            "thresholds": threshold_bits,
+        }
+
+
+def port_rate(words_per_cycle) -> Fraction:
+    """A port's words per cycle as an exact fraction (a float such as 0.1 means 1/10)."""
+    w = Fraction(words_per_cycle).limit_denominator(1 << 16)
+    if not 0 < w <= 1:
+        raise ValueError(f"words per cycle must be in (0, 1], not {words_per_cycle!r}")
+    return w
 
 
 def matrix_layers(graph: ir.Graph) -> list[MatrixLayer]:
@@ -164,7 +295,9 @@ def save_folding(path: str | Path, folds: dict[str, Fold]) -> None:
     replacing only a regular file)."""
     from .errors import write_together
 
-    text = json.dumps({"layers": {name: asdict(f) for name, f in folds.items()}}, indent=2)
+    entries = {name: {k: v for k, v in asdict(f).items() if v is not None}
+               for name, f in folds.items()}
+    text = json.dumps({"layers": entries}, indent=2)
     write_together([(Path(path), lambda f: f.write((text + "\n").encode()))])
 
 
@@ -207,16 +340,17 @@ def load_folding(path: str | Path, layers: Sequence[MatrixLayer]) -> dict[str, F
         if not isinstance(entry, dict):
             raise BnnhwError(f"folding file {path}: the entry of layer {layer.name} must be "
                              f'an object {{"pe": N, "simd": N}}, not {json.dumps(entry)}')
-        extra = sorted(set(entry) - {"pe", "simd"})
+        extra = sorted(set(entry) - {"pe", "simd", "tile_rows"})
         if extra:
             raise BnnhwError(f"folding file {path}: layer {layer.name} has an unknown key "
-                             f"{extra[0]!r} (the keys are 'pe' and 'simd')")
-        pe, simd = entry.get("pe"), entry.get("simd")
-        for key, v in (("pe", pe), ("simd", simd)):
+                             f"{extra[0]!r} (the keys are 'pe', 'simd' and, for weights in "
+                             f"DRAM, 'tile_rows')")
+        pe, simd, tile = entry.get("pe"), entry.get("simd"), entry.get("tile_rows", 1)
+        for key, v in (("pe", pe), ("simd", simd), ("tile_rows", tile)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise BnnhwError(f"folding file {path}: layer {layer.name} needs a positive "
                                  f"integer {key!r}, not {json.dumps(v)}")
-        fold = Fold(pe, simd)
+        fold = Fold(pe, simd, entry.get("tile_rows"))
         try:
             layer.check(fold)
         except BnnhwError as e:

@@ -68,7 +68,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from math import ceil
 
 import numpy as np
 from amaranth import Cat, Const, Module, Mux, Signal
@@ -77,6 +76,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from bnnhw import numerics as nx
+from bnnhw.folding import DRAM_WORD_BITS, TiledShape, port_rate
 from bnnhw.packing import fold_counts, matrix_words, pack, words_to_matrix
 from bnnhw.validate import ParameterError, choice, divides, integer, positive_fields
 
@@ -86,17 +86,6 @@ from .threshold import Threshold, ThresholdParams, check_classes
 
 __all__ = ["DRAM_WORD_BITS", "TiledMVTU", "TiledMVTUParams", "dram_read_signature",
            "port_rate"]
-
-DRAM_WORD_BITS = 128
-
-
-def port_rate(words_per_cycle) -> Fraction:
-    """A port's words per cycle as an exact fraction (a float such as 0.1 means 1/10)."""
-    w = Fraction(words_per_cycle).limit_denominator(1 << 16)
-    if not 0 < w <= 1:
-        raise ValueError(f"words per cycle must be in (0, 1], not {words_per_cycle!r}")
-    return w
-
 
 def dram_read_signature(addr_width: int) -> wiring.Signature:
     """The read side of a DRAM port, from the reader's side: ``cmd`` (out) carries word
@@ -230,39 +219,43 @@ class TiledMVTUParams:
 
     # DRAM layout.
     @property
+    def shape(self) -> TiledShape:
+        """The unit's layout, cycle and buffer figures (``bnnhw.folding.TiledShape``)."""
+        return TiledShape(rows=self.rows, cols=self.cols, pe=self.pe, simd=self.simd,
+                          tile_rows=self.tile_rows, pixels=self.pixels,
+                          in_beats=self.pixels * self.sf,
+                          out_bits=self.score_shape.width if self.is_scores else 1,
+                          elem_width=self.elem_width)
+
+    @property
     def word_width(self) -> int:
-        """Bits of one folded weight word, ``pe * simd``."""
-        return self.pe * self.simd
+        return self.shape.word_width
 
     @property
     def line_words(self) -> int:
-        """DRAM words per tile-buffer line, ``k = ceil(W / 128)``."""
-        return -(-self.word_width // DRAM_WORD_BITS)
+        return self.shape.line_words
 
     @property
     def line_width(self) -> int:
-        return self.line_words * DRAM_WORD_BITS
+        return self.shape.line_width
 
     @property
     def line_slots(self) -> int:
-        """Folded words per line, ``m = 128 k // W``."""
-        return self.line_width // self.word_width
+        return self.shape.line_slots
 
     @property
     def tile_lines(self) -> int:
-        """Lines per tile, ``ceil(TNF * SF / m)``."""
-        return -(-(self.tile_nf * self.sf) // self.line_slots)
+        return self.shape.tile_lines
 
     @property
     def tile_dram_words(self) -> int:
-        """DRAM words per tile."""
-        return self.tile_lines * self.line_words
+        return self.shape.tile_dram_words
 
     @property
     def dram_words(self) -> int:
         """128-bit DRAM words read per image (the whole matrix once, ``images_per_load``
         1) and the size of :meth:`dram_image`."""
-        return self.tiles * self.tile_dram_words
+        return self.shape.dram_words
 
     def dram_image(self, weights) -> list[int]:
         """The DRAM words (128-bit ints) of ``weights[rows, cols]`` (bits), to be written
@@ -324,26 +317,21 @@ class TiledMVTUParams:
                                pixels=self.tiles * self.pixels, row_class=rc,
                                col_class=self.col_class)
 
-    # Cost model.
+    # Cost model (``bnnhw.folding.TiledShape``).
     @property
     def tile_compute_cycles(self) -> int:
         """``S = P * TNF * SF``: one step per cycle."""
-        return self.pixels * self.tile_nf * self.sf
+        return self.shape.tile_compute_cycles
 
     def tile_cycles(self, words_per_cycle: float, latency: int) -> Fraction:
-        """Cycles per tile at steady state, ``max(S, D / w, ((D - 1) / w + 1 + latency +
-        S) / 2)`` (module docstring, "Cycle model")."""
-        spacing = 1 / port_rate(words_per_cycle)
-        d, s = self.tile_dram_words, self.tile_compute_cycles
-        return max(Fraction(s), d * spacing, ((d - 1) * spacing + 1 + latency + s) / 2)
+        """Cycles per tile at steady state (module docstring, "Cycle model")."""
+        return self.shape.tile_cycles(words_per_cycle, latency)
 
     def cycles_for_port(self, words_per_cycle: float, latency: int) -> int:
         """Cycles per image at steady state with a port delivering ``words_per_cycle``
         words (at most 1) ``latency`` cycles after their commands: ``max(T *
         tile_cycles, P * SF, P * NF)`` (module docstring, "Cycle model")."""
-        per_image = ceil(self.tiles * self.tile_cycles(words_per_cycle, latency))
-        out = self.pixels * self.nf if self.tiles > 1 else 0
-        return max(per_image, self.pixels * self.sf, out)
+        return self.shape.cycles(words_per_cycle, latency)
 
     @property
     def cycles_per_image(self) -> int:
@@ -355,12 +343,7 @@ class TiledMVTUParams:
         """Bits of each on-chip buffer: input (two maps), tile (two tiles), reorder (two
         maps of results, none with one tile) and threshold memory."""
         th = self.threshold_params
-        return {
-            "input": 2 * self.pixels * self.sf * self.i_width,
-            "tile": 2 * self.tile_lines * self.line_width,
-            "reorder": 2 * self.pixels * self.nf * self.o_width if self.tiles > 1 else 0,
-            "thresholds": 0 if th is None else th.memory.bits,
-        }
+        return self.shape.buffers(0 if th is None else th.memory.bits)
 
     @property
     def buffer_bits(self) -> int:
