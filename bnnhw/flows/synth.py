@@ -484,6 +484,11 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
 
             dram = dram_controller(b)
         design = BoardDesign(b, top, dram=dram)
+    dram_constraints = ""
+    if design.dram is not None:   # the DDR3 bank's internal reference (boards.arty.DDR3)
+        dram_constraints = "\n".join(
+            f"set_property INTERNAL_VREF {v} [get_iobanks {bank}]"
+            for bank, v in (b.dram or {}).get("internal_vref", {}).items())
     if design.board.name != b.name:
         raise ValueError(f"the design was made for board {design.board.name}, not {b.name}")
     say = _progress(progress)
@@ -503,6 +508,8 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
         overrides["synth_opts"] = "-dsp"
     if vivado and jobs > 1:
         overrides["script_after_read"] = f"set_param general.maxThreads {min(jobs, 8)}"
+    if dram_constraints:
+        overrides["add_constraints"] = dram_constraints
     say(f"{b.name}: elaborating the design ({flow} flow)")
     t0 = time.perf_counter()
     platform = b.platform()
