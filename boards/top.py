@@ -44,9 +44,9 @@ __all__ = ["BoardDesign", "PowerOnReset", "StatusLeds", "clock_domains", "dram_c
 
 
 def dram_controller(board: Board):
-    """``(DramControllerParams, {file name: text})`` of ``board``'s DDR3 controller: the
-    LiteDRAM core generated for it (``boards.litedram``, cached), its streams crossing into
-    the design clock. Raises ``BnnhwError`` naming what to install when the generator or
+    """``(DramControllerParams, {file name: bytes}, constraints)`` of ``board``'s DDR3
+    controller: the LiteDRAM core generated for it (``boards.litedram``, cached), its
+    streams crossing into the design clock, its files and its Vivado timing exceptions. Raises ``BnnhwError`` naming what to install when the generator or
     its compiler is missing, ``ValueError`` for a board without DRAM."""
     from rtl_gen.dram_controller import DramControllerParams
 
@@ -57,8 +57,7 @@ def dram_controller(board: Board):
     core = litedram.generate(litedram.arty_config(cpu=board.dram.get("cpu", "vexriscv")))
     params = DramControllerParams.from_core(core, cross_domain="sync", ref_domain="dram_ref",
                                             pins=board.dram["resource"])
-    files = (*core.verilog, *core.data_files)
-    return params, {f.name: f.read_bytes() for f in files}
+    return params, {f.name: f.read_bytes() for f in core.files}, core.constraints
 
 RESET_SECONDS = 20e-6
 MIN_RESET_CYCLES = 64
@@ -225,7 +224,7 @@ class BoardDesign(Elaboratable):
         files added to the build."""
         from rtl_gen.dram_controller import DramController
 
-        params, files = self.dram
+        params, files, _ = self.dram
         m.domains.dram_ref = ClockDomain("dram_ref", reset_less=False)
         m.d.comb += [ClockSignal("dram_ref").eq(self.board_clk),
                      ResetSignal("dram_ref").eq(ResetSignal("sync"))]

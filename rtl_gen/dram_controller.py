@@ -15,6 +15,8 @@ Ports (all in one clock domain, see Clocking):
   takes a write command only once its data is in the write buffer, so a writer offers the
   data no later than the command (``rtl_gen.dram_arbiter`` raises both together).
 - ``rdata``: ``data_width`` bits, one beat per read command, in command order.
+- ``init_error``: 1 when the calibration failed (a CPU core then raises ``init_done``
+  too and the user port stays blocked); 0 on the simulation core;
 - ``init_done``: 1 once the DDR3 is initialised; until then the core holds every
   ``ready`` and ``valid`` of the user port low (LiteDRAM's ``block_until_ready``).
 
@@ -153,6 +155,7 @@ class DramController(wiring.Component):
             "wdata": In(stream.Signature(wdata_layout(p.data_width))),
             "rdata": Out(stream.Signature(p.data_width)),
             "init_done": Out(1),
+            "init_error": Out(1),
         }
         if p.kind == "bare":
             members["ctrl"] = In(wishbone_signature())
@@ -169,15 +172,17 @@ class DramController(wiring.Component):
         cmd = stream.Signature(cmd_layout(p.address_width)).flip().create()
         wdata = stream.Signature(wdata_layout(p.data_width)).flip().create()
         rdata = stream.Signature(p.data_width).create()
-        init_done = Signal()
+        init_done, init_error = Signal(), Signal()
         core = self._native_port(m, cmd, wdata, rdata)
         if p.cross_domain is None:
-            m.d.comb += self.init_done.eq(init_done)
+            m.d.comb += [self.init_done.eq(init_done), self.init_error.eq(init_error)]
             wiring.connect(m, wiring.flipped(self.cmd), cmd)
             wiring.connect(m, wiring.flipped(self.wdata), wdata)
             wiring.connect(m, rdata, wiring.flipped(self.rdata))
         else:
             self._cross(m, cmd, wdata, rdata, init_done)
+            m.submodules.error_sync = FFSynchronizer(init_error, self.init_error,
+                                                     o_domain=p.cross_domain)
 
         # the design's bus (no CPU), the component's own init write (sim), or idle (CPU)
         wb = self.ctrl if p.kind == "bare" else wishbone_signature().create()
@@ -186,7 +191,7 @@ class DramController(wiring.Component):
 
         known = {
             "user_clk": ("o", user_clk), "user_rst": ("o", user_rst),
-            "init_done": ("o", init_done),
+            "init_done": ("o", init_done), "init_error": ("o", init_error),
             **{_USER + name: value for name, value in core.items()},
             "clk": ("i", ClockSignal(p.ref_domain) if p.kind != "sim" else ClockSignal("sync")),
             "rst": ("i", ResetSignal(p.ref_domain)),

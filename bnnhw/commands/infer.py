@@ -56,7 +56,14 @@ def default_source(model) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..flows.infer import SIM_CYCLES_PER_SECOND, answer_timeout, infer, simulated_board
+    from ..flows.infer import (
+        SIM_CYCLES_PER_SECOND,
+        answer_timeout,
+        describe_sim,
+        infer,
+        model_figures,
+        simulated_board,
+    )
     from ..images import load_images
 
     model, folds = model_graph_folding(args)
@@ -78,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.update(done - bar.n)
 
-    board = None
+    board = stats = None
     try:
         if args.sim:
             board = simulated_board(graph, folds, progress=say)
@@ -94,11 +101,18 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
         if board is not None:
-            board.stop()
+            stats = board.stop()
+    sim = None
+    if args.sim:
+        figures = model_figures(graph, folds)
+        sim = {"model": figures, "cycles": None if stats is None else stats.cycles,
+               "cycles_per_second": None if stats is None else stats.cycles_per_second}
     if args.json:
         print(json.dumps({"model": str(args.model), "source": what, "url": url,
-                          **report.to_dict()}))
+                          **report.to_dict(), **({"sim": sim} if sim else {})}))
     else:
         print(f"{args.model}: {what} on {url}")
         print(report.format())
+        if sim:
+            print(describe_sim(stats, sim["model"]))
     return 0 if report.ok else 1

@@ -60,10 +60,51 @@ class InferReport:
                          f"{self.images} images"
                          + (f" (first: image {self.first_mismatch})" if self.mismatches else ""))
         lines.append(f"{self.images} images in {self.seconds:.2f} s: "
-                     f"{self.images_per_second:,.0f} images/s; link efficiency "
+                     f"{_rate(self.images_per_second)} images/s; link efficiency "
                      f"{self.link_efficiency:.1%} (image bytes / bytes sent); {self.retries} "
                      f"retries ({self.nacks} NACKs, {self.timeouts} timeouts)")
         return "\n".join(lines)
+
+
+def _rate(per_second: float) -> str:
+    """Images per second to three significant figures (0.0667, 23.4, 1,520)."""
+    return f"{per_second:,.0f}" if per_second >= 100 else f"{per_second:.3g}"
+
+
+def model_figures(graph: ir.Graph, folds: Mapping[str, Fold],
+                  clock_hz: int = 100_000_000) -> dict[str, Any]:
+    """What the cycle model predicts for the design of ``graph`` and ``folds`` on a board at
+    ``clock_hz``: cycles per image, images/s and, with weights in DRAM, the DRAM's words
+    per image and bandwidth (``rtl_gen.network.NetworkParams``)."""
+    from rtl_gen.network import NetworkParams
+
+    net = NetworkParams(graph, folds)
+    ii = net.cycles_per_image
+    out: dict[str, Any] = {"cycles_per_image": ii, "clock_hz": clock_hz,
+                           "images_per_second": clock_hz / ii,
+                           "bottleneck": net.bottleneck.name}
+    if net.dram_stages:
+        words = sum(n for _, n in net.dram_layout.values())
+        out.update(dram_layers=[s.node for s in net.dram_stages], dram_words_per_image=words,
+                   dram_mb_per_second=words * 16 * clock_hz / ii / 1e6)
+    return out
+
+
+def describe_sim(stats, model: Mapping[str, Any]) -> str:
+    """Two lines: what the simulated board clocked, and the model's board figure."""
+    mhz = model["clock_hz"] / 1e6
+    lines = []
+    if stats is not None:
+        lines.append(f"simulated board: {stats.cycles:,} cycles in {stats.busy_seconds:.1f} s "
+                     f"of simulation ({stats.cycles_per_second:,.0f} cycles/s)")
+    line = (f"model: {model['cycles_per_image']:,} cycles per image (bottleneck "
+            f"{model['bottleneck']}): {_rate(model['images_per_second'])} images/s at "
+            f"{mhz:g} MHz on the board")
+    if "dram_layers" in model:
+        line += (f"; {len(model['dram_layers'])} layers in DRAM, "
+                 f"{model['dram_words_per_image']:,} words per image, "
+                 f"{model['dram_mb_per_second']:,.1f} MB/s")
+    return "\n".join(lines + [line])
 
 
 def simulated_board(graph: ir.Graph, folds: Mapping[str, Fold], *, port: int = 0,

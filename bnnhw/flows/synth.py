@@ -486,9 +486,9 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
         design = BoardDesign(b, top, dram=dram)
     dram_constraints = ""
     if design.dram is not None:   # the DDR3 bank's internal reference (boards.arty.DDR3)
-        dram_constraints = "\n".join(
-            f"set_property INTERNAL_VREF {v} [get_iobanks {bank}]"
-            for bank, v in (b.dram or {}).get("internal_vref", {}).items())
+        dram_constraints = "".join(
+            f"set_property INTERNAL_VREF {v} [get_iobanks {bank}]\n"
+            for bank, v in (b.dram or {}).get("internal_vref", {}).items()) + design.dram[2]
     if design.board.name != b.name:
         raise ValueError(f"the design was made for board {design.board.name}, not {b.name}")
     say = _progress(progress)
