@@ -34,7 +34,20 @@ On a board the host link takes its share (``link``, a ``bnnhw.resources.Link``: 
 frame receiver with two banks of ``max_payload`` bytes, dispatcher, transmitter); its
 frame buffer is shrunk when block RAM binds (``shrink_payload``), and the link feeds one
 pixel per beat (``max_pixels_per_beat=1``). A user folding (``folds``) is kept: only the
-memory styles are chosen. :func:`shape_graph` gives a graph of a spec's shapes without
+memory styles are chosen.
+
+A budget with DRAM (``Budget.dram``, a ``bnnhw.resources.DramPort``) lets every layer of
+binary inputs that is not precision-gated keep its weights there instead, streamed in
+tiles (``Fold.tile_rows``, ``rtl_gen.tiled_mvtu``): per layer and II the options are then
+the on-chip folds and, per ``pe``/``simd``, the smallest tile (``tile_rows`` from ``pe``
+doubling) whose unit meets the II on the port (``TiledShape.cycles`` at its
+``words_per_cycle`` and ``latency``) and one tile of all rows. The dynamic programme
+carries whether a layer is in DRAM yet (the controller's fixed cost is paid by the first)
+and the DRAM words so far: the one shared port must deliver them all within the II
+(``II >= words / words_per_cycle``; a path whose words exceed it is dropped, so the
+search keeps, per fold, the cheapest path that fits). Every weight is placed on chip
+first, exactly as without DRAM; the design with DRAM layers is taken only when it is
+faster, or when nothing fits on chip (a target met on chip keeps the on-chip design). :func:`shape_graph` gives a graph of a spec's shapes without
 torch or training, which is all the optimiser needs.
 """
 

@@ -26,6 +26,12 @@ The estimate of a block (:func:`estimate`) has two parts:
   to Yosys synthesis of isolated blocks (``bench/calibrate_resources.py``, which writes
   ``resource_calibration.json`` beside this module).
 
+A layer whose weights are in DRAM (a fold with ``tile_rows``) is a ``tiled`` block
+(:func:`tiled_block`: the MVTU's compute and coefficients, the tiled unit's buffers as
+memories, its steering estimated); the DRAM controller is a ``dram`` block of fixed figures
+(``DramPort.block``), counted once, whose cycles are the shared port's for all the DRAM
+words of an image.
+
 LUTs are logic LUTs (LUT6 on xc7, LUT4 on ECP5 and iCE40, an ECP5 CCU2C counting two);
 ``lutram`` counts the LUT sites that hold RAM (four per RAM32M/RAM64M, six per ECP5
 DPR16X4); a budget's LUTs cover both. ``bram`` counts the family's blocks: RAMB36
@@ -139,12 +145,11 @@ class DramPort:
     controller: Resources = field(default_factory=lambda: LITEDRAM_ARTY + DRAM_LINK_SIDE)
 
     def __post_init__(self) -> None:
-        for what in ("words", "latency"):
+        for what, least in (("words", 1), ("latency", 0)):
             v = getattr(self, what)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if what == "words"
-                                                                      else 0):
-                raise ParameterError(f"DRAM port: {what} must be a non-negative integer "
-                                     f"(words at least 1), not {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                raise ParameterError(f"DRAM port: {what} must be an integer >= {least}, "
+                                     f"not {v!r}")
         try:
             port_rate(self.words_per_cycle)
         except (TypeError, ValueError):
@@ -286,8 +291,8 @@ class Memory:
 
 @dataclass(frozen=True)
 class Block:
-    """One engine: ``kind`` (``encoder``, ``convert``, ``window``, ``mvtu``, ``fifo``,
-    ``pool``, ``classify``), the figures its logic depends on, its memories and the
+    """One engine: ``kind`` (``encoder``, ``convert``, ``window``, ``mvtu``, ``tiled``,
+    ``fifo``, ``pool``, ``classify``; ``link`` and ``dram`` around them), the figures its logic depends on, its memories and the
     cycles per image it takes."""
 
     name: str
