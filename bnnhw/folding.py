@@ -26,6 +26,8 @@ from fractions import Fraction
 from math import ceil
 from pathlib import Path
 
+import numpy as np
+
 from . import ir
 from .errors import BnnhwError
 from .validate import ParameterError, divides
@@ -213,6 +215,69 @@ class TiledShape:
         }
 
 
+    def dram_image(self, weights) -> list[int]:
+        """The DRAM words (128-bit ints) of ``weights[rows, cols]`` (bits) in the tiled
+        unit's layout: tile after tile, each tile's folded words (``packing.matrix_words``
+        of its rows) packed ``line_slots`` to a line of ``line_words`` DRAM words."""
+        from .packing import matrix_words, pack
+
+        w = np.asarray(weights)
+        if w.shape != (self.rows, self.cols):
+            raise ValueError(f"weights must have shape {(self.rows, self.cols)}, not "
+                             f"{w.shape}")
+        mask = (1 << DRAM_WORD_BITS) - 1
+        image: list[int] = []
+        for t in range(self.tiles):
+            folded = matrix_words(w[t * self.tile_rows:(t + 1) * self.tile_rows],
+                                  self.pe, self.simd)
+            folded += [0] * (self.tile_lines * self.line_slots - len(folded))
+            for i in range(self.tile_lines):
+                line = pack(folded[i * self.line_slots:(i + 1) * self.line_slots],
+                            self.word_width)
+                image += [(line >> (j * DRAM_WORD_BITS)) & mask
+                          for j in range(self.line_words)]
+        return image
+
+    def tile_table(self, thresholds) -> np.ndarray:
+        """A threshold table ``[NY, NX, rows]`` regrouped per tile as the tiled unit
+        stores it: ``[T * NY, NX, tile_rows]``, entry ``[t * NY + cy, cx, c]`` =
+        ``thresholds[cy, cx, t * tile_rows + c]``."""
+        t = np.asarray(thresholds)
+        ny, nxc, _ = t.shape
+        t = t.reshape(ny, nxc, self.tiles, self.tile_rows)
+        return np.moveaxis(t, 2, 0).reshape(self.tiles * ny, nxc, self.tile_rows)
+
+
+def tiled_shape(node: ir.Conv | ir.Dense, fold: Fold) -> TiledShape:
+    """The ``TiledShape`` of matrix node ``node`` with its weights in DRAM (``fold``'s
+    ``tile_rows``): a conv's unit stores its input map (``H * W * C / simd`` beats), a
+    dense one its input vector."""
+    if not fold.in_dram:
+        raise ValueError(f"layer {node.name}: its folding keeps the weights on chip")
+    if isinstance(node, ir.Conv):
+        h, w, c = node.in_shape
+        in_beats = h * w * c // fold.simd
+    else:
+        in_beats = node.cols // fold.simd
+    return TiledShape(rows=node.rows, cols=node.cols, pe=fold.pe, simd=fold.simd,
+                      tile_rows=fold.tile_rows, pixels=node.out_pixels
+                      if isinstance(node, ir.Conv) else 1, in_beats=in_beats,
+                      out_bits=1 if node.thresholded else node.dot_bits)
+
+
+def dram_layout(graph: ir.Graph, folds) -> dict[str, tuple[int, int]]:
+    """Where each DRAM layer's weights live: ``{name: (first word, words)}``, the layers
+    in graph order one after the other from word 0 (128-bit words)."""
+    out, base = {}, 0
+    for node in graph.nodes:
+        fold = folds.get(node.name) if isinstance(node, (ir.Conv, ir.Dense)) else None
+        if fold is not None and fold.in_dram:
+            words = tiled_shape(node, fold).dram_words
+            out[node.name] = (base, words)
+            base += words
+    return out
+
+
 def port_rate(words_per_cycle) -> Fraction:
     """A port's words per cycle as an exact fraction (a float such as 0.1 means 1/10)."""
     w = Fraction(words_per_cycle).limit_denominator(1 << 16)
@@ -245,10 +310,66 @@ def default_target(graph: ir.Graph, lanes: int = DEFAULT_LANES) -> int:
     return max(h * w, -(-work // lanes))
 
 
+DEFAULT_ON_CHIP_BITS = 2_000_000
+"""Weight bits the default folding keeps on chip at most (an Arty A7-35T's block RAM
+holds 1.8 Mbit): beyond them it puts the largest layers' weights in DRAM."""
+DEFAULT_DRAM_WORDS_PER_CYCLE = 0.85
+"""Sustained 128-bit read words per cycle the cycle model assumes of a DRAM port unless
+told (the LiteDRAM simulation core reads sequential words at 0.89 a cycle, docs/dram.md)."""
+DEFAULT_DRAM_LATENCY = 24
+"""Cycles from a read command to its word the model assumes unless told (17-20 on the idle
+simulation core, more behind refreshes and the arbiter)."""
+MAX_TILE_BUFFER_BITS = 1 << 16
+
+
 def default_folding(graph: ir.Graph, target_ii: int | None = None) -> dict[str, Fold]:
     """The folding ``bnnhw verify``/``build`` use unless given one: ``fold_for_target``
-    at ``target_ii`` (default ``default_target``)."""
-    return fold_for_target(matrix_layers(graph), target_ii or default_target(graph))
+    at ``target_ii`` (default ``default_target``), with the weights of the largest layers
+    in DRAM while the others' exceed ``DEFAULT_ON_CHIP_BITS`` (``dram_folds``)."""
+    folds = fold_for_target(matrix_layers(graph), target_ii or default_target(graph))
+    return dram_folds(graph, folds)
+
+
+def can_tile(node: ir.Node) -> bool:
+    """Whether matrix node ``node`` may keep its weights in DRAM (``rtl_gen.tiled_mvtu``):
+    binary inputs, and binary outputs or scores."""
+    return (isinstance(node, (ir.Conv, ir.Dense)) and node.input_kind == "binary"
+            and (not node.thresholded or node.out_levels == 1))
+
+
+def best_tile_rows(node: ir.Conv | ir.Dense, fold: Fold,
+                   words_per_cycle: float = DEFAULT_DRAM_WORDS_PER_CYCLE,
+                   latency: int = DEFAULT_DRAM_LATENCY) -> int:
+    """The tile height with the fewest cycles per image among the multiples of ``pe``
+    dividing the rows whose two tile banks take at most ``MAX_TILE_BUFFER_BITS`` (the
+    smallest such on a tie, ``pe`` itself when none is that small)."""
+    options = [t for t in range(fold.pe, node.rows + 1, fold.pe) if node.rows % t == 0]
+    best = None
+    for t in options:
+        shape = tiled_shape(node, Fold(fold.pe, fold.simd, t))
+        if t != fold.pe and shape.buffers()["tile"] > MAX_TILE_BUFFER_BITS:
+            break
+        key = shape.cycles(words_per_cycle, latency)
+        if best is None or key < best[0]:
+            best = (key, t)
+    return best[1]  # type: ignore[index]
+
+
+def dram_folds(graph: ir.Graph, folds: dict[str, Fold],
+               on_chip_bits: int = DEFAULT_ON_CHIP_BITS) -> dict[str, Fold]:
+    """``folds`` with the largest tileable layers' weights moved to DRAM (each at
+    ``best_tile_rows``) until the weights left on chip are at most ``on_chip_bits``."""
+    nodes = [n for n in graph.nodes if isinstance(n, (ir.Conv, ir.Dense))]
+    left = sum(n.rows * n.cols for n in nodes if not folds[n.name].in_dram)
+    out = dict(folds)
+    for node in sorted((n for n in nodes if can_tile(n) and not folds[n.name].in_dram),
+                       key=lambda n: -n.rows * n.cols):
+        if left <= on_chip_bits:
+            break
+        f = out[node.name]
+        out[node.name] = Fold(f.pe, f.simd, best_tile_rows(node, f))
+        left -= node.rows * node.cols
+    return out
 
 
 def two_foldings(graph: ir.Graph) -> dict[str, dict[str, Fold]]:

@@ -32,8 +32,8 @@ import numpy as np
 
 from . import ir
 from . import numerics as nx
-from .folding import Fold
-from .packing import MemSel, cfg_beats, matrix_words, table_words
+from .folding import DRAM_WORD_BITS, Fold, dram_layout, tiled_shape
+from .packing import CFG_ADDR_BITS, MemSel, cfg_beats, matrix_words, table_words
 from .protocol import PROTOCOL_VERSION
 
 __all__ = ["CLASS_SCALE_FIELD_BITS", "Manifest", "Memory", "Target", "class_map_fields"]
@@ -71,6 +71,13 @@ class Target:
 
 def _matrix_memories(node: ir.Conv | ir.Dense, fold: Fold) -> tuple[Memory, ...]:
     nf, sf = node.rows // fold.pe, node.cols // fold.simd
+    if fold.in_dram:  # weights in the DRAM target; the thresholds regrouped per tile
+        if not node.thresholded:
+            return ()
+        shape = tiled_shape(node, fold)
+        ny, nx_ = node.thresholds.shape[:2]  # type: ignore[union-attr]
+        return (Memory(int(MemSel.THRESHOLDS), shape.tiles * ny * nx_ * shape.tile_nf,
+                       fold.pe * node.threshold_bits),)
     mems = [Memory(int(MemSel.WEIGHTS), nf * sf, fold.pe * fold.simd)]
     if node.thresholded:
         ny, nx_ = node.thresholds.shape[:2]  # type: ignore[union-attr]
@@ -79,6 +86,15 @@ def _matrix_memories(node: ir.Conv | ir.Dense, fold: Fold) -> tuple[Memory, ...]
     if node.gated:
         mems.append(Memory(int(MemSel.GATES), nf, fold.pe * (node.gate_bits + 1)))
     return tuple(mems)
+
+
+def fold_doc(fold: Fold) -> dict[str, int]:
+    """A fold as the manifest and reports write it: ``pe``, ``simd`` and, for weights in
+    DRAM, ``tile_rows``."""
+    doc = {"pe": fold.pe, "simd": fold.simd}
+    if fold.in_dram:
+        doc["tile_rows"] = int(fold.tile_rows)  # type: ignore[arg-type]
+    return doc
 
 
 def threshold_table_words(node: ir.Conv | ir.Dense, pe: int) -> list[int]:
@@ -142,13 +158,21 @@ class Manifest:
         sb, ob = class_map_fields(last)
         targets.append(Target(f"{last.name}_classes", "classes",
                               (Memory(int(MemSel.CLASSES), last.rows, sb + ob),)))
+        layout = dram_layout(graph, folds)
+        if layout:
+            words = sum(n for _, n in layout.values())
+            if words > 1 << CFG_ADDR_BITS:
+                raise ValueError(f"the DRAM layers' {words} words exceed the "
+                                 f"{1 << CFG_ADDR_BITS} a configuration beat addresses")
+            targets.append(Target("dram", "dram",
+                                  (Memory(int(MemSel.WEIGHTS), words, DRAM_WORD_BITS),)))
         enc = graph.input
         doc = {
             "format": "bnnhw-manifest", "protocol": PROTOCOL_VERSION,
             "board": board, "clock_hz": int(clock_hz), "baud": int(baud),
             "writable": bool(writable), "max_payload": int(max_payload),
             "nodes": [_node_doc(n) for n in graph.nodes],
-            "folding": {k: {"pe": f.pe, "simd": f.simd} for k, f in sorted(folds.items())},
+            "folding": {k: fold_doc(f) for k, f in sorted(folds.items())},
             "targets": [{"name": t.name, "kind": t.kind,
                          "memories": [[m.sel, m.depth, m.width] for m in t.memories]}
                         for t in targets],
@@ -157,6 +181,8 @@ class Manifest:
             "classes": graph.classes, "score_width": last.dot_bits,
             "class_map": [sb, ob],
         }
+        if layout:
+            doc["dram"] = {name: {"base": b, "words": n} for name, (b, n) in layout.items()}
         return cls(doc)
 
     # -- identity -----------------------------------------------------------------------
@@ -281,9 +307,24 @@ class Manifest:
                      for m, b in zip(last.class_scale, last.class_offset)]
             (mem,) = target.memories
             return cfg_beats(mem.sel, words, mem.width)
+        if target.kind == "dram":
+            image: list[int] = []
+            for name in self.doc["dram"]:
+                image += tiled_shape(graph[name], Fold(**folds[name])).dram_image(
+                    graph[name].weights)
+            return cfg_beats(int(MemSel.WEIGHTS), image, DRAM_WORD_BITS)
         node = graph[target.name]
         fold = folds[target.name]
         pe, simd = fold["pe"], fold["simd"]
+        if "tile_rows" in fold:
+            if not node.thresholded:
+                return []
+            shape = tiled_shape(node, Fold(**fold))
+            table = shape.tile_table(np.clip(node.thresholds, node.threshold_min,
+                                             node.threshold_max))
+            return cfg_beats(int(MemSel.THRESHOLDS), table_words(table, pe,
+                                                                 node.threshold_bits),
+                             pe * node.threshold_bits)
         beats = cfg_beats(int(MemSel.WEIGHTS), matrix_words(node.weights, pe, simd), pe * simd)
         if node.thresholded:
             beats += cfg_beats(int(MemSel.THRESHOLDS), threshold_table_words(node, pe),

@@ -31,16 +31,18 @@ _LEDS = {"heartbeat": ("led", 0), "activity": ("led", 1), "response": ("led", 2)
 # rtl_gen.dram_controller): amaranth-boards' resource, pins and I/O standards as on the
 # board's schematic: SSTL135 (1.35 V bank 34), DIFF_SSTL135 for clk and dqs, dq with
 # IN_TERM UNTUNED_SPLIT_40, SLEW FAST; requested raw (dir="-") since LiteDRAM's PHY
-# instantiates its own I/O buffers.
+# instantiates its own I/O buffers. Bank 34 takes its SSTL135 reference from the FPGA
+# (INTERNAL_VREF 0.675 V, half of 1.35 V); "cpu" is the core's calibration CPU.
 DDR3 = {"resource": ("ddr3", 0), "module": "MT41K128M16", "bytes": 256 << 20,
-        "io_standard": "SSTL135", "diff_io_standard": "DIFF_SSTL135"}
+        "io_standard": "SSTL135", "diff_io_standard": "DIFF_SSTL135", "cpu": "vexriscv",
+        "internal_vref": {34: 0.675}}
 
 ARTY_A7_35 = Board(
     name="arty-a7-35", title="Digilent Arty A7-35T", aliases=("arty",),
     platform_class=ArtyA7_35Platform,
     fpga=Fpga("xc7", "XC7A35T", "CSG324", _SPEED),
     clock=_CLOCK, pll=Xc7Mmcm(_SPEED), default_clock_hz=100_000_000,
-    uart=_UART, leds=_LEDS,
+    uart=_UART, leds=_LEDS, dram=DDR3,
     # 5200 slices of 4 LUT6 + 8 FF; 50 RAMB36 (= 100 RAMB18) of 36 Kbit; 90 DSP48E1
     budget=Budget("XC7A35T", "xc7", lut=20_800, ff=41_600, bram=50, dsp=90,
                   dram=DramPort(DDR3["bytes"] // 16, words_per_cycle=0.85, latency=24)),
@@ -51,7 +53,7 @@ ARTY_A7_100 = Board(
     platform_class=ArtyA7_100Platform,
     fpga=Fpga("xc7", "XC7A100T", "CSG324", _SPEED),
     clock=_CLOCK, pll=Xc7Mmcm(_SPEED), default_clock_hz=100_000_000,
-    uart=_UART, leds=_LEDS,
+    uart=_UART, leds=_LEDS, dram=DDR3,
     # 15850 slices; 135 RAMB36 (= 270 RAMB18); 240 DSP48E1
     budget=Budget("XC7A100T", "xc7", lut=63_400, ff=126_800, bram=135, dsp=240,
                   dram=DramPort(DDR3["bytes"] // 16, words_per_cycle=0.85, latency=24)),

@@ -100,6 +100,7 @@ class Board:
     aliases: tuple[str, ...] = ()
     extra_resources: tuple[Any, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    dram: Mapping[str, Any] | None = field(default=None, compare=False)  # boards.arty.DDR3
 
     def __post_init__(self):
         if set(self.leds) - set(LED_ROLES):

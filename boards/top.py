@@ -31,7 +31,7 @@ family-specific part.
 
 from __future__ import annotations
 
-from amaranth import ClockDomain, Elaboratable, Module, Signal
+from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
 from amaranth.hdl import Instance
 from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
@@ -39,7 +39,26 @@ from amaranth.lib.wiring import In, Out
 
 from .board import Board
 
-__all__ = ["BoardDesign", "PowerOnReset", "StatusLeds", "clock_domains", "pulse_cycles"]
+__all__ = ["BoardDesign", "PowerOnReset", "StatusLeds", "clock_domains", "dram_controller",
+           "pulse_cycles"]
+
+
+def dram_controller(board: Board):
+    """``(DramControllerParams, {file name: text})`` of ``board``'s DDR3 controller: the
+    LiteDRAM core generated for it (``boards.litedram``, cached), its streams crossing into
+    the design clock. Raises ``BnnhwError`` naming what to install when the generator or
+    its compiler is missing, ``ValueError`` for a board without DRAM."""
+    from rtl_gen.dram_controller import DramControllerParams
+
+    from . import litedram
+
+    if board.dram is None:
+        raise ValueError(f"{board.name} has no DRAM for weights")
+    core = litedram.generate(litedram.arty_config(cpu=board.dram.get("cpu", "vexriscv")))
+    params = DramControllerParams.from_core(core, cross_domain="sync", ref_domain="dram_ref",
+                                            pins=board.dram["resource"])
+    files = (*core.verilog, *core.data_files)
+    return params, {f.name: f.read_bytes() for f in files}
 
 RESET_SECONDS = 20e-6
 MIN_RESET_CYCLES = 64
@@ -149,7 +168,7 @@ class BoardDesign(Elaboratable):
     cannot make that clock exactly, when the core was made for another board, or when the
     board's USB bridge does not carry the core's baud."""
 
-    def __init__(self, board: Board, top, clock_hz: int | None = None):
+    def __init__(self, board: Board, top, clock_hz: int | None = None, dram=None):
         core = top.params.core
         if clock_hz is not None and int(clock_hz) != core.clock_hz:
             raise ValueError(f"{board.name}: the design clock {clock_hz} Hz is not the "
@@ -163,6 +182,12 @@ class BoardDesign(Elaboratable):
         self.clock_hz = core.clock_hz
         self.pll = board.clock_settings(core.clock_hz)
         self.reset_cycles = max(MIN_RESET_CYCLES, pulse_cycles(self.clock_hz, RESET_SECONDS))
+        self.dram = None
+        if "dram" in top.signature.members:
+            if dram is None:
+                raise ValueError(f"{board.name}: the design keeps weights in DRAM; give the "
+                                 f"board's DRAM controller (boards.top.dram_controller)")
+            self.dram = dram
 
     def elaborate(self, platform):
         b = self.board
@@ -182,6 +207,9 @@ class BoardDesign(Elaboratable):
                 "o", platform.request(*b.uart.tx_enable, dir="-"))
             m.d.comb += en.o.eq(1)
 
+        if self.dram is not None:
+            self._dram(m, platform, top)
+
         m.submodules.leds = leds = StatusLeds.for_clock(self.clock_hz)
         m.d.comb += [leds.busy.eq(top.busy), leds.tx.eq(top.tx),
                      leds.link_error.eq(top.link_error)]
@@ -191,6 +219,23 @@ class BoardDesign(Elaboratable):
             m.d.comb += led.o.eq(getattr(leds, role))
         return m
 
+    def _dram(self, m: Module, platform, top) -> None:
+        """The DDR3 controller on the top's ``dram`` port, its streams crossing into the
+        design clock, its reference the board clock (``self.board_clk``), its Verilog
+        files added to the build."""
+        from rtl_gen.dram_controller import DramController
+
+        params, files = self.dram
+        m.domains.dram_ref = ClockDomain("dram_ref", reset_less=False)
+        m.d.comb += [ClockSignal("dram_ref").eq(self.board_clk),
+                     ResetSignal("dram_ref").eq(ResetSignal("sync"))]
+        m.submodules.dram = ctrl = DramController(params)
+        wiring.connect(m, top.dram.cmd, ctrl.cmd)
+        wiring.connect(m, top.dram.wdata, ctrl.wdata)
+        wiring.connect(m, ctrl.rdata, top.dram.rdata)
+        for name, text in files.items():
+            platform.add_file(name, text)
+
     def _clock(self, m: Module, platform):
         """The design clock and the PLL's lock (1 without a PLL)."""
         b, s = self.board, self.pll
@@ -198,6 +243,7 @@ class BoardDesign(Elaboratable):
         pin = platform.request(b.clock.resource, b.clock.number, dir="-")
         clk = Signal(name="design_clk")
         locked = Signal(name="pll_locked")
+        self.board_clk = clk
         if s is None:
             m.submodules.clk_buf = buf = io.Buffer("i", pin)
             if family == "xc7":
@@ -214,6 +260,9 @@ class BoardDesign(Elaboratable):
             raw, feedback = Signal(name="pll_clkout0"), Signal(name="pll_feedback")
             m.submodules.pll = b.pll.instance(s, buf.i, raw, locked, feedback)
             m.submodules.bufg = Instance("BUFG", i_I=raw, o_O=clk)
+            if self.dram is not None:
+                self.board_clk = Signal(name="board_clk")
+                m.submodules.board_bufg = Instance("BUFG", i_I=buf.i, o_O=self.board_clk)
         else:
             m.submodules.pll = b.pll.instance(s, buf.i, clk, locked)
         return clk, locked

@@ -270,7 +270,8 @@ class Accelerator:
         """Write ``model``'s weights, thresholds and class map into the board; return its
         manifest. ``model``: a lowered ``Graph``, an IR file or a ``.pt`` checkpoint;
         ``folds``: the design's folding (a mapping or a folding file; default
-        ``default_folding``). ``progress(beats written, beats)`` after each write."""
+        ``default_folding``). ``progress(beats written, beats)`` after each write. A
+        design with weights in DRAM gets them as its last target, then a ``RESET``."""
         graph = self._graph_of(model)
         try:
             graph.check_lowered()
@@ -338,6 +339,9 @@ class Accelerator:
             return None
 
         self._deliver(source, accept, split=split if self.adapt else None)
+        if "dram" in manifest.doc:
+            # the tiled units fetch their weights again after a reset (rtl_gen.dram_network)
+            self.reset()
         self.manifest, self.graph = manifest, graph
         return manifest
 

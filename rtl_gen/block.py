@@ -35,7 +35,21 @@ from amaranth.lib.wiring import In, Out
 from bnnhw.beats import BeatLayout
 from bnnhw.numerics import range_bits
 
-__all__ = ["StreamBlock", "output_register", "paced", "range_shape", "struct_layout"]
+__all__ = ["StreamBlock", "forward", "output_register", "paced", "range_shape",
+           "struct_layout"]
+
+
+def forward(m, outer: wiring.Component, inner: wiring.Component, name: str) -> None:
+    """Join member ``name`` of a wrapper ``outer`` to the same member of the ``inner``
+    component it wraps: a port (``wiring.connect``) or a plain signal, either direction."""
+    member = outer.signature.members[name]
+    if member.is_port:
+        if member.flow == wiring.Out:
+            m.d.comb += getattr(outer, name).eq(getattr(inner, name))
+        else:
+            m.d.comb += getattr(inner, name).eq(getattr(outer, name))
+    else:
+        wiring.connect(m, wiring.flipped(getattr(outer, name)), getattr(inner, name))
 
 
 def paced(available: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ from bnnhw.protocol import PROTOCOL_VERSION, Identity
 from bnnhw.validate import integer
 
 from .dispatcher import Dispatcher, DispatcherParams
+from .dram_network import DramNetwork
 from .frame_receiver import FrameReceiver, FrameReceiverParams
 from .frame_transmitter import FrameTransmitter, FrameTransmitterParams
 from .network import Network, NetworkParams
@@ -95,7 +96,8 @@ class BoardCoreParams:
             max_payload=self.max_payload, images_per_frame=mf.images_per_frame,
             pixels=h * w, channels=c, binary=mf.binary_image, classes=mf.classes,
             score_width=int(mf.doc["score_width"]),
-            targets=len(self.network.targets), identity=tuple(self.identity.pack()),
+            targets=len(self.network.targets) + bool(self.network.dram_stages),
+            identity=tuple(self.identity.pack()),
             addr_width=self.receiver.addr_width)
 
 
@@ -104,8 +106,13 @@ class BoardCore(wiring.Component):
 
     def __init__(self, params: BoardCoreParams):
         self.params = params
-        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
-                          "busy": Out(1)})
+        members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
+                   "busy": Out(1)}
+        self.net = None
+        if params.network.dram_stages:
+            self.net = DramNetwork(params.network)
+            members["dram"] = self.net.signature.members["dram"]
+        super().__init__(members)
 
     def elaborate(self, platform):
         p = self.params
@@ -113,8 +120,13 @@ class BoardCore(wiring.Component):
         m.submodules.receiver = rx = FrameReceiver(p.receiver)
         m.submodules.dispatcher = disp = Dispatcher(p.dispatcher)
         m.submodules.transmitter = tx = FrameTransmitter(FrameTransmitterParams())
-        net = Network(p.network)
-        m.submodules.network = ResetInserter(disp.net_reset)(net)
+        if self.net is None:
+            net = Network(p.network)
+            m.submodules.network = ResetInserter(disp.net_reset)(net)
+        else:  # the DRAM's arbiter outlives a reset of the network (rtl_gen.dram_network)
+            m.submodules.network = net = self.net
+            m.d.comb += net.net_reset.eq(disp.net_reset)
+            wiring.connect(m, net.dram, wiring.flipped(self.dram))
 
         wiring.connect(m, wiring.flipped(self.rx), rx.i_stream)
         wiring.connect(m, rx.o_stream, disp.i_stream)
@@ -126,5 +138,8 @@ class BoardCore(wiring.Component):
         wiring.connect(m, net.o_stream, disp.net_out)
         if p.writable:
             wiring.connect(m, disp.net_cfg, net.cfg)
-        m.d.comb += self.busy.eq(rx.receiving | rx.o_stream.valid | disp.busy | tx.sending)
+        busy = rx.receiving | rx.o_stream.valid | disp.busy | tx.sending
+        if self.net is not None:
+            busy |= self.net.dram_busy
+        m.d.comb += self.busy.eq(busy)
         return m

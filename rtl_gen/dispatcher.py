@@ -269,13 +269,15 @@ class Dispatcher(StreamBlock):
                         m.d.comb += r_abort.eq(1)
                         queue(_Kind.NACK, 3, Nack.BAD_PAYLOAD)
             with m.Case(_State.WRITE):
-                m.d.comb += r_ready.eq(1)
-                with m.If(r_valid):
+                # a beat not taken (the DRAM's writer is busy) holds the bytes back
+                held = cfg_valid & ~self.net_cfg.ready if p.targets else Const(0)
+                m.d.comb += r_ready.eq(~held)
+                with m.If(r_valid & ~held):
                     m.d.sync += [beat.eq(Cat(beat[8:], r_byte)),
                                  beat_bytes.eq(Mux(beat_bytes == CFG_BEAT_BYTES - 1, 0,
                                                    beat_bytes + 1)),
                                  cfg_valid.eq(beat_bytes == CFG_BEAT_BYTES - 1)]
-                with m.Else():
+                with m.Elif(~held):
                     m.d.sync += cfg_valid.eq(0)
                 with m.If(~reading & ~cfg_valid):
                     queue(_Kind.ACK, 2)

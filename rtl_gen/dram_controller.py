@@ -12,7 +12,8 @@ Ports (all in one clock domain, see Clocking):
   on the Arty: 24 bits reach the 256 MB). One beat per word; ``we`` 1 writes, 0 reads.
 - ``wdata``: ``{data, we}``, one beat per write command, in command order; ``we`` is a
   byte-enable mask (bit i writes byte i, bits ``8i..8i+7`` of ``data``). The controller
-  may take a write's data after its command, never before.
+  takes a write command only once its data is in the write buffer, so a writer offers the
+  data no later than the command (``rtl_gen.dram_arbiter`` raises both together).
 - ``rdata``: ``data_width`` bits, one beat per read command, in command order.
 - ``init_done``: 1 once the DDR3 is initialised; until then the core holds every
   ``ready`` and ``valid`` of the user port low (LiteDRAM's ``block_until_ready``).

@@ -47,6 +47,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import cached_property
+from math import ceil
 from typing import Any
 
 import numpy as np
@@ -57,7 +58,15 @@ from amaranth.lib.wiring import In, Out
 
 from bnnhw import ir
 from bnnhw.beats import TopFormat
-from bnnhw.folding import Fold, layer_density, matrix_layers
+from bnnhw.folding import (
+    DEFAULT_DRAM_LATENCY,
+    DEFAULT_DRAM_WORDS_PER_CYCLE,
+    Fold,
+    can_tile,
+    dram_layout,
+    layer_density,
+    matrix_layers,
+)
 from bnnhw.manifest import class_map_fields
 from bnnhw.validate import ParameterError
 
@@ -70,6 +79,7 @@ from .maxpool import MaxPool, MaxPoolParams
 from .mvtu import MVTU, MVTUParams
 from .sliding_window import SlidingWindow, SlidingWindowParams
 from .threshold import ThresholdParams
+from .tiled_mvtu import TiledMVTU, TiledMVTUParams, dram_read_signature
 from .weight_memory import FoldedMemoryParams, check_style
 from .width_converter import WidthConverter, WidthConverterParams
 
@@ -137,7 +147,10 @@ _BLOCKS = {
     SlidingWindowParams: SlidingWindow, MVTUParams: MVTU, StyledMVTUParams: MVTU,
     FifoParams: Fifo, MaxPoolParams: MaxPool, ClassifyParams: Classify,
     GatedMVTUParams: GatedMVTU, StyledGatedMVTUParams: GatedMVTU,
+    TiledMVTUParams: TiledMVTU,
 }
+
+
 
 
 @dataclass(frozen=True)
@@ -173,7 +186,10 @@ class NetworkParams:
     gated unit (``gate_stats_layout``), which ``bnnhw verify`` reads after a run.
     ``gate_items`` maps gated nodes to the open items ``[pixels, NF]`` (bool) of the image
     the latency model follows (every item open for the others): the latency of that
-    image, exactly.
+    image, exactly. A layer whose fold has ``tile_rows`` keeps its weights in DRAM
+    (``rtl_gen.tiled_mvtu``, at ``bnnhw.folding.dram_layout``'s addresses, words of
+    ``dram_addr_width`` address bits); its cycles assume a port of
+    ``dram_words_per_cycle`` words per cycle and ``dram_latency`` cycles of latency.
     """
 
     graph: ir.Graph
@@ -185,6 +201,9 @@ class NetworkParams:
     memory_styles: Mapping[str, str] = field(default_factory=dict)
     gate_stats: bool = False
     gate_items: Mapping[str, Any] = field(default_factory=dict)
+    dram_words_per_cycle: float = DEFAULT_DRAM_WORDS_PER_CYCLE
+    dram_latency: int = DEFAULT_DRAM_LATENCY
+    dram_addr_width: int = 24
 
     def __post_init__(self):
         self.graph.check_lowered()
@@ -261,7 +280,16 @@ class NetworkParams:
                 per_beat = to
 
         for node in g.nodes[1:] if self.until != enc.name else ():
-            if isinstance(node, ir.Conv):
+            if isinstance(node, ir.Conv) and self.folds[node.name].in_dram:
+                fold = self.folds[node.name]
+                convert(node.name, fold.simd, h * w * c, elem)
+                stages.append(self._tiled(node, fold))
+                oh, ow, r = node.out_shape
+                stages.append(Stage(f"{node.name}_fifo", FifoParams(
+                    fold.pe, self.fifo_depth, oh * ow * r // fold.pe,
+                    name=f"{node.name}_fifo"), node.name))
+                h, w, c, per_beat, elem = oh, ow, r, fold.pe, 1
+            elif isinstance(node, ir.Conv):
                 fold = self.folds[node.name]
                 convert(node.name, fold.simd, h * w * c, elem)
                 stages.append(Stage(f"{node.name}_window", SlidingWindowParams(
@@ -283,7 +311,8 @@ class NetworkParams:
             elif isinstance(node, ir.Dense):
                 fold = self.folds[node.name]
                 convert(node.name, fold.simd, node.cols, elem)
-                stages.append(self._engine(node, fold, 1))
+                stages.append(self._tiled(node, fold) if fold.in_dram
+                              else self._engine(node, fold, 1))
                 per_beat, elem = fold.pe, _out_bits(node)
                 if node.thresholds is not None:
                     stages.append(Stage(f"{node.name}_fifo", FifoParams(
@@ -328,6 +357,50 @@ class NetworkParams:
         density = dict(layer_density(self.graph, node.name)).get(fold.pe)
         return Stage(name, params, node.name, density, self.gate_items.get(node.name))
 
+    def _tiled(self, node, fold: Fold) -> Stage:
+        """The weight-tiled unit of ``node``, whose weights are in DRAM."""
+        if not can_tile(node):
+            raise ParameterError(f"layer {node.name}: only a layer with binary inputs and "
+                                 f"binary outputs or scores can keep its weights in DRAM")
+        extra: dict[str, Any] = {}
+        if node.thresholds is not None:
+            extra["thresholds"] = node.thresholds
+        if isinstance(node, ir.Conv):
+            if node.thresholds is not None:
+                extra.update(row_class=node.row_class, col_class=node.col_class)
+            extra.update(in_shape=tuple(node.in_shape), kernel=node.kernel,
+                         stride=node.stride, padding=node.padding, pad_bit=node.pad_bit)
+            pixels = node.out_pixels
+        else:
+            pixels = 1
+        if self.runtime_writable:
+            extra["runtime_writable"] = True
+        base, _ = self.dram_layout[node.name]
+        return Stage(f"{node.name}_tiled", TiledMVTUParams(
+            name=node.name, rows=node.rows, cols=node.cols, pe=fold.pe, simd=fold.simd,
+            tile_rows=fold.tile_rows, pixels=pixels, base_addr=base,
+            addr_width=self.dram_addr_width, dram_words_per_cycle=self.dram_words_per_cycle,
+            dram_latency=self.dram_latency, **extra), node.name)
+
+    @cached_property
+    def dram_layout(self) -> dict[str, tuple[int, int]]:
+        """``{layer: (first word, words)}`` of the layers whose weights are in DRAM."""
+        return dram_layout(self.graph, self.folds)
+
+    @property
+    def dram_stages(self) -> tuple[Stage, ...]:
+        """The weight-tiled units, in stream order: ``Network``'s ``dram_<i>`` ports."""
+        return tuple(s for s in self.stages if isinstance(s.params, TiledMVTUParams))
+
+    def dram_image(self) -> list[int]:
+        """Every DRAM word of the graph's DRAM layers, from word 0 (what the host writes
+        and a simulation preloads)."""
+        image: list[int] = []
+        for s in self.dram_stages:
+            node = self.graph[s.node]
+            image += s.params.dram_image(node.weights)
+        return image
+
     @property
     def targets(self) -> tuple[Stage, ...]:
         """The stages whose memories the ``cfg`` stream writes, by target index: every
@@ -335,7 +408,7 @@ class NetworkParams:
         if not self.runtime_writable:
             return ()
         return tuple(s for s in self.stages if isinstance(
-            s.params, (MVTUParams, GatedMVTUParams, ClassifyParams)))
+            s.params, (MVTUParams, GatedMVTUParams, TiledMVTUParams, ClassifyParams)))
 
     # Derived figures ------------------------------------------------------------------
 
@@ -379,7 +452,9 @@ class NetworkParams:
         network (each engine's ``beat_times``, ``rtl_gen.block``)."""
         t = np.arange(self.beats_per_image, dtype=np.int64)
         for stage in self.stages:
-            if stage.gated is not None:
+            if isinstance(stage.params, TiledMVTUParams):
+                t = _tiled_beat_times(stage.params, t)
+            elif stage.gated is not None:
                 t = stage.params.beat_times(t, gated=stage.gated)
             else:
                 t = stage.params.beat_times(t)
@@ -403,6 +478,22 @@ class NetworkParams:
     @property
     def in_layout(self) -> data.StructLayout:
         return struct_layout(self.format.in_layout)
+
+
+def _tiled_beat_times(p: TiledMVTUParams, t: np.ndarray) -> np.ndarray:
+    """Output beat times of a weight-tiled unit for one image's input beats at ``t``, its
+    first tile loaded beforehand: the sweep starts once the image is stored; with one
+    tile a pixel's beats leave as its last step's result is thresholded, with several the
+    results leave in order once the image's last tile is done (an estimate: the tile loads
+    of a latency-bound unit are taken at the model's mean)."""
+    start = int(t[-1]) + 2
+    pipe = p.tree_latency + 4
+    k = np.arange(p.pixels * p.nf, dtype=np.int64)
+    if p.tiles == 1:
+        return start + (k + 1) * p.sf + pipe
+    tile = p.tile_cycles(p.dram_words_per_cycle, p.dram_latency)
+    done = start + ceil(p.tiles * tile) + pipe
+    return done + k + 2
 
 
 def _out_bits(node: ir.Conv | ir.Dense) -> int:
@@ -437,6 +528,8 @@ class Network(wiring.Component):
             members["cfg"] = In(stream.Signature(CFG_TARGET_LAYOUT))
         if params.gate_stats and params.gated_stages:
             members["gate_stats"] = Out(params.gate_stats_layout)
+        for i, _ in enumerate(params.dram_stages):
+            members[f"dram_{i}"] = Out(dram_read_signature(params.dram_addr_width))
         super().__init__(members)
 
     @property
@@ -465,6 +558,11 @@ class Network(wiring.Component):
                 m.d.comb += [cfg.payload.eq(self.cfg.payload.beat),
                              cfg.valid.eq(self.cfg.valid & (self.cfg.payload.target == index))]
             m.d.comb += self.cfg.ready.eq(1)
+
+        names = [s.name for s in p.stages]
+        for i, stage in enumerate(p.dram_stages):
+            block = self.blocks[names.index(stage.name)]
+            wiring.connect(m, block.dram, wiring.flipped(getattr(self, f"dram_{i}")))
 
         if "gate_stats" in self.signature.members:
             names = [s.name for s in p.stages]

@@ -74,9 +74,17 @@ def simulated_board(graph: ir.Graph, folds: Mapping[str, Fold], *, port: int = 0
     from sim.board import SimBoard
 
     params = BoardCoreParams(graph, folds, board="sim")
+    if params.network.dram_stages:   # the controller on LiteDRAM's simulation core
+        from sim.dram_top import board_top
+
+        words = sum(n for _, n in params.network.dram_layout.values())
+        progress(f"{len(params.network.dram_stages)} layers keep their weights in the "
+                 f"simulated DRAM ({words:,} words of 128 bits)")
+        design = board_top(params)
+    else:
+        design = BoardCore(params)
     progress("building the simulated board (Verilator, cached by design)")
-    board = SimBoard(BoardCore(params), port=port, cycles_per_byte=cycles_per_byte)
-    return board
+    return SimBoard(design, port=port, cycles_per_byte=cycles_per_byte)
 
 
 SIM_CYCLES_PER_SECOND = 200_000

@@ -475,7 +475,20 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
     if seed is not None and (seeds != 1 or isinstance(seed, bool) or not isinstance(seed, int)
                              or seed < 1):
         raise ValueError(f"seed is a positive integer, given instead of seeds, not {seed!r}")
-    design = top if isinstance(top, BoardDesign) else BoardDesign(b, top)
+    if isinstance(top, BoardDesign):
+        design = top
+    else:
+        dram = None
+        if "dram" in top.signature.members:   # weights in DRAM: the board's controller
+            from boards.top import dram_controller
+
+            dram = dram_controller(b)
+        design = BoardDesign(b, top, dram=dram)
+    dram_constraints = ""
+    if design.dram is not None:   # the DDR3 bank's internal reference (boards.arty.DDR3)
+        dram_constraints = "\n".join(
+            f"set_property INTERNAL_VREF {v} [get_iobanks {bank}]"
+            for bank, v in (b.dram or {}).get("internal_vref", {}).items())
     if design.board.name != b.name:
         raise ValueError(f"the design was made for board {design.board.name}, not {b.name}")
     say = _progress(progress)
@@ -495,6 +508,8 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
         overrides["synth_opts"] = "-dsp"
     if vivado and jobs > 1:
         overrides["script_after_read"] = f"set_param general.maxThreads {min(jobs, 8)}"
+    if dram_constraints:
+        overrides["add_constraints"] = dram_constraints
     say(f"{b.name}: elaborating the design ({flow} flow)")
     t0 = time.perf_counter()
     platform = b.platform()
@@ -700,6 +715,13 @@ def _emit_rtlil_too(platform) -> None:
     platform.__class__ = type(base.__name__, (base,), {"file_templates": templates})
 
 
+def estimate_script(verilog: Sequence[str] = ()) -> str:
+    """The Yosys estimate's script: the design's RTLIL, then the Verilog files added to the
+    build (a DRAM controller's core), synthesised together."""
+    reads = "".join(f"read_verilog -defer {name}\n" for name in verilog)
+    return ESTIMATE_SCRIPT.replace("synth_xilinx", reads + "synth_xilinx", 1)
+
+
 ESTIMATE_SCRIPT = f"""\
 # bnnhw: resource estimate for a 7-series part (no place-and-route; no timing)
 read_rtlil {NAME}.il
@@ -711,7 +733,8 @@ stat -tech xilinx
 
 def _yosys_xc7(b, design, work: Path, say: Progress, where) -> dict[str, Any]:
     doc = _base_doc(b, design, "yosys-estimate")
-    (work / f"{NAME}_estimate.ys").write_text(ESTIMATE_SCRIPT)
+    extra = sorted(f.name for f in work.iterdir() if f.suffix == ".v" and f.name != f"{NAME}.v")
+    (work / f"{NAME}_estimate.ys").write_text(estimate_script(extra))
     step = _Step("resource estimate", "yosys",
                  ["yosys", "-q", "-l", f"{NAME}_estimate.rpt", f"{NAME}_estimate.ys"],
                  f"{NAME}_estimate.rpt", "yosys.out")

@@ -41,6 +41,7 @@ from .. import golden, ir
 from ..beats import element_beats, elements_layout
 from ..check import class_tie
 from ..folding import Fold
+from ..manifest import fold_doc
 
 __all__ = ["Mismatch", "VerifyReport", "verify_graph"]
 
@@ -177,13 +178,20 @@ def _steady_cycles(out_cycles: list[int]) -> float | None:
 
 def _network(graph: ir.Graph, folds: Mapping[str, Fold], until: str | None = None,
              blocks: Mapping[str, Any] | None = None, gate_stats: bool = False,
-             gate_items: Mapping[str, Any] | None = None):
+             gate_items: Mapping[str, Any] | None = None, dram_stall: float = 0.0):
+    """The network's parameters and design: the ``Network``, or for weights in DRAM the
+    Verilog of ``sim.dram_top.stream_top`` (the DRAM side stalled with ``dram_stall``)."""
     from rtl_gen.network import Network, NetworkParams
 
     params = NetworkParams(graph, folds, until=until, gate_stats=gate_stats,
                            gate_items=gate_items or {})
     names = {s.name for s in params.stages}
-    return params, Network(params, {k: v for k, v in (blocks or {}).items() if k in names})
+    chosen = {k: v for k, v in (blocks or {}).items() if k in names}
+    if params.dram_stages:
+        from sim.dram_top import stream_top
+
+        return params, stream_top(params, chosen, stall=dram_stall)
+    return params, Network(params, chosen)
 
 
 ENGINES = ("cocotb", "fast")
@@ -201,6 +209,8 @@ def _cosim(net, params, beats: list[int], n_out: int, *, seed: int, stall: float
     timeout = (images + 8) * params.cycles_per_image * 4 + params.latency + 200_000
     if stall:
         timeout *= 4
+    if params.dram_stages:  # the DRAM image's four writes a word before the first image
+        timeout += 8 * sum(n for _, n in params.dram_layout.values()) + 100_000
     linger_cycles = 2 * params.cycles_per_image + params.latency + 100 if linger else 0
     extra = {"read_ports": read_ports} if read_ports else {}
     return run(net, beats, n_out, seed=seed, stall_in=stall, stall_out=stall,
@@ -276,7 +286,7 @@ def _trace(graph: ir.Graph, hw: ir.Graph, folds: Mapping[str, Fold], images: np.
     while hi - lo > 1:
         mid = (lo + hi) // 2
         progress(f"tracing the mismatch: checking the output of {nodes[mid]}")
-        params, net = _network(hw, folds, until=nodes[mid], blocks=blocks)
+        params, net = _network(hw, folds, until=nodes[mid], blocks=blocks, dram_stall=stall)
         expected = element_beats(acts[nodes[mid]].numpy(), *params.out_elements)
         res = _cosim(net, params, params.format.image_beats(images), len(expected),
                      seed=seed, stall=stall, engine=engine)
@@ -287,7 +297,7 @@ def _trace(graph: ir.Graph, hw: ir.Graph, folds: Mapping[str, Fold], images: np.
     node = graph.nodes[hi]
     want = acts[node.name].numpy()
     if hi == len(nodes) - 1:
-        params, net = _network(hw, folds, blocks=blocks)
+        params, net = _network(hw, folds, blocks=blocks, dram_stall=stall)
         res = _cosim(net, params, params.format.image_beats(images), len(images), seed=seed,
                      stall=stall, engine=engine)
         decoded = [params.format.decode_result(b) for b in res.out_beats]
@@ -352,8 +362,15 @@ def verify_graph(graph: ir.Graph, folds: Mapping[str, Fold], images: np.ndarray,
                  engine=engine, read_ports=("gate_stats",) if stats else ())
     runs = [(res, 0.0)]
     if stall:
-        progress(f"co-simulating again with random stalls ({stall:.0%} both ends)")
-        runs.append((_cosim(net, params, beats, len(images), seed=seed, stall=stall,
+        stalled = net
+        if params.dram_stages:
+            progress(f"co-simulating again with random stalls ({stall:.0%} both ends and "
+                     f"on the DRAM's streams)")
+            _, stalled = _network(hw, folds, blocks=blocks, gate_stats=stats,
+                                  gate_items=items, dram_stall=stall)
+        else:
+            progress(f"co-simulating again with random stalls ({stall:.0%} both ends)")
+        runs.append((_cosim(stalled, params, beats, len(images), seed=seed, stall=stall,
                             linger=True, engine=engine), stall))
     bad: list[int] = []
     extra, failing_stall = 0, 0.0
@@ -393,7 +410,7 @@ def verify_graph(graph: ir.Graph, folds: Mapping[str, Fold], images: np.ndarray,
         latency_cycles=(res.out_cycles[0] - in_first) if res.out_cycles else None,
         model_latency_cycles=params.latency,
         bottleneck=params.bottleneck.name,
-        folding={k: {"pe": f.pe, "simd": f.simd} for k, f in folds.items()},
+        folding={k: fold_doc(f) for k, f in folds.items()},
         sim_cycles=res.cycles, sim_seconds=res.sim_seconds,
         cycles_per_second=res.cycles_per_second, build_seconds=res.build.seconds,
         build_cached=res.build.cached, stalled_run=len(runs) > 1, first_mismatch=first,

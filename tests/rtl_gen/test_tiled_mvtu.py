@@ -4,8 +4,13 @@ its weights in a behavioural DRAM (tests/rtl_gen/dram_model.py): random shapes, 
 images back to back, seeded random stalls on the input, the output and both sides of the
 DRAM port, one and several tiles, lines of several folded words and words of several
 lines; the DRAM image round trip; cycles per image against the model at two port speeds;
-planted faults (a tile read from the wrong place, a reorder off by one)."""
+planted faults (a tile read from the wrong place, a reorder off by one). Map mode (the
+unit stores a conv's input map and reads its windows itself): random geometries (kernel
+1/2/3, stride 1/2, padding 0/1, pad bit 0/1) against the reference windows, the same
+outputs as SlidingWindow -> window-fed unit, its cycles per image, a wrong pad value and
+a window origin off by one caught; thresholds rewritten through cfg."""
 
+import dataclasses
 import random
 
 import numpy as np
@@ -14,24 +19,32 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from bnnhw.packing import beats, unpack
-from bnnhw.reference import popcount_matvec, threshold
+from bnnhw.reference import popcount_matvec, sliding_window, threshold
 from bnnhw.validate import ParameterError
+from rtl_gen.sliding_window import SlidingWindow, SlidingWindowParams
+from rtl_gen.threshold import ThresholdParams
 from rtl_gen.tiled_mvtu import TiledMVTU, TiledMVTUParams
-from sim.stream_sim import Stalls, check_stream_rule, stream_get, stream_put
+from rtl_gen.weight_memory import MemSel, cfg_beats
+from sim.stream_sim import Stalls, check_stream_rule, run_stream, stream_get, stream_put
 from tests.rtl_gen.dram_model import DramModel
 from tests.stream_helpers import assert_stalled, steady_cycles
 
 
-def random_layer(rng, rows, cols, oh, ow, ny, nx, scores, images):
+def random_layer(rng, rows, cols, oh, ow, ny, nx, scores, images, window=None):
     """Weights, inputs, class tables and (unless scores) thresholds drawn near the actual
-    accumulators (``acc == T`` happens), one constant channel at each end."""
+    accumulators (``acc == T`` happens), one constant channel at each end. ``window``
+    (``SlidingWindowParams``): the inputs are maps ``[images, H, W, C]``, else windows
+    ``[images, P, cols]``."""
     w = rng.integers(0, 2, size=(rows, cols))
-    x = rng.integers(0, 2, size=(images, oh * ow, cols))
+    if window is None:
+        x = rng.integers(0, 2, size=(images, oh * ow, cols))
+    else:
+        x = rng.integers(0, 2, size=(images, window.height, window.width, window.channels))
     rc, cc = rng.integers(0, ny, size=oh), rng.integers(0, nx, size=ow)
     rc[:ny], cc[:nx] = np.arange(ny), np.arange(nx)
     if scores:
         return w, x, None, None, None
-    acc = popcount_matvec(x, w).numpy().reshape(images, oh, ow, rows)
+    acc = popcount_matvec(windows_of(window, x), w).numpy().reshape(images, oh, ow, rows)
     t = np.empty((ny, nx, rows), np.int64)
     for cy in range(ny):
         for cx in range(nx):
@@ -42,14 +55,23 @@ def random_layer(rng, rows, cols, oh, ow, ny, nx, scores, images):
     return w, x, rc, cc, t
 
 
-def reference(params, w, x):
-    """Expected output lanes ``[images, P, R]``."""
-    acc = popcount_matvec(x, w).numpy()
+def windows_of(window, x):
+    """The windows ``[images, P, cols]`` of maps ``x`` (``window`` given), else ``x``."""
+    if window is None:
+        return x
+    win = sliding_window(x, window.kernel, window.stride, window.padding, window.pad_value)
+    return win.numpy().reshape(len(x), -1, win.shape[-1])
+
+
+def reference(params, w, x, thresholds=None):
+    """Expected output lanes ``[images, P, R]`` (``thresholds`` instead of the unit's)."""
+    acc = popcount_matvec(windows_of(params.window, x), w).numpy()
     if params.is_scores:
         return 2 * acc - params.cols
     oh, ow = len(params.row_class), len(params.col_class)
-    bits = threshold(acc.reshape(len(x), oh, ow, params.rows), params.thresholds,
-                     params.row_class, params.col_class)
+    t = params.thresholds if thresholds is None else thresholds
+    bits = threshold(acc.reshape(len(x), oh, ow, params.rows), t, params.row_class,
+                     params.col_class)
     return bits.numpy().reshape(acc.shape)
 
 
@@ -60,7 +82,8 @@ def decode(params, words, images):
 
 
 def stream_in(params, x):
-    return [b for image in x for pixel in image for b in beats(pixel, params.simd)]
+    """Input beats: per image its windows' beats, or its map's (row-major, C innermost)."""
+    return [b for image in x for b in beats(np.asarray(image).reshape(-1), params.simd)]
 
 
 def build(seed, rows, cols, pe, simd, tile_rows, oh=1, ow=1, ny=1, nx=1, scores=False,
@@ -305,3 +328,195 @@ def test_converts_to_verilog():
     params, _, _ = build(0, *CASES["wide_words_4_tiles"][:5], oh=3)
     text = verilog.convert(TiledMVTU(params), name="tiled")
     assert "dram__cmd__payload" in text
+
+
+
+# Map mode: the unit stores the conv's input map and reads the windows from it.
+
+def build_map(seed, h, w, c, k, s, pad, pad_bit, pe, simd, tnf, tiles, ny=1, nx=1,
+              scores=False, images=2, **extra):
+    """A map-mode layer (``rows = pe * tnf * tiles``) with random weights, maps and
+    thresholds: ``(params, weights, maps)``."""
+    rng = np.random.default_rng(seed)
+    win = SlidingWindowParams(h, w, c, k, s, pad, simd, 1, pad_bit)
+    oh, ow, rows = win.out_height, win.out_width, pe * tnf * tiles
+    wt, x, rc, cc, t = random_layer(rng, rows, k * k * c, oh, ow, min(ny, oh), min(nx, ow),
+                                    scores, images, window=win)
+    params = TiledMVTUParams(name=f"map{seed}", rows=rows, cols=k * k * c, pe=pe,
+                             simd=simd, tile_rows=pe * tnf, pixels=oh * ow, thresholds=t,
+                             row_class=rc, col_class=cc, base_addr=3, in_shape=(h, w, c),
+                             kernel=k, stride=s, padding=pad, pad_bit=pad_bit, **extra)
+    return params, wt, x
+
+
+# (kernel, stride, padding, pad_bit): every value of each appears; the rest is drawn
+MAP_GEOMETRIES = [(3, 1, 1, 0), (3, 2, 1, 1), (2, 1, 0, 0), (2, 2, 1, 1), (1, 1, 0, 0),
+                  (1, 2, 1, 1), (3, 1, 0, 1)]
+
+
+@pytest.mark.parametrize("case", range(len(MAP_GEOMETRIES)))
+def test_map_mode_matches_reference(case):
+    k, s, pad, pad_bit = MAP_GEOMETRIES[case]
+    rng = random.Random(700 + case)
+    simd, cf = rng.choice([(1, 2), (2, 2), (3, 1), (4, 2), (2, 3), (8, 1)])
+    h, w = rng.randint(max(2, k - 2 * pad), 4), rng.randint(max(2, k - 2 * pad), 4)
+    pe, tnf, tiles = rng.randint(1, 3), rng.randint(1, 2), rng.randint(1, 3)
+    params, wt, x = build_map(case, h, w, simd * cf, k, s, pad, pad_bit, pe, simd, tnf,
+                              tiles, ny=2, nx=2, scores=case == 4, images=3,
+                              levels_per_stage=rng.randint(1, 2))
+    assert params.in_beats == h * w * cf
+    got, want, stalls, dram = check(params, wt, x, case, latency=rng.randint(1, 9),
+                                    words_per_cycle=rng.choice([1.0, 0.5]), stall_cmd=0.2,
+                                    stall_rdata=0.3)
+    assert np.array_equal(got, want), (h, w, simd * cf, params.rows, pe, tnf, tiles)
+    assert_stalled(stalls)
+    assert dram.cmd_stalls and dram.rdata_stalls
+
+
+def test_map_mode_equals_sliding_window_then_window_fed_unit():
+    """The map-mode unit's output beats are those of SlidingWindow -> the window-fed unit
+    (both simulated), bit for bit."""
+    params, wt, x = build_map(11, 4, 3, 4, 3, 1, 1, 1, 2, 2, 2, 2, ny=2, nx=2)
+    swp = params.window
+    windows = run_stream(SlidingWindow(swp), stream_in(params, x),
+                         len(x) * swp.out_beats, seed=3, stall_in=0.3, stall_out=0.3)
+    fed = dataclasses.replace(params, in_shape=None, kernel=None, stride=None,
+                              padding=None, pad_bit=None)
+    dram = DramModel(params.dram_image(wt), params.base_addr, seed=4)
+    n_out = len(x) * params.pixels * params.nf
+    via_window, _ = run(TiledMVTU(fed), list(windows), n_out, dram, seed=5)
+    dram = DramModel(params.dram_image(wt), params.base_addr, seed=6)
+    from_map, _ = run(TiledMVTU(params), stream_in(params, x), n_out, dram, seed=7)
+    assert from_map == via_window
+    assert np.array_equal(decode(params, from_map, len(x)), reference(params, wt, x))
+
+
+def test_wrong_pad_value_is_caught():
+    """Planted fault: the hardware pads with the other bit."""
+    params, wt, x = build_map(12, 3, 3, 2, 3, 1, 1, 0, 2, 2, 1, 2)
+    wrong = TiledMVTU(dataclasses.replace(params, pad_bit=1))
+    got, want, _, _ = check(params, wt, x, 12, dut=wrong)
+    assert not np.array_equal(got, want)
+
+
+class OriginOffByOne(TiledMVTU):
+    """Planted fault: every window starts one map column too far right."""
+
+    def window_origin(self, p):
+        y0, x0 = super().window_origin(p)
+        return y0, x0 + 1
+
+
+def test_window_origin_off_by_one_is_caught():
+    params, wt, x = build_map(13, 4, 4, 2, 3, 1, 1, 0, 2, 2, 1, 2)
+    got, want, _, _ = check(params, wt, x, 13, dut=OriginOffByOne(params))
+    assert not np.array_equal(got, want)
+
+
+# Compute-bound (k 3: T * S = 2 * 16 * 2 * 18 = 1152 > 32 input beats) and input-bound
+# (k 1, stride 2: T * S = 2 * 4 * 1 * 4 = 32 < 64 input beats) map-mode layers.
+MAP_PACED = {"compute_bound": (4, 4, 8, 3, 1, 1, 2, 4, 2),
+             "input_bound": (4, 4, 16, 1, 2, 0, 2, 4, 1)}
+
+
+@pytest.mark.parametrize("case", list(MAP_PACED))
+def test_map_mode_cycles_per_image_match_the_model(case):
+    h, w, c, k, s, pad, pe, simd, tnf = MAP_PACED[case]
+    params, wt, x = build_map(14, h, w, c, k, s, pad, 1, pe, simd, tnf, 2, images=5)
+    dram = DramModel(params.dram_image(wt), params.base_addr, latency=10)
+    stamps, words = paced_stamps(params, wt, x, dram)
+    assert np.array_equal(decode(params, words, len(x)), reference(params, wt, x))
+    model = params.cycles_for_port(1.0, 10)
+    if case == "input_bound":
+        assert model == params.in_beats == h * w * c // simd
+    mean, measured = mean_cycles(stamps, params)
+    print(case, "model", model, "measured", measured)
+    assert abs(mean - model) <= 0.05 * model, (model, measured)
+
+
+def test_runtime_rewrite_of_thresholds():
+    """New thresholds through cfg (the unit's regrouped words); the results follow them.
+    Planted fault: the words of the layer's table without the per-tile regrouping (the
+    MVTU's layout, as many words of the same width) give other results."""
+    params, wt, x = build_map(15, 3, 4, 2, 3, 1, 1, 0, 2, 2, 1, 3, ny=2, nx=2,
+                              runtime_writable=True)
+    _, _, _, _, new = random_layer(np.random.default_rng(16), params.rows, params.cols,
+                                   3, 4, 2, 2, False, 2, window=params.window)
+    want = reference(params, wt, x, new)
+    assert not np.array_equal(want, reference(params, wt, x))
+    width = params.threshold_params.memory.width
+    flat = ThresholdParams(name="flat", channels=params.rows, pe=params.pe,
+                           acc_min=params.acc_range[0], acc_max=params.acc_range[1],
+                           thresholds=new, pixels=params.pixels, row_class=params.row_class,
+                           col_class=params.col_class)
+    assert flat.memory.width == width
+    for words, right in ((params.threshold_words(new), True),
+                         (flat.threshold_words(), False)):
+        assert len(words) == params.threshold_params.memory.depth
+        got = decode(params, run_with_cfg(params, wt, x, cfg_beats(MemSel.THRESHOLDS, words,
+                                                                   width)), len(x))
+        assert np.array_equal(got, want) == right
+
+
+def run_with_cfg(params, wt, x, cfg, seed=17):
+    """The unit's outputs when ``cfg`` beats (random idles) precede the input stream."""
+    dut, rng = TiledMVTU(params), random.Random(seed)
+    dram = DramModel(params.dram_image(wt), params.base_addr, seed=seed, stall_rdata=0.2)
+    outputs, n_out = [], len(x) * params.pixels * params.nf
+
+    async def configure_then_feed(ctx):
+        for beat in cfg:
+            await stream_put(ctx, dut.cfg, beat, rng, 0.3)
+        for item in stream_in(params, x):
+            await stream_put(ctx, dut.i_stream, item, rng, 0.3)
+
+    async def sink(ctx):
+        for _ in range(n_out):
+            outputs.append(await stream_get(ctx, dut.o_stream, rng, 0.3))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(configure_then_feed, background=True)
+    sim.add_testbench(dram.testbench(dut.dram), background=True)
+    sim.add_testbench(check_stream_rule(dut.cfg, "cfg"), background=True)
+    sim.add_testbench(sink)
+    sim.run()
+    return outputs
+
+
+def test_map_mode_cost_figures():
+    p = TiledMVTUParams(name="conv", rows=8, cols=9 * 16, pe=2, simd=8, tile_rows=4,
+                        pixels=4 * 5, in_shape=(4, 5, 16), kernel=3, padding=1)
+    assert (p.stride, p.pad_bit, p.in_beats) == (1, 0, 4 * 5 * 2)
+    assert p.buffers["input"] == 2 * 4 * 5 * 16  # two maps, not two sets of windows
+    assert p.cycles_per_image == p.cycles_for_port(1.0, 20) >= p.in_beats
+    dense = TiledMVTUParams(name="fc", rows=8, cols=9 * 16, pe=2, simd=8, tile_rows=4,
+                            pixels=20)
+    assert dense.buffers["input"] == 9 * p.buffers["input"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"pixels": 9}, "pixels must be the 4 x 4 = 16 output pixels"),
+    ({"cols": 16}, "cols must be kernel"),
+    ({"kernel": None}, "in_shape needs a kernel"),
+    ({"in_shape": None}, "give in_shape"),
+    ({"in_shape": (4, 4, 6), "cols": 54, "simd": 9}, "simd must divide the 6 channels"),
+    ({"pad_bit": 2}, "pad_bit"),
+    ({"row_class": np.zeros(16, int), "col_class": np.zeros(1, int)},
+     "must have OH = 4 and OW = 4 entries"),
+    ({"runtime_writable": 1}, "runtime_writable"),
+])
+def test_bad_map_parameters_are_named(bad, message):
+    args = {"name": "conv", "rows": 4, "cols": 72, "pe": 2, "simd": 4, "tile_rows": 2,
+            "pixels": 16, "in_shape": (4, 4, 8), "kernel": 3, "padding": 1} | bad
+    with pytest.raises(ParameterError, match=message):
+        TiledMVTUParams(**args)
+
+
+@pytest.mark.parametrize("scores", [False, True])
+def test_map_mode_converts_to_verilog(scores):
+    """A writable map-mode unit has a cfg port, also a last layer (which ignores it)."""
+    params, _, _ = build_map(18, 4, 4, 4, 3, 2, 1, 1, 2, 2, 1, 2, scores=scores,
+                             runtime_writable=True)
+    text = verilog.convert(TiledMVTU(params), name="tiled_map")
+    assert "cfg__payload" in text and "dram__cmd__payload" in text
