@@ -36,8 +36,9 @@ frame buffer is shrunk when block RAM binds (``shrink_payload``), and the link f
 pixel per beat (``max_pixels_per_beat=1``). A user folding (``folds``) is kept: only the
 memory styles are chosen.
 
-A budget with DRAM (``Budget.dram``, a ``bnnhw.resources.DramPort``) lets every layer of
-binary inputs that is not precision-gated keep its weights there instead, streamed in
+A budget with DRAM (``Budget.dram``, a ``bnnhw.resources.DramPort``) lets every layer that
+``bnnhw.folding.can_tile`` admits (binary inputs, binary outputs or scores) keep its
+weights there instead, streamed in
 tiles (``Fold.tile_rows``, ``rtl_gen.tiled_mvtu``): per layer and II the options are then
 the on-chip folds and, per ``pe``/``simd``, the smallest tile (``tile_rows`` from ``pe``
 doubling) whose unit meets the II on the port (``TiledShape.cycles`` at its
@@ -61,7 +62,7 @@ from typing import Any
 from . import ir
 from . import resources as rs
 from .errors import BnnhwError
-from .folding import Fold, TiledShape, matrix_layers, port_rate
+from .folding import Fold, TiledShape, can_tile, matrix_layers, port_rate, tiled_shape
 from .validate import ParameterError
 
 __all__ = ["Choice", "DoesNotFit", "largest_width", "optimise", "shape_graph"]
@@ -148,9 +149,13 @@ class Choice:
 
     def network_kwargs(self) -> dict[str, Any]:
         """Keywords of ``rtl_gen.network.NetworkParams`` besides the graph."""
-        return {"folds": dict(self.folds), "memory_styles": dict(self.memory_styles),
-                "pixels_per_beat": self.pixels_per_beat,
-                "runtime_writable": self.runtime_writable}
+        out = {"folds": dict(self.folds), "memory_styles": dict(self.memory_styles),
+               "pixels_per_beat": self.pixels_per_beat,
+               "runtime_writable": self.runtime_writable}
+        if self.dram is not None:  # the port the tiled units' cycles were planned for
+            out.update(dram_words_per_cycle=self.dram.words_per_cycle,
+                       dram_latency=self.dram.latency, dram_addr_width=self.dram.addr_bits)
+        return out
 
     def dominant(self, n: int = 3) -> list[tuple[str, float]]:
         """The ``n`` largest LUT consumers: ``(what, LUTs)`` by block kind and memory role
@@ -252,7 +257,7 @@ class _Problem:
                 raise ParameterError(f"optimiser: {node.name} comes before any matrix layer")
         self.shapes = {m.name: m for m in matrix_layers(graph)}
         self.eligible = {layer.node.name for layer in self.layers
-                         if self.dram is not None and dram_eligible(layer.node)}
+                         if self.dram is not None and can_tile(layer.node)}
         self.styles = ("block", "lutram") if writable else ("block", "logic")
         if writable and family_has_no_lutram(self.family):
             self.styles = ("block",)
@@ -375,7 +380,7 @@ class _Problem:
     def _tiled_entry(self, i: int, fold: Fold) -> tuple[TiledShape, int]:
         key = (i, fold)
         if key not in self._tiled:
-            ts = rs.tiled_shape(self.layers[i].node, fold)
+            ts = tiled_shape(self.layers[i].node, fold)
             d = self.budget.dram
             self._tiled[key] = (ts, ts.cycles(d.words_per_cycle, d.latency))
         return self._tiled[key]
@@ -545,13 +550,6 @@ def family_has_no_lutram(family: str) -> bool:
     return family == "ice40"
 
 
-def dram_eligible(node: ir.Node) -> bool:
-    """Whether a matrix node may keep its weights in DRAM: binary inputs (not the first
-    layer's bytes or levels) and no precision gating (``rtl_gen.tiled_mvtu``)."""
-    return isinstance(node, (ir.Conv, ir.Dense)) and node.input_kind == "binary" \
-        and not node.gated
-
-
 def _tile_candidates(rows: int, pe: int) -> list[int]:
     """``tile_rows`` to try at ``pe``: ``pe`` doubling while it divides ``rows``, and
     ``rows`` itself (one tile)."""
@@ -678,12 +676,12 @@ def _capacity_check(graph: ir.Graph, budget: rs.Budget, margin: float) -> bool:
         return True
     if budget.dram is not None:
         nodes = [n for n in graph.nodes if isinstance(n, (ir.Conv, ir.Dense))]
-        chip = sum(n.rows * n.cols for n in nodes if not dram_eligible(n))
-        words = sum(-(-n.rows * n.cols // 128) for n in nodes if dram_eligible(n))
+        chip = sum(n.rows * n.cols for n in nodes if not can_tile(n))
+        words = sum(-(-n.rows * n.cols // 128) for n in nodes if can_tile(n))
         if chip > have:
             raise DoesNotFit(
                 f"{_spec_name(graph)} does not fit {budget.name}: the layers that must keep "
-                f"their weights on chip (non-binary inputs or precision-gated) have "
+                f"their weights on chip (inputs or outputs not binary) have "
                 f"{chip / 1e6:.2f} Mbit, more than the {have / 1e6:.2f} Mbit the device "
                 f"could hold; use a bigger device or a smaller first layer",
                 {"weight_bits": bits, "chip_bits": chip, "room_bits": have})
@@ -813,7 +811,7 @@ def _optimise_placed(graph, budget, target_ii, margin, writable, link, max_k, fo
         except DoesNotFit as e:
             refusal = e
     if budget.dram is None or (folds is not None and not given_dram) or \
-            not any(dram_eligible(n) for n in graph.nodes[1:]):
+            not any(can_tile(n) for n in graph.nodes[1:]):
         if chip is None:
             assert refusal is not None
             raise refusal
@@ -866,7 +864,7 @@ def _optimise(graph, budget, target_ii, margin, writable, link, max_k, folds, ma
             m.check(folds[m.name])  # validates pe, simd and tile_rows
             if folds[m.name].in_dram and m.name not in p.eligible:
                 raise ParameterError(f"optimiser: layer {m.name} must keep its weights on "
-                                     f"chip (its inputs are not binary); give it no "
+                                     f"chip (its inputs or outputs are not binary); give it no "
                                      f"tile_rows")
         ii, _ = _forced_ii(p, folds)
         if target_ii is not None and ii > target_ii:

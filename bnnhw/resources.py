@@ -53,7 +53,18 @@ from typing import Any
 from . import compressor, ir
 from . import numerics as nx
 from .compressor import tree_latency
-from .folding import Fold, TiledShape, gated_buffers, gated_extra, layer_density, port_rate
+from .folding import (
+    DEFAULT_DRAM_LATENCY,
+    DEFAULT_DRAM_WORDS_PER_CYCLE,
+    Fold,
+    TiledShape,
+    can_tile,
+    gated_buffers,
+    gated_extra,
+    layer_density,
+    port_rate,
+    tiled_shape,
+)
 from .validate import ParameterError
 
 __all__ = [
@@ -140,8 +151,8 @@ class DramPort:
     paid once when any layer keeps its weights there (:meth:`block`)."""
 
     words: int
-    words_per_cycle: float = 0.85
-    latency: int = 24
+    words_per_cycle: float = DEFAULT_DRAM_WORDS_PER_CYCLE
+    latency: int = DEFAULT_DRAM_LATENCY
     controller: Resources = field(default_factory=lambda: LITEDRAM_ARTY + DRAM_LINK_SIDE)
 
     def __post_init__(self) -> None:
@@ -662,43 +673,35 @@ def input_blocks(graph: ir.Graph, pixels_per_beat: int = 1) -> tuple[list[Block]
     return [block], Flow(oh, ow, oc, oc * pixels_per_beat, 8 if enc.out_kind == "uint8" else 1)
 
 
-def dram_in_beats(node: ir.Conv | ir.Dense, simd: int) -> int:
-    """Input beats of one image as a tiled unit stores them: the conv's whole input map
-    ``H * W * C / simd`` (it reads its windows itself), a dense layer's ``cols / simd``."""
-    if isinstance(node, ir.Conv):
-        h, w, c = node.in_shape
-        return h * w * c // simd
-    return node.cols // simd
-
-
-def tiled_shape(node: ir.Conv | ir.Dense, fold: Fold) -> TiledShape:
-    """The ``TiledShape`` of matrix ``node`` with its weights in DRAM at ``fold``."""
-    pixels = node.out_pixels if isinstance(node, ir.Conv) else 1
-    last = isinstance(node, ir.Dense) and node.thresholds is None
-    out_bits = nx.range_bits(*nx.dot_range(node.input_kind, node.cols))[0] if last else 1
-    return TiledShape(node.rows, node.cols, fold.pe, fold.simd, fold.tile_rows, pixels,
-                      dram_in_beats(node, fold.simd), out_bits, 1)
-
-
 def _tiled_of(node: ir.Conv | ir.Dense, fold: Fold, dram: DramPort | None, classes,
               writable: bool) -> Block:
     if dram is None:
         raise ParameterError(f"layer {node.name}: its weights are in DRAM (tile_rows "
                              f"{fold.tile_rows}) but no DRAM port was given; pass dram= "
                              f"(the budget's DramPort)")
-    if node.input_kind != "binary" or node.gated:
-        raise ParameterError(f"layer {node.name}: only a layer of binary inputs may keep "
-                             f"its weights in DRAM; give it no tile_rows")
-    window = 0
+    if not can_tile(node):
+        raise ParameterError(f"layer {node.name}: only a layer with binary inputs and "
+                             f"binary outputs or scores can keep its weights in DRAM; give "
+                             f"it no tile_rows")
     if isinstance(node, ir.Conv):
         h, w, c = node.in_shape
         oh, ow, _ = node.out_shape
-        window = (_bits(oh) + _bits(ow) + 2 * _bits(node.kernel) + _bits(c // fold.simd)
-                  + 2 * _bits(h + 2 * node.padding) + _bits(h * w * c // fold.simd))
+        geometry = (h, w, c // fold.simd, node.kernel, node.stride, node.padding, oh, ow)
+    else:
+        geometry = (1, 1, node.cols // fold.simd, 1, 1, 0, 1, 1)
     return tiled_block(node.name + "_tiled", node.rows, node.cols, fold.pe, fold.simd,
                        node.out_pixels if isinstance(node, ir.Conv) else 1, classes,
-                       fold.tile_rows, dram_in_beats(node, fold.simd), dram.words_per_cycle,
-                       dram.latency, dram.addr_bits, writable, window)
+                       fold.tile_rows, tiled_shape(node, fold).in_beats, dram.words_per_cycle,
+                       dram.latency, dram.addr_bits, writable, window_bits(geometry))
+
+
+def window_bits(geometry: Sequence[int]) -> int:
+    """Counter bits of a tiled unit's read-address generator over its stored input
+    (``rtl_gen.tiled_mvtu.TiledMVTUParams.geometry``: ``(H, W, CF, K, S, P, OH, OW)``; a
+    unit fed windows or a dense one reads a ``1 x pixels`` map with a 1 x 1 kernel)."""
+    h, w, cf, k, _, pad, oh, ow = geometry
+    return (_bits(oh) + _bits(ow) + 2 * _bits(k) + _bits(cf) + 2 * _bits(h + 2 * pad)
+            + _bits(h * w * cf))
 
 
 def node_blocks(node: ir.Node, fold: Fold | None, flow: Flow,
@@ -821,9 +824,9 @@ def blocks_of_stages(stages: Iterable[Any]) -> list[Block]:
             t = p.thresholds
             out.append(tiled_block(stage.name, p.rows, p.cols, p.pe, p.simd, p.pixels,
                                    None if t is None else int(t.shape[0] * t.shape[1]),
-                                   p.tile_rows, p.shape.in_beats, p.dram_words_per_cycle,
-                                   p.dram_latency, p.addr_width,
-                                   levels_per_stage=p.levels_per_stage))
+                                   p.tile_rows, p.in_beats, p.dram_words_per_cycle,
+                                   p.dram_latency, p.addr_width, p.runtime_writable,
+                                   window_bits(p.geometry), p.levels_per_stage))
         elif "FifoParams" in kinds:
             out.append(fifo_block(stage.name, p.width, p.depth, p.beats_per_image))
         elif "MaxPoolParams" in kinds:

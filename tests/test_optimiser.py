@@ -165,14 +165,14 @@ def _check_dram(choice, graph):
     estimate is the model's of its blocks (the tiled units, the controller once, the
     link), it fits its budget, and its II is its slowest engine's, no less than any tiled
     unit's cycles on the port nor the shared port's cycles for all the DRAM words."""
-    from bnnhw.optimiser import dram_eligible
+    from bnnhw.folding import can_tile, tiled_shape
 
     budget, port = choice.budget, choice.budget.dram
     nodes = {n.name: n for n in graph.nodes}
-    assert choice.dram_layers and all(dram_eligible(nodes[n]) for n in choice.dram_layers)
+    assert choice.dram_layers and all(can_tile(nodes[n]) for n in choice.dram_layers)
     blocks = rs.plan_blocks(graph, choice.folds, pixels_per_beat=choice.pixels_per_beat,
                             memory_styles=choice.memory_styles, dram=port)
-    words = sum(rs.tiled_shape(nodes[n], choice.folds[n]).dram_words
+    words = sum(tiled_shape(nodes[n], choice.folds[n]).dram_words
                 for n in choice.dram_layers)
     blocks.append(port.block(words))
     if choice.link is not None:
@@ -180,6 +180,9 @@ def _check_dram(choice, graph):
     est = rs.estimate(blocks, budget.family, beats_per_image=graph.input.in_shape[0]
                       * graph.input.in_shape[1] // choice.pixels_per_beat)
     assert est.total == choice.total
+    params = NetworkParams(graph, **choice.network_kwargs())  # the network builds it
+    assert rs.blocks_of_stages(params.stages) == blocks[:len(params.stages)]
+    assert params.cycles_per_image == max(b.cycles for b in blocks[:len(params.stages)])
     t = choice.total
     assert t.lut_sites <= budget.lut * (1 - choice.margin) and t.bram <= budget.bram
     assert t.ff <= budget.ff and t.dsp <= budget.dsp
@@ -189,7 +192,7 @@ def _check_dram(choice, graph):
     assert choice.ii == max(b.cycles for b in blocks if b.kind != "link")
     assert choice.ii >= port.port_cycles(words)
     for name in choice.dram_layers:
-        ts = rs.tiled_shape(nodes[name], choice.folds[name])
+        ts = tiled_shape(nodes[name], choice.folds[name])
         assert summary["layers"][name] == {"tile_rows": choice.folds[name].tile_rows,
                                            "words_per_image": ts.dram_words,
                                            "cycles": ts.cycles(port.words_per_cycle,

@@ -248,6 +248,7 @@ def test_a_dram_layer_counts_its_buffers_and_the_mvtu_compute():
     and the logic of the MVTU's compute plus the tile steering."""
     from dataclasses import replace
 
+    from bnnhw.folding import tiled_shape
     from bnnhw.nn.zoo import get_spec
     from bnnhw.optimiser import shape_graph
 
@@ -259,7 +260,7 @@ def test_a_dram_layer_counts_its_buffers_and_the_mvtu_compute():
     blocks, out = rs.node_blocks(node, fold, flow, dram=port)
     assert [b.kind for b in blocks] == ["tiled", "fifo"] and out.per_beat == 8
     tiled = blocks[0]
-    shape = rs.tiled_shape(node, fold)
+    shape = tiled_shape(node, fold)
     assert shape.in_beats == 8 * 8 * 512 // 32 and shape.tile_lines == 1152
     assert tiled.cycles == shape.cycles(0.85, 24)
     _buffers_counted(tiled, shape)
@@ -301,10 +302,10 @@ def test_dram_ports_and_their_refusals():
     from bnnhw.optimiser import shape_graph
 
     graph = shape_graph(get_spec("vgg"))
-    folds = default_folding(graph)
+    folds = {n: Fold(f.pe, f.simd) for n, f in default_folding(graph).items()}
     with pytest.raises(ValueError, match="conv17: its weights are in DRAM .* no DRAM port"):
         rs.plan_blocks(graph, {**folds, "conv17": Fold(8, 32, 64)})
-    with pytest.raises(ValueError, match="conv0: only a layer of binary inputs"):
+    with pytest.raises(ValueError, match="conv0: only a layer with binary inputs"):
         rs.plan_blocks(graph, {**folds, "conv0": Fold(1, 3, 1)}, dram=port)
 
 
