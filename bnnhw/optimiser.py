@@ -34,7 +34,21 @@ On a board the host link takes its share (``link``, a ``bnnhw.resources.Link``: 
 frame receiver with two banks of ``max_payload`` bytes, dispatcher, transmitter); its
 frame buffer is shrunk when block RAM binds (``shrink_payload``), and the link feeds one
 pixel per beat (``max_pixels_per_beat=1``). A user folding (``folds``) is kept: only the
-memory styles are chosen. :func:`shape_graph` gives a graph of a spec's shapes without
+memory styles are chosen.
+
+A budget with DRAM (``Budget.dram``, a ``bnnhw.resources.DramPort``) lets every layer that
+``bnnhw.folding.can_tile`` admits (binary inputs, binary outputs or scores) keep its
+weights there instead, streamed in
+tiles (``Fold.tile_rows``, ``rtl_gen.tiled_mvtu``): per layer and II the options are then
+the on-chip folds and, per ``pe``/``simd``, the smallest tile (``tile_rows`` from ``pe``
+doubling) whose unit meets the II on the port (``TiledShape.cycles`` at its
+``words_per_cycle`` and ``latency``) and one tile of all rows. The dynamic programme
+carries whether a layer is in DRAM yet (the controller's fixed cost is paid by the first)
+and the DRAM words so far: the one shared port must deliver them all within the II
+(``II >= words / words_per_cycle``; a path whose words exceed it is dropped, so the
+search keeps, per fold, the cheapest path that fits). Every weight is placed on chip
+first, exactly as without DRAM; the design with DRAM layers is taken only when it is
+faster, or when nothing fits on chip (a target met on chip keeps the on-chip design). :func:`shape_graph` gives a graph of a spec's shapes without
 torch or training, which is all the optimiser needs.
 """
 
@@ -48,7 +62,7 @@ from typing import Any
 from . import ir
 from . import resources as rs
 from .errors import BnnhwError
-from .folding import Fold, matrix_layers
+from .folding import Fold, TiledShape, can_tile, matrix_layers, port_rate, tiled_shape
 from .validate import ParameterError
 
 __all__ = ["Choice", "DoesNotFit", "largest_width", "optimise", "shape_graph"]
@@ -97,10 +111,37 @@ class Choice:
     stages_ii: dict[str, int] = field(default_factory=dict)
     link: rs.Link | None = None
     runtime_writable: bool = False
+    dram: rs.DramPort | None = None
+    dram_shapes: dict[str, TiledShape] = field(default_factory=dict)
 
     @property
     def total(self) -> rs.Resources:
         return self.estimate.total
+
+    @property
+    def dram_layers(self) -> list[str]:
+        """The layers whose weights are in DRAM (folds with ``tile_rows``), in order."""
+        return [name for name, f in self.folds.items() if f.in_dram]
+
+    def dram_summary(self, clock_hz: float) -> dict[str, Any]:
+        """The DRAM traffic at ``clock_hz``: per DRAM layer its ``tile_rows``, words read
+        per image and cycles per image (``TiledShape.cycles`` at the port's rate and
+        latency); the words and bytes per image (each weight read once per image), the
+        bandwidth that takes at the design's images/s, what the port offers
+        (``words_per_cycle`` 16-byte words per cycle) and the share used."""
+        ips = self.rate(clock_hz)
+        layers, words = {}, 0
+        for name, ts in self.dram_shapes.items():
+            layers[name] = {"tile_rows": ts.tile_rows, "words_per_image": ts.dram_words,
+                            "cycles": ts.cycles(self.dram.words_per_cycle,
+                                                self.dram.latency)}
+            words += ts.dram_words
+        used = words * 16 * ips / 1e6
+        avail = (float(port_rate(self.dram.words_per_cycle)) * 16 * clock_hz / 1e6
+                 if self.dram is not None else 0.0)
+        return {"layers": layers, "words_per_image": words, "bytes_per_image": words * 16,
+                "bandwidth_mb_s": used, "available_mb_s": avail,
+                "share": used / avail if avail else 0.0, "images_per_second": ips}
 
     def rate(self, clock_hz: float) -> float:
         """Images per second at ``clock_hz``."""
@@ -108,9 +149,13 @@ class Choice:
 
     def network_kwargs(self) -> dict[str, Any]:
         """Keywords of ``rtl_gen.network.NetworkParams`` besides the graph."""
-        return {"folds": dict(self.folds), "memory_styles": dict(self.memory_styles),
-                "pixels_per_beat": self.pixels_per_beat,
-                "runtime_writable": self.runtime_writable}
+        out = {"folds": dict(self.folds), "memory_styles": dict(self.memory_styles),
+               "pixels_per_beat": self.pixels_per_beat,
+               "runtime_writable": self.runtime_writable}
+        if self.dram is not None:  # the port the tiled units' cycles were planned for
+            out.update(dram_words_per_cycle=self.dram.words_per_cycle,
+                       dram_latency=self.dram.latency, dram_addr_width=self.dram.addr_bits)
+        return out
 
     def dominant(self, n: int = 3) -> list[tuple[str, float]]:
         """The ``n`` largest LUT consumers: ``(what, LUTs)`` by block kind and memory role
@@ -193,8 +238,12 @@ class _Problem:
     def __init__(self, graph: ir.Graph, budget: rs.Budget, margin: float, writable: bool,
                  max_pe: int, max_simd: int, cal: Mapping[str, Any],
                  link: rs.Link | None = None, max_k: int | None = None,
-                 forced: Mapping[str, Fold] | None = None):
+                 forced: Mapping[str, Fold] | None = None, use_dram: bool = False,
+                 clock_hz: float = 100e6):
         self.graph, self.budget, self.margin, self.writable = graph, budget, margin, writable
+        # the DRAM port when layers may keep their weights there, and those layers
+        self.dram = budget.dram if use_dram else None
+        self.clock_hz = clock_hz  # for the explanation's DRAM bandwidth
         self.link, self.forced = link, dict(forced) if forced else None
         self.family, self.cal = budget.family, cal
         self.max_pe, self.max_simd = max_pe, max_simd
@@ -207,6 +256,8 @@ class _Problem:
             else:  # pragma: no cover - lowered graphs start with a matrix node
                 raise ParameterError(f"optimiser: {node.name} comes before any matrix layer")
         self.shapes = {m.name: m for m in matrix_layers(graph)}
+        self.eligible = {layer.node.name for layer in self.layers
+                         if self.dram is not None and can_tile(layer.node)}
         self.styles = ("block", "lutram") if writable else ("block", "logic")
         if writable and family_has_no_lutram(self.family):
             self.styles = ("block",)
@@ -214,6 +265,8 @@ class _Problem:
                                                                           rs.Resources]]],
                                                  rs.Resources]] = {}
         self._conv: dict[tuple[int, int, int], tuple[rs.Resources, int]] = {}
+        self._options: dict[tuple[int, int], list[Fold]] = {}
+        self._tiled: dict[tuple[int, Fold], tuple[TiledShape, int]] = {}
         h, w, _ = graph.input.in_shape
         self.pixels = h * w
         self.ks = [k for k in _divisors(self.pixels) if max_k is None or k <= max_k]
@@ -238,7 +291,7 @@ class _Problem:
         shape = self.shapes[layer.node.name]
         density = shape.item_density(fold.pe) if shape.gated else None
         blocks, out = rs.node_blocks(layer.node, fold, flow, styled, 4, self.writable,
-                                     density)
+                                     density, self.dram)
         blocks = [b for b in blocks if b.kind != "convert" or b.name.endswith("_gather")]
         for node in layer.after:
             more, out = rs.node_blocks(node, None, out, None, 4, self.writable)
@@ -250,7 +303,7 @@ class _Problem:
             est = rs.estimate([b], self.family, self.cal).blocks[0]
             rest = rest + est.logic
             for m in est.memories:
-                if m.memory.role in ("weights", "thresholds"):
+                if b.kind == "mvtu" and m.memory.role in ("weights", "thresholds"):
                     per = {}
                     for style in self.styles:
                         styled = rs.Memory(m.memory.name, m.memory.depth, m.memory.width,
@@ -269,7 +322,8 @@ class _Problem:
         if key not in self._conv:
             layer = self.layers[i]
             flow = _flow_into(self, i, fold, per_beat)
-            blocks, _ = rs.node_blocks(layer.node, fold, flow, None, 4, self.writable)
+            blocks, _ = rs.node_blocks(layer.node, fold, flow, None, 4, self.writable,
+                                       dram=self.dram)
             conv = [b for b in blocks if b.kind == "convert" and b.name.endswith("_convert")]
             self._conv[key] = (self._estimate(conv), max((b.cycles for b in conv), default=0))
         return self._conv[key]
@@ -277,6 +331,12 @@ class _Problem:
     def options(self, i: int, ii: int) -> list[Fold]:
         """The folds of layer ``i`` that meet ``ii``: per ``pe`` the least ``simd`` and per
         ``simd`` the least ``pe``."""
+        key = (i, ii)
+        if key not in self._options:
+            self._options[key] = self._find_options(i, ii)
+        return self._options[key]
+
+    def _find_options(self, i: int, ii: int) -> list[Fold]:
         m = self.shapes[self.layers[i].node.name]
         if self.forced is not None:
             f = self.forced[m.name]
@@ -284,19 +344,66 @@ class _Problem:
         pes = [p for p in _divisors(m.rows) if p <= self.max_pe]
         simds = [s for s in _divisors(m.simd_base) if s <= self.max_simd]
         found: set[Fold] = set()
-        for pe in pes:
-            for simd in simds:
-                f = Fold(pe, simd)
-                if m.cycles(f) <= ii and self.body(i, f)[0] <= ii:
-                    found.add(f)
-                    break
-        for simd in simds:
+
+        def meets(f: Fold) -> bool:
+            return m.cycles(f) <= ii and self.body(i, f)[0] <= ii
+
+        dram = m.name in self.eligible
+        for on_chip in (True, False) if dram else (True,):
+            def pick(pe: int, simd: int, on_chip: bool = on_chip) -> list[Fold]:
+                if on_chip:
+                    f = Fold(pe, simd)
+                    return [f] if meets(f) else []
+                return self.dram_folds(i, pe, simd, ii)
+
             for pe in pes:
-                f = Fold(pe, simd)
-                if m.cycles(f) <= ii and self.body(i, f)[0] <= ii:
-                    found.add(f)
-                    break
-        return sorted(found, key=lambda f: (f.pe * f.simd, f.pe))
+                for simd in simds:
+                    got = pick(pe, simd)
+                    if got:
+                        found.update(got)
+                        break
+            for simd in simds:
+                for pe in pes:
+                    got = pick(pe, simd)
+                    if got:
+                        found.update(got)
+                        break
+        return sorted(found, key=lambda f: (f.pe * f.simd, f.pe, f.tile_rows or 0))
+
+    def tiled(self, i: int, fold: Fold) -> TiledShape:
+        return self._tiled_entry(i, fold)[0]
+
+    def dram_cycles(self, i: int, fold: Fold) -> int:
+        """Cycles per image of layer ``i``'s tiled unit at ``fold`` on the budget's port."""
+        return self._tiled_entry(i, fold)[1]
+
+    def _tiled_entry(self, i: int, fold: Fold) -> tuple[TiledShape, int]:
+        key = (i, fold)
+        if key not in self._tiled:
+            ts = tiled_shape(self.layers[i].node, fold)
+            d = self.budget.dram
+            self._tiled[key] = (ts, ts.cycles(d.words_per_cycle, d.latency))
+        return self._tiled[key]
+
+    def dram_folds(self, i: int, pe: int, simd: int, ii: int) -> list[Fold]:
+        """The DRAM folds of layer ``i`` at ``pe``/``simd`` that meet ``ii``: the smallest
+        tile (``tile_rows`` from ``pe`` doubling, dividing the rows) whose unit is not
+        latency- or bandwidth-bound beyond ``ii``, and one tile of all rows (no reorder
+        buffer) when that meets ``ii`` too."""
+        m = self.shapes[self.layers[i].node.name]
+        if m.cycles(Fold(pe, simd)) > ii:
+            return []
+        out: list[Fold] = []
+        for t in _tile_candidates(m.rows, pe):
+            f = Fold(pe, simd, t)
+            if self.dram_cycles(i, f) <= ii and self.body(i, f)[0] <= ii:
+                out.append(f)
+                break
+        whole = Fold(pe, simd, m.rows)
+        if whole not in out and self.dram_cycles(i, whole) <= ii \
+                and self.body(i, whole)[0] <= ii:
+            out.append(whole)
+        return out
 
     def fixed(self, k: int) -> tuple[rs.Resources, int]:
         """The encoder, the top's glue at ``k`` pixels per beat and the link if any."""
@@ -327,14 +434,18 @@ class _Problem:
         top, _ = self.fixed(k)
         first = self.graph.input
         in_per_beat = first.out_shape[2] * k
-        # states: fold of the previous layer -> (cost, resources, folds, styles)
-        states: dict[Any, tuple[float, rs.Resources, list[Fold], dict[str, str]]] = {
-            None: (self.scalar(top, w), top, [], {})}
+        # states: (fold of the previous layer, any layer in DRAM) -> (cost, resources,
+        # folds, styles, DRAM words per image); the controller is paid by the first DRAM
+        # layer, and the one shared port must deliver all DRAM words within the II
+        limit = ii * port_rate(self.dram.words_per_cycle) if self.dram is not None else 0
+        ctrl = self.dram.controller if self.dram is not None else rs.Resources()
+        states: dict[Any, tuple[float, rs.Resources, list[Fold], dict[str, str], int]] = {
+            (None, False): (self.scalar(top, w), top, [], {}, 0)}
         for i in range(len(self.layers)):
             opts = self.options(i, ii)
             if not opts:
                 return None
-            new: dict[Any, tuple[float, rs.Resources, list[Fold], dict[str, str]]] = {}
+            new: dict[Any, tuple[float, rs.Resources, list[Fold], dict[str, str], int]] = {}
             for f in opts:
                 _, mems, rest = self.body(i, f)
                 r, styles = rest, {}
@@ -342,21 +453,38 @@ class _Problem:
                     style = min(per, key=lambda s: self.scalar(per[s], w))
                     styles[name] = style
                     r = r + per[style]
-                best = None
-                for prev, (cost, tot, folds, st) in states.items():
-                    per_beat = in_per_beat if prev is None else prev.pe
-                    conv, conv_cycles = self.converter(i, per_beat, f)
-                    if conv_cycles > ii:
+                words = self.tiled(i, f).dram_words if f.in_dram else 0
+                # per input width: (the layer with its converter, its cost), and with the
+                # controller when this is the first DRAM layer
+                parts: dict[int, Any] = {}
+                best: dict[Any, tuple] = {}
+                for (prev, used), (cost, tot, folds, st, had) in states.items():
+                    if had + words > limit and words:
                         continue
-                    c = cost + self.scalar(r + conv, w)
-                    if best is None or c < best[0]:
-                        best = (c, tot + r + conv, [*folds, f], {**st, **styles})
-                if best is not None:
-                    new[f] = best
+                    per_beat = in_per_beat if prev is None else prev.pe
+                    if per_beat not in parts:
+                        conv, conv_cycles = self.converter(i, per_beat, f)
+                        if conv_cycles > ii:
+                            parts[per_beat] = None
+                        else:
+                            base = r + conv
+                            first = base + ctrl if f.in_dram else base
+                            parts[per_beat] = ((base, self.scalar(base, w)),
+                                               (first, self.scalar(first, w)))
+                    got = parts[per_beat]
+                    if got is None:
+                        continue
+                    extra, c = got[1] if f.in_dram and not used else got[0]
+                    c = cost + c
+                    key = (f, used or f.in_dram)
+                    if key not in best or c < best[key][0]:
+                        best[key] = (c, tot, extra, folds, st, had)
+                for key, (c, tot, extra, folds, st, had) in best.items():
+                    new[key] = (c, tot + extra, [*folds, f], {**st, **styles}, had + words)
             if not new:
                 return None
             states = new
-        cost, total, folds, styles = min(states.values(), key=lambda s: s[0])
+        cost, total, folds, styles, _ = min(states.values(), key=lambda s: s[0])
         styles, total = self.restyle(folds, styles, total)
         names = [layer.node.name for layer in self.layers]
         return dict(zip(names, folds, strict=True)), styles, k, total
@@ -422,6 +550,16 @@ def family_has_no_lutram(family: str) -> bool:
     return family == "ice40"
 
 
+def _tile_candidates(rows: int, pe: int) -> list[int]:
+    """``tile_rows`` to try at ``pe``: ``pe`` doubling while it divides ``rows``, and
+    ``rows`` itself (one tile)."""
+    out, t = [], pe
+    while t <= rows and rows % t == 0:
+        out.append(t)
+        t *= 2
+    return out if rows in out else [*out, rows]
+
+
 def _flow_into(p: _Problem, i: int, fold: Fold, per_beat: int | None = None) -> rs.Flow:
     """The stream entering layer ``i`` (``per_beat`` from the previous layer's ``pe``, or
     ``fold.simd`` when only the body matters: then no converter is planned)."""
@@ -454,6 +592,39 @@ def _pixels_per_beat(p: _Problem, ii: int) -> int | None:
     return None
 
 
+def _dram_candidates(p: _Problem, vals: set[int], least: dict[str, int]) -> None:
+    """The IIs DRAM folds add: each tiled unit's cycles (and the least per layer, for the
+    floor), and the port's cycles for the fewest and the most words (folds whose words
+    fill DRAM lines only in part) of every set of DRAM-eligible layers (their suffixes
+    only, beyond 12 such layers): at the most, any folds of the set share the port."""
+    dram = p.dram
+    fewest, most = [], []
+    for i, layer in enumerate(p.layers):
+        name = layer.node.name
+        if name not in p.eligible:
+            continue
+        m = p.shapes[name]
+        fewest.append(-(-m.rows * m.cols // 128))
+        most.append(fewest[-1])
+        for pe in _divisors(m.rows):
+            if pe > p.max_pe:
+                continue
+            for simd in _divisors(m.simd_base):
+                if simd > p.max_simd:
+                    continue
+                for t in _tile_candidates(m.rows, pe):
+                    c = p.dram_cycles(i, Fold(pe, simd, t))
+                    vals.add(c)
+                    least[name] = min(least[name], c)
+                    most[-1] = max(most[-1], p.tiled(i, Fold(pe, simd, t)).dram_words)
+    n = len(fewest)
+    sets = [[j for j in range(n) if mask >> j & 1] for mask in range(1, 1 << n)] \
+        if n <= 12 else [list(range(j, n)) for j in range(n)]
+    for chosen in sets:
+        for words in (fewest, most):
+            vals.add(dram.port_cycles(sum(words[j] for j in chosen)))
+
+
 def _ii_candidates(p: _Problem) -> list[int]:
     vals = set()
     for i in range(len(p.layers)):
@@ -466,10 +637,14 @@ def _ii_candidates(p: _Problem) -> list[int]:
                     vals.add(m.cycles(Fold(pe, simd)))
     for k in p.ks:
         vals.add(p.pixels // k)
-    floor = max(min(p.shapes[layer.node.name].cycles(Fold(pe, simd))
-                    for pe in _divisors(p.shapes[layer.node.name].rows) if pe <= p.max_pe
-                    for simd in _divisors(p.shapes[layer.node.name].simd_base)
-                    if simd <= p.max_simd) for layer in p.layers)
+    least = {layer.node.name: min(p.shapes[layer.node.name].cycles(Fold(pe, simd))
+                                  for pe in _divisors(p.shapes[layer.node.name].rows)
+                                  if pe <= p.max_pe
+                                  for simd in _divisors(p.shapes[layer.node.name].simd_base)
+                                  if simd <= p.max_simd) for layer in p.layers}
+    if p.dram is not None:
+        _dram_candidates(p, vals, least)
+    floor = max(least.values())
     last = p.graph.nodes[-1]
     floor = max(floor, last.rows + 3)
     if isinstance(p.layers[0].node, ir.Conv):
@@ -485,9 +660,11 @@ def _spec_name(graph: ir.Graph) -> str:
     return str(graph.meta.get("spec", {}).get("name") or "the network")
 
 
-def _capacity_check(graph: ir.Graph, budget: rs.Budget, margin: float) -> None:
-    """Refuse a graph whose weight bits exceed any packing into the device: all its block
-    RAM full and its LUTs (less the margin) all ROM, the least any design could need."""
+def _capacity_check(graph: ir.Graph, budget: rs.Budget, margin: float) -> bool:
+    """Whether the weights could all be on chip: their bits within all the device's block
+    RAM and its LUTs (less the margin) as ROM, the least any design could need. If not,
+    a budget with DRAM takes the graph when the layers that must stay on chip fit that
+    room and the others' weights fit the DRAM (False); any other graph is refused."""
     bits = sum(m.rows * m.cols for m in matrix_layers(graph))
     fam = budget.family
 
@@ -496,7 +673,25 @@ def _capacity_check(graph: ir.Graph, budget: rs.Budget, margin: float) -> None:
 
     have = room(budget)
     if bits <= have:
-        return
+        return True
+    if budget.dram is not None:
+        nodes = [n for n in graph.nodes if isinstance(n, (ir.Conv, ir.Dense))]
+        chip = sum(n.rows * n.cols for n in nodes if not can_tile(n))
+        words = sum(-(-n.rows * n.cols // 128) for n in nodes if can_tile(n))
+        if chip > have:
+            raise DoesNotFit(
+                f"{_spec_name(graph)} does not fit {budget.name}: the layers that must keep "
+                f"their weights on chip (inputs or outputs not binary) have "
+                f"{chip / 1e6:.2f} Mbit, more than the {have / 1e6:.2f} Mbit the device "
+                f"could hold; use a bigger device or a smaller first layer",
+                {"weight_bits": bits, "chip_bits": chip, "room_bits": have})
+        if words > budget.dram.words:
+            raise DoesNotFit(
+                f"{_spec_name(graph)} does not fit {budget.name}: its weights take "
+                f"{words:,} DRAM words of 128 bits, more than the {budget.dram.words:,} the "
+                f"board's DRAM has; use a smaller network",
+                {"weight_bits": bits, "dram_words": words, "room_words": budget.dram.words})
+        return False
     bigger = [b.name for b in sorted(rs.BUDGETS.values(), key=lambda b: b.lut)
               if b.family == fam and room(b) >= bits]
     others = [b.name for b in sorted(rs.BUDGETS.values(), key=lambda b: b.lut)
@@ -550,10 +745,18 @@ def optimise(graph: ir.Graph, budget: rs.Budget, *, target_ii: int | None = None
         raise ParameterError(f"optimiser: target_ii must be a positive integer, "
                              f"not {target_ii!r}")
     cal = cal or rs.calibration()
-    _capacity_check(graph, budget, margin)
+    on_chip = _capacity_check(graph, budget, margin)
+    if folds is not None and any(f.in_dram for f in folds.values()) and budget.dram is None:
+        raise ParameterError(f"optimiser: the folding puts weights in DRAM (tile_rows) but "
+                             f"{budget.name} has no DRAM port; give folds without tile_rows")
+
+    def run(lk):
+        return _optimise_placed(graph, budget, target_ii, margin, runtime_writable, lk,
+                                max_pixels_per_beat, folds, max_pe, max_simd, cal, on_chip,
+                                clock_hz)
+
     if link is None or not shrink_payload:
-        return _optimise(graph, budget, target_ii, margin, runtime_writable, link,
-                         max_pixels_per_beat, folds, max_pe, max_simd, cal)
+        return run(link)
     least = rs.least_payload(graph)
     payloads = [link.max_payload]
     while payloads[-1] // 2 >= least:
@@ -565,8 +768,7 @@ def optimise(graph: ir.Graph, budget: rs.Budget, *, target_ii: int | None = None
     for payload in payloads:
         lk = rs.Link(payload, link.clock_hz, link.baud, link.timeout_cycles)
         try:
-            got = _optimise(graph, budget, target_ii, margin, runtime_writable, lk,
-                            max_pixels_per_beat, folds, max_pe, max_simd, cal)
+            got = run(lk)
         except DoesNotFit as e:
             refusal = refusal or e
             continue
@@ -592,12 +794,54 @@ def _with_note(choice: Choice, note: str) -> Choice:
     return replace(choice, explanation=choice.explanation + "\n" + note)
 
 
+def _optimise_placed(graph, budget, target_ii, margin, writable, link, max_k, folds, max_pe,
+                     max_simd, cal, on_chip: bool, clock_hz: float) -> Choice:
+    """Every weight on chip when ``on_chip`` (today's design), then, on a budget with DRAM,
+    the layers free to keep their weights on chip or in DRAM: that design is taken only if
+    it is faster, or meets the target when the on-chip one does not, or nothing fits on
+    chip. A user folding is placed as it says."""
+    args = (graph, budget, target_ii, margin, writable, link, max_k, folds, max_pe,
+            max_simd, cal)
+    given_dram = folds is not None and any(f.in_dram for f in folds.values())
+    chip: Choice | None = None
+    refusal: DoesNotFit | None = None
+    if on_chip and not given_dram:
+        try:
+            chip = _optimise(*args, use_dram=False, clock_hz=clock_hz)
+        except DoesNotFit as e:
+            refusal = e
+    if budget.dram is None or (folds is not None and not given_dram) or \
+            not any(can_tile(n) for n in graph.nodes[1:]):
+        if chip is None:
+            assert refusal is not None
+            raise refusal
+        return chip
+    if chip is not None and target_ii is not None:
+        return chip  # the on-chip design meets the target
+    try:
+        placed = _optimise(*args, use_dram=True, clock_hz=clock_hz,
+                           faster_than=None if chip is None or folds is not None else chip.ii)
+    except DoesNotFit:
+        if chip is not None:
+            return chip
+        if refusal is not None:
+            raise refusal from None
+        raise
+    return placed if chip is None or placed.ii < chip.ii else chip
+
+
 def _forced_ii(p: _Problem, folds: Mapping[str, Fold]) -> tuple[int, int]:
     """The II of a user folding and the fewest pixels per beat that reach it."""
     best: tuple[int, int] | None = None
     for k in p.ks:
-        blocks = rs.plan_blocks(p.graph, folds, pixels_per_beat=k, runtime_writable=p.writable)
+        blocks = rs.plan_blocks(p.graph, folds, pixels_per_beat=k, runtime_writable=p.writable,
+                                dram=p.dram)
         ii = max(b.cycles for b in blocks)
+        if p.dram is not None:
+            ii = max(ii, p.dram.port_cycles(sum(p.tiled(i, f).dram_words for i, f in
+                                                 enumerate(folds[layer.node.name]
+                                                           for layer in p.layers)
+                                                 if f.in_dram)))
         if best is None or ii < best[0]:
             best = (ii, k)
     assert best is not None
@@ -605,15 +849,23 @@ def _forced_ii(p: _Problem, folds: Mapping[str, Fold]) -> tuple[int, int]:
 
 
 def _optimise(graph, budget, target_ii, margin, writable, link, max_k, folds, max_pe,
-              max_simd, cal) -> Choice:
-    p = _Problem(graph, budget, margin, writable, max_pe, max_simd, cal, link, max_k, folds)
+              max_simd, cal, *, use_dram: bool = False, clock_hz: float = 100e6,
+              faster_than: int | None = None) -> Choice:
+    """The design at the fastest II (below ``faster_than`` if given), the smallest at the
+    target, or the given folding's (see ``optimise``)."""
+    p = _Problem(graph, budget, margin, writable, max_pe, max_simd, cal, link, max_k, folds,
+                 use_dram, clock_hz)
     if folds is not None:
         missing = [m.name for m in matrix_layers(graph) if m.name not in folds]
         if missing:
             raise ParameterError(f"optimiser: the folding gives no pe/simd for "
                                  f"{', '.join(missing)}")
         for m in matrix_layers(graph):
-            m.cycles(folds[m.name])  # validates pe and simd
+            m.check(folds[m.name])  # validates pe, simd and tile_rows
+            if folds[m.name].in_dram and m.name not in p.eligible:
+                raise ParameterError(f"optimiser: layer {m.name} must keep its weights on "
+                                     f"chip (its inputs or outputs are not binary); give it no "
+                                     f"tile_rows")
         ii, _ = _forced_ii(p, folds)
         if target_ii is not None and ii > target_ii:
             raise DoesNotFit(f"the given folding takes {ii:,} cycles per image, more than "
@@ -623,6 +875,11 @@ def _optimise(graph, budget, target_ii, margin, writable, link, max_k, folds, ma
             _refuse(p, ii, found, "with the given folding")
         return _choice(p, ii, found[1], faster=None, mode="given")
     cands = _ii_candidates(p)
+    if faster_than is not None:
+        cands = [c for c in cands if c < faster_than]
+        if not cands:
+            raise DoesNotFit(f"no folding reaches an II below {faster_than:,}",
+                             {"ii": faster_than})
     if target_ii is not None:
         usable = [c for c in cands if c <= target_ii]
         if not usable:
@@ -692,7 +949,11 @@ def _refuse(p: _Problem, ii: int, found, when: str) -> None:
 def _choice(p: _Problem, ii: int, sol, faster, mode: str) -> Choice:
     folds, styles, k, _ = sol
     blocks = rs.plan_blocks(p.graph, folds, pixels_per_beat=k, memory_styles=styles,
-                            runtime_writable=p.writable)
+                            runtime_writable=p.writable, dram=p.dram)
+    shapes = {layer.node.name: p.tiled(i, folds[layer.node.name])
+              for i, layer in enumerate(p.layers) if folds[layer.node.name].in_dram}
+    if shapes:
+        blocks.append(p.dram.block(sum(t.dram_words for t in shapes.values())))
     engines = list(blocks)
     if p.link is not None:
         blocks.append(p.link.block(p.graph))
@@ -726,8 +987,30 @@ def _choice(p: _Problem, ii: int, sol, faster, mode: str) -> Choice:
     lines.append("memories: " + ", ".join(f"{n} {s}" for s, n in sorted(kinds.items()))
                  + (f"; {k} pixels per beat" if k > 1 else ""))
     lines.append("LUTs: " + ", ".join(f"{what} {n:,.0f}" for what, n in _ranked(est)))
-    return Choice(folds, styles, k, real_ii, est, p.budget, p.margin, binding_key,
-                  "\n".join(lines), {b.name: b.cycles for b in engines}, p.link, p.writable)
+    choice = Choice(folds, styles, k, real_ii, est, p.budget, p.margin, binding_key,
+                    "\n".join(lines), {b.name: b.cycles for b in engines}, p.link, p.writable,
+                    p.dram if shapes else None, shapes)
+    if p.budget.dram is None:
+        return choice
+    return _with_note(choice, "\n".join(_dram_lines(choice, p.clock_hz)))
+
+
+def _dram_lines(choice: Choice, clock_hz: float) -> list[str]:
+    """Where each layer's weights live and the DRAM bandwidth the design takes."""
+    chip = [n for n, f in choice.folds.items() if not f.in_dram]
+    if not choice.dram_layers:
+        return [f"weights: all on chip ({', '.join(chip)}); the DRAM is unused"]
+    d = choice.dram_summary(clock_hz)
+    c = choice.dram.controller
+    where = ", ".join(f"{n} (tile_rows {v['tile_rows']}, {v['words_per_image']:,} words, "
+                      f"{v['cycles']:,} cycles)" for n, v in d["layers"].items())
+    return [f"weights on chip: {', '.join(chip) or 'none'}",
+            f"weights in DRAM: {where}",
+            (f"DRAM: {d['words_per_image']:,} words ({d['bytes_per_image'] / 1e6:.2f} MB) per "
+             f"image, {d['bandwidth_mb_s']:,.0f} MB/s of {d['available_mb_s']:,.0f} MB/s "
+             f"({d['share']:.0%}) at {d['images_per_second']:,.0f} images/s, "
+             f"{clock_hz / 1e6:g} MHz; controller {c.lut_sites:,.0f} LUT, {c.ff:,.0f} FF, "
+             f"{c.bram:g} {choice.budget.bram_kind}")]
 
 
 def _ranked(est: rs.Estimate, n: int = 4) -> list[tuple[str, float]]:

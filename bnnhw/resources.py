@@ -26,6 +26,12 @@ The estimate of a block (:func:`estimate`) has two parts:
   to Yosys synthesis of isolated blocks (``bench/calibrate_resources.py``, which writes
   ``resource_calibration.json`` beside this module).
 
+A layer whose weights are in DRAM (a fold with ``tile_rows``) is a ``tiled`` block
+(:func:`tiled_block`: the MVTU's compute and coefficients, the tiled unit's buffers as
+memories, its steering estimated); the DRAM controller is a ``dram`` block of fixed figures
+(``DramPort.block``), counted once, whose cycles are the shared port's for all the DRAM
+words of an image.
+
 LUTs are logic LUTs (LUT6 on xc7, LUT4 on ECP5 and iCE40, an ECP5 CCU2C counting two);
 ``lutram`` counts the LUT sites that hold RAM (four per RAM32M/RAM64M, six per ECP5
 DPR16X4); a budget's LUTs cover both. ``bram`` counts the family's blocks: RAMB36
@@ -47,7 +53,18 @@ from typing import Any
 from . import compressor, ir
 from . import numerics as nx
 from .compressor import tree_latency
-from .folding import Fold, gated_buffers, gated_extra, layer_density
+from .folding import (
+    DEFAULT_DRAM_LATENCY,
+    DEFAULT_DRAM_WORDS_PER_CYCLE,
+    Fold,
+    TiledShape,
+    can_tile,
+    gated_buffers,
+    gated_extra,
+    layer_density,
+    port_rate,
+    tiled_shape,
+)
 from .validate import ParameterError
 
 __all__ = [
@@ -55,6 +72,7 @@ __all__ = [
     "FAMILIES",
     "Block",
     "Budget",
+    "DramPort",
     "Estimate",
     "Link",
     "Memory",
@@ -111,13 +129,72 @@ LUT_INPUTS = {"xc7": 6, "ecp5": 4, "ice40": 4}
 SPRAM_BITS = 256 * 1024  # iCE40 UltraPlus SB_SPRAM256KA
 
 
+LITEDRAM_ARTY = Resources(6_200, 3_600, 0, 13.5, 0, 1, 13)
+"""LiteDRAM's DDR3 controller for the Arty (1:4 PHY, MT41K128M16) with the VexRiscv that
+initialises and levels it: Yosys on the XC7A35T (a first figure, to be measured again)."""
+DRAM_LINK_SIDE = Resources(250, 650, 300, 0, 0, 0, 0)
+"""The design-side logic of the DRAM port, estimated, not measured: the three clock-crossing
+``AsyncFIFO``s of ``rtl_gen.dram_controller`` (16 deep: commands 25 bits, write data 144,
+read data 128: 25 RAM32M of 4 LUT sites each for 297 bits, their output registers and Gray
+pointers with two-flop synchronisers, about 470 FF and 120 LUT) and the arbiter that shares
+the port among the tiled units (a command multiplexer of 24 address bits over up to eight
+units, a 16-deep FIFO of unit numbers routing the read data back in command order: about 130
+LUT and 180 FF)."""
+
+
+@dataclass(frozen=True)
+class DramPort:
+    """A board's DRAM as the optimiser sees it: ``words`` 128-bit words of the device,
+    ``words_per_cycle`` the sustained read rate of sequential reads in design-clock cycles
+    (at most 1: one command per cycle), ``latency`` the cycles from a read command to its
+    data, and ``controller`` the fixed cost of the controller and its design-side logic,
+    paid once when any layer keeps its weights there (:meth:`block`)."""
+
+    words: int
+    words_per_cycle: float = DEFAULT_DRAM_WORDS_PER_CYCLE
+    latency: int = DEFAULT_DRAM_LATENCY
+    controller: Resources = field(default_factory=lambda: LITEDRAM_ARTY + DRAM_LINK_SIDE)
+
+    def __post_init__(self) -> None:
+        for what, least in (("words", 1), ("latency", 0)):
+            v = getattr(self, what)
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                raise ParameterError(f"DRAM port: {what} must be an integer >= {least}, "
+                                     f"not {v!r}")
+        try:
+            port_rate(self.words_per_cycle)
+        except (TypeError, ValueError):
+            raise ParameterError(f"DRAM port: words_per_cycle must be a number in (0, 1], "
+                                 f"not {self.words_per_cycle!r}") from None
+        if not isinstance(self.controller, Resources):
+            raise ParameterError("DRAM port: controller must be a bnnhw.resources.Resources")
+
+    @property
+    def addr_bits(self) -> int:
+        """Bits of a word address."""
+        return _bits(self.words)
+
+    def port_cycles(self, words: int) -> int:
+        """Cycles per image the shared port needs to deliver ``words`` words."""
+        return math.ceil(words / port_rate(self.words_per_cycle))
+
+    def block(self, words_per_image: int = 0) -> Block:
+        """The controller as a block (kind ``dram``: its figures fixed, no memories); its
+        cycles are what the one shared port takes to read ``words_per_image``."""
+        return Block("dram", "dram", {"resources": self.controller,
+                                      "words": words_per_image}, (),
+                     self.port_cycles(words_per_image))
+
+
 @dataclass(frozen=True)
 class Budget:
     """What a device offers (the one budget of bnnhw: boards fill it, the optimiser reads
     it): ``lut`` LUTs of the family's ``lut_inputs`` inputs (sites, LUT RAM included),
     ``ff`` flip-flops, ``bram`` blocks of ``bram_kind`` (RAMB36 on xc7, DP16KD on ECP5, EBR
     on iCE40; ``bram_bits`` each), ``dsp`` blocks of ``dsp_kind``, ``spram`` SPRAM blocks
-    of ``spram_bits`` (iCE40 UltraPlus). ``name`` is the device's."""
+    of ``spram_bits`` (iCE40 UltraPlus), ``dram`` the board's DRAM (:class:`DramPort`;
+    None without one: every weight then lives on chip). ``name`` is the device's; budgets
+    compare by the device's figures (a board's DRAM is not the device's)."""
 
     name: str
     family: str
@@ -126,6 +203,7 @@ class Budget:
     bram: int
     dsp: int
     spram: int = 0
+    dram: DramPort | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -136,6 +214,9 @@ class Budget:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                 raise ParameterError(f"budget {self.name}: {what} must be a number >= 0, "
                                      f"not {v!r}")
+        if self.dram is not None and not isinstance(self.dram, DramPort):
+            raise ParameterError(f"budget {self.name}: dram must be a DramPort or None, "
+                                 f"not {self.dram!r}")
 
     @property
     def lut_inputs(self) -> int:
@@ -179,7 +260,7 @@ class Budget:
             raise ParameterError(f"budget: no resource {', '.join(more)} to scale")
         return Budget(f"{self.name} x{lut:g}", self.family, int(self.lut * f["lut"]),
                       int(self.ff * f["ff"]), int(self.bram * f["bram"]),
-                      int(self.dsp * f["dsp"]), self.spram)
+                      int(self.dsp * f["dsp"]), self.spram, self.dram)
 
 
 BUDGETS = {
@@ -221,8 +302,8 @@ class Memory:
 
 @dataclass(frozen=True)
 class Block:
-    """One engine: ``kind`` (``encoder``, ``convert``, ``window``, ``mvtu``, ``fifo``,
-    ``pool``, ``classify``), the figures its logic depends on, its memories and the
+    """One engine: ``kind`` (``encoder``, ``convert``, ``window``, ``mvtu``, ``tiled``,
+    ``fifo``, ``pool``, ``classify``; ``link`` and ``dram`` around them), the figures its logic depends on, its memories and the
     cycles per image it takes."""
 
     name: str
@@ -388,6 +469,61 @@ def mvtu_block(name: str, rows: int, cols: int, pe: int, simd: int, input_kind: 
     return Block(name, "mvtu", shape, tuple(mems), cycles)
 
 
+def tiled_block(name: str, rows: int, cols: int, pe: int, simd: int, pixels: int,
+                classes: int | None, tile_rows: int, in_beats: int, words_per_cycle: float,
+                latency: int, addr_bits: int, writable: bool = False,
+                window_counters: int = 0, levels_per_stage: int = 2) -> Block:
+    """The weight-tiled unit (``rtl_gen.tiled_mvtu``, binary inputs): the MVTU's compute
+    (lanes, popcount trees, accumulators, thresholds: :func:`mvtu_block`'s figures and
+    coefficients) without its weight memory, with the buffers of
+    ``bnnhw.folding.TiledShape.buffers`` as memories (input: two stored images of
+    ``in_beats`` beats; tile: two tiles of ``128 k``-bit lines; reorder: two maps of
+    results, with several tiles), mapped as the other buffers are (``auto``: block RAM
+    counted by its width/depth packing, or LUT RAM where Yosys would take it for a shallow
+    one), and the steering around them (kind ``tiled``, see
+    :func:`tiled_steering`). ``window_counters`` are the bits of the window's address
+    counters of a conv that reads its stored map itself (no sliding window block)."""
+    base = mvtu_block(name, rows, cols, pe, simd, "binary", pixels, classes, writable,
+                      levels_per_stage=levels_per_stage)
+    out_bits = base["scores"] // pe if classes is None else 1
+    ts = TiledShape(rows, cols, pe, simd, tile_rows, pixels, in_beats, out_bits, 1)
+    mems = [m for m in base.memories if m.role == "thresholds"]
+    mems.append(Memory(f"{name}.input_buffer", 2 * in_beats, simd, "ram"))
+    mems.append(Memory(f"{name}.tile_buffer", 2 * ts.tile_lines, ts.line_width, "ram"))
+    if ts.tiles > 1:
+        mems.append(Memory(f"{name}.reorder_buffer", 2 * pixels * ts.nf, pe * out_bits,
+                           "ram"))
+    steer = (_bits(pixels) + _bits(ts.tiles) + 3 * _bits(2 * in_beats) + addr_bits
+             + _bits(ts.tile_dram_words) + 3 * _bits(2 * ts.tile_lines)
+             + _bits(ts.line_slots) + _bits(ts.line_words) + 2 * 2 * 3 + window_counters)
+    if ts.tiles > 1:
+        steer += (_bits(ts.tile_nf) + _bits(pixels) + _bits(ts.tiles) + 3 * _bits(
+            2 * pixels * ts.nf + ts.nf) + 2 * 2)
+    shape = {**base.shape, "buffered": True, "tile_rows": tile_rows, "tiles": ts.tiles,
+             "word": ts.word_width, "line_slots": ts.line_slots,
+             "gather": (ts.line_words - 1) * 128, "steer": steer,
+             "dram_words": ts.dram_words}
+    return Block(name, "tiled", shape, tuple(mems), ts.cycles(words_per_cycle, latency))
+
+
+TILED_COUNTER_LUT, TILED_COUNTER_FF, TILED_CONTROL = 1.5, 1.0, (40, 24)
+"""Steering of a tiled unit per counter bit (an adder bit and its share of the
+comparisons and bank multiplexers, one flip-flop) and its fixed control (LUT, FF):
+estimated, not fitted; no tiled unit is in the calibration yet."""
+
+
+def tiled_steering(block: Block, family: str) -> Resources:
+    """The logic a tiled unit adds to the MVTU's: its counters and pointers (``steer``
+    bits), the slot multiplexer that picks a folded word of ``word`` bits out of a line of
+    ``line_slots`` (its ``word`` register), and the register that gathers a line of
+    several DRAM words (``gather`` bits)."""
+    s = block.shape
+    lut = (TILED_COUNTER_LUT * s["steer"] + TILED_CONTROL[0]
+           + s["word"] * _mux_luts(s["line_slots"], family))
+    ff = TILED_COUNTER_FF * s["steer"] + TILED_CONTROL[1] + s["word"] + s["gather"]
+    return Resources(lut, ff)
+
+
 def fifo_block(name: str, width: int, depth: int, beats: int) -> Block:
     mems = (Memory(f"{name}.storage", depth - 1, width, "ram"),) if depth > 1 else ()
     return Block(name, "fifo", {"width": width, "depth": depth}, mems,
@@ -537,13 +673,46 @@ def input_blocks(graph: ir.Graph, pixels_per_beat: int = 1) -> tuple[list[Block]
     return [block], Flow(oh, ow, oc, oc * pixels_per_beat, 8 if enc.out_kind == "uint8" else 1)
 
 
+def _tiled_of(node: ir.Conv | ir.Dense, fold: Fold, dram: DramPort | None, classes,
+              writable: bool) -> Block:
+    if dram is None:
+        raise ParameterError(f"layer {node.name}: its weights are in DRAM (tile_rows "
+                             f"{fold.tile_rows}) but no DRAM port was given; pass dram= "
+                             f"(the budget's DramPort)")
+    if not can_tile(node):
+        raise ParameterError(f"layer {node.name}: only a layer with binary inputs and "
+                             f"binary outputs or scores can keep its weights in DRAM; give "
+                             f"it no tile_rows")
+    if isinstance(node, ir.Conv):
+        h, w, c = node.in_shape
+        oh, ow, _ = node.out_shape
+        geometry = (h, w, c // fold.simd, node.kernel, node.stride, node.padding, oh, ow)
+    else:
+        geometry = (1, 1, node.cols // fold.simd, 1, 1, 0, 1, 1)
+    return tiled_block(node.name + "_tiled", node.rows, node.cols, fold.pe, fold.simd,
+                       node.out_pixels if isinstance(node, ir.Conv) else 1, classes,
+                       fold.tile_rows, tiled_shape(node, fold).in_beats, dram.words_per_cycle,
+                       dram.latency, dram.addr_bits, writable, window_bits(geometry))
+
+
+def window_bits(geometry: Sequence[int]) -> int:
+    """Counter bits of a tiled unit's read-address generator over its stored input
+    (``rtl_gen.tiled_mvtu.TiledMVTUParams.geometry``: ``(H, W, CF, K, S, P, OH, OW)``; a
+    unit fed windows or a dense one reads a ``1 x pixels`` map with a 1 x 1 kernel)."""
+    h, w, cf, k, _, pad, oh, ow = geometry
+    return (_bits(oh) + _bits(ow) + 2 * _bits(k) + _bits(cf) + 2 * _bits(h + 2 * pad)
+            + _bits(h * w * cf))
+
+
 def node_blocks(node: ir.Node, fold: Fold | None, flow: Flow,
                 memory_styles: Mapping[str, str] | None = None, fifo_depth: int = 4,
-                runtime_writable: bool = False, density: float | None = None
-                ) -> tuple[list[Block], Flow]:
+                runtime_writable: bool = False, density: float | None = None,
+                dram: DramPort | None = None) -> tuple[list[Block], Flow]:
     """The blocks one IR node adds after ``flow``, and the stream it leaves (the order of
     ``rtl_gen.network.NetworkParams.stages``); ``density`` is a gated node's item density
-    at ``fold.pe``."""
+    at ``fold.pe``. A fold with ``tile_rows`` makes the tiled unit (:func:`tiled_block`,
+    the port ``dram``): a conv then has no sliding window, its width converter feeding
+    the unit that stores the map."""
     styles = memory_styles or {}
     h, w, c, per_beat, elem = flow.h, flow.w, flow.c, flow.per_beat, flow.elem
     blocks: list[Block] = []
@@ -558,11 +727,16 @@ def node_blocks(node: ir.Node, fold: Fold | None, flow: Flow,
     if isinstance(node, ir.Conv):
         assert fold is not None
         convert(node.name, fold.simd, h * w * c, elem)
-        blocks.append(window_block(f"{node.name}_window", h, w, c, node.kernel, node.stride,
-                                   node.padding, fold.simd, elem))
         oh, ow, r = node.out_shape
         ny, nxc = node.border_classes
         out = 2 if node.out_levels == 3 else 1
+        if fold.in_dram:
+            blocks.append(_tiled_of(node, fold, dram, ny * nxc, runtime_writable))
+            blocks.append(fifo_block(f"{node.name}_fifo", fold.pe, fifo_depth,
+                                     oh * ow * r // fold.pe))
+            return blocks, Flow(oh, ow, r, fold.pe, 1)
+        blocks.append(window_block(f"{node.name}_window", h, w, c, node.kernel, node.stride,
+                                   node.padding, fold.simd, elem))
         blocks.append(mvtu_block(
             node.name + "_mvtu", node.rows, node.cols, fold.pe, fold.simd, node.input_kind,
             oh * ow, ny * nxc, runtime_writable, styles.get(f"{node.name}.weights", "auto"),
@@ -581,12 +755,15 @@ def node_blocks(node: ir.Node, fold: Fold | None, flow: Flow,
         convert(node.name, fold.simd, node.cols, elem)
         thr = node.thresholds is not None
         out = 2 if node.out_levels == 3 else 1
-        blocks.append(mvtu_block(
-            node.name + "_mvtu", node.rows, node.cols, fold.pe, fold.simd, node.input_kind,
-            1, 1 if thr else None, runtime_writable,
-            styles.get(f"{node.name}.weights", "auto"),
-            styles.get(f"{node.name}.thresholds", "auto"), levels=max(1, node.out_levels),
-            density=density))
+        if fold.in_dram:
+            blocks.append(_tiled_of(node, fold, dram, 1 if thr else None, runtime_writable))
+        else:
+            blocks.append(mvtu_block(
+                node.name + "_mvtu", node.rows, node.cols, fold.pe, fold.simd,
+                node.input_kind, 1, 1 if thr else None, runtime_writable,
+                styles.get(f"{node.name}.weights", "auto"),
+                styles.get(f"{node.name}.thresholds", "auto"),
+                levels=max(1, node.out_levels), density=density))
         per_beat = fold.pe
         if thr:
             blocks.append(fifo_block(f"{node.name}_fifo", fold.pe * out, fifo_depth,
@@ -600,9 +777,10 @@ def node_blocks(node: ir.Node, fold: Fold | None, flow: Flow,
 
 def plan_blocks(graph: ir.Graph, folds: Mapping[str, Fold], *, pixels_per_beat: int = 1,
                 memory_styles: Mapping[str, str] | None = None, fifo_depth: int = 4,
-                runtime_writable: bool = False) -> list[Block]:
+                runtime_writable: bool = False, dram: DramPort | None = None) -> list[Block]:
     """The blocks of ``rtl_gen.network.NetworkParams(graph, folds, ...)`` without building
-    it (the same stages in the same order, see the module docstring)."""
+    it (the same stages in the same order, see the module docstring); ``dram`` is the port
+    of the layers whose folds have ``tile_rows``."""
     blocks, flow = input_blocks(graph, pixels_per_beat)
     for node in graph.nodes[1:]:
         fold = folds.get(node.name)
@@ -610,7 +788,7 @@ def plan_blocks(graph: ir.Graph, folds: Mapping[str, Fold], *, pixels_per_beat: 
         if isinstance(node, (ir.Conv, ir.Dense)) and node.gated and fold is not None:
             density = dict(layer_density(graph, node.name)).get(fold.pe)
         more, flow = node_blocks(node, fold, flow, memory_styles, fifo_depth,
-                                 runtime_writable, density)
+                                 runtime_writable, density, dram)
         blocks += more
     return blocks
 
@@ -642,6 +820,13 @@ def blocks_of_stages(stages: Iterable[Any]) -> list[Block]:
                                   getattr(p, "weight_style", "auto"),
                                   getattr(p, "threshold_style", "auto"), p.levels_per_stage,
                                   levels, getattr(stage, "density", None)))
+        elif "TiledMVTUParams" in kinds:
+            t = p.thresholds
+            out.append(tiled_block(stage.name, p.rows, p.cols, p.pe, p.simd, p.pixels,
+                                   None if t is None else int(t.shape[0] * t.shape[1]),
+                                   p.tile_rows, p.in_beats, p.dram_words_per_cycle,
+                                   p.dram_latency, p.addr_width, p.runtime_writable,
+                                   window_bits(p.geometry), p.levels_per_stage))
         elif "FifoParams" in kinds:
             out.append(fifo_block(stage.name, p.width, p.depth, p.beats_per_image))
         elif "MaxPoolParams" in kinds:
@@ -878,7 +1063,7 @@ def features(block: Block) -> dict[str, float]:
                 "counters": _bits(s["frame_beats"]) + _bits(s["places"] + 1), "one": 1}
     if k == "window":
         return {"beat": s["beat"], "counters": s["counters"], "one": 1}
-    if k == "mvtu":
+    if k in ("mvtu", "tiled"):
         f = {"tree_luts": s["tree_luts"], "tree_regs": s["tree_regs"], "acc": s["acc"],
              "cmp": s["cmp"], "scores": s["scores"], "x": s["x"], "gated": s["gated"],
              "lanes": s["lanes"] if s["input_kind"] != "uint8" else 0,
@@ -893,6 +1078,8 @@ def features(block: Block) -> dict[str, float]:
     if k == "link":
         return {"one": 1, "addr": s["addr"], "result": s["result"], "pixels": s["pixels"],
                 "uart": s["uart"]}
+    if k == "dram":
+        return {}
     if k == "classify":
         return {"scores": s["scores"], "logit": s["logit"], "index": _bits(s["classes"]),
                 "mul": s["logit"] * s["scale_bits"] if s["multiplier"] else 0, "one": 1}
@@ -950,7 +1137,9 @@ MERGE_FEATURES = ("rom_merge", "rom_merge_less", "rom_auto", "rom_shallow_less",
 
 
 def _logic(block: Block, family: str, fam: Mapping[str, Any]) -> Resources:
-    coef = fam.get("logic", {}).get(block.kind, {})
+    if block.kind == "dram":  # the controller: fixed figures
+        return block["resources"]
+    coef = fam.get("logic", {}).get("mvtu" if block.kind == "tiled" else block.kind, {})
     f = logic_features(block, family, fam)
     lut = sum(coef.get("lut", {}).get(n, 0.0) * v for n, v in f.items()
               if n not in MERGE_FEATURES)
@@ -958,7 +1147,8 @@ def _logic(block: Block, family: str, fam: Mapping[str, Any]) -> Resources:
     # (either sign): added after the logic's floor, the ROM's own LUTs stay in its memory
     merge = sum(coef.get("lut", {}).get(n, 0.0) * f[n] for n in MERGE_FEATURES if n in f)
     ff = sum(coef.get("ff", {}).get(n, 0.0) * v for n, v in f.items())
-    return Resources(max(0.0, lut) + merge, max(0.0, ff), 0, 0, _dsp(block, family, fam))
+    out = Resources(max(0.0, lut) + merge, max(0.0, ff), 0, 0, _dsp(block, family, fam))
+    return out + tiled_steering(block, family) if block.kind == "tiled" else out
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from amaranth_boards.arty_a7 import ArtyA7_35Platform, ArtyA7_100Platform
 
+from bnnhw.resources import DramPort
+
 from .board import Board, Budget, ClockInput, Fpga, Uart
 from .pll import Xc7Mmcm
 
@@ -42,7 +44,8 @@ ARTY_A7_35 = Board(
     clock=_CLOCK, pll=Xc7Mmcm(_SPEED), default_clock_hz=100_000_000,
     uart=_UART, leds=_LEDS, dram=DDR3,
     # 5200 slices of 4 LUT6 + 8 FF; 50 RAMB36 (= 100 RAMB18) of 36 Kbit; 90 DSP48E1
-    budget=Budget("XC7A35T", "xc7", lut=20_800, ff=41_600, bram=50, dsp=90),
+    budget=Budget("XC7A35T", "xc7", lut=20_800, ff=41_600, bram=50, dsp=90,
+                  dram=DramPort(DDR3["bytes"] // 16, words_per_cycle=0.85, latency=24)),
 )
 
 ARTY_A7_100 = Board(
@@ -52,5 +55,6 @@ ARTY_A7_100 = Board(
     clock=_CLOCK, pll=Xc7Mmcm(_SPEED), default_clock_hz=100_000_000,
     uart=_UART, leds=_LEDS, dram=DDR3,
     # 15850 slices; 135 RAMB36 (= 270 RAMB18); 240 DSP48E1
-    budget=Budget("XC7A100T", "xc7", lut=63_400, ff=126_800, bram=135, dsp=240),
+    budget=Budget("XC7A100T", "xc7", lut=63_400, ff=126_800, bram=135, dsp=240,
+                  dram=DramPort(DDR3["bytes"] // 16, words_per_cycle=0.85, latency=24)),
 )

@@ -155,3 +155,148 @@ def test_layers_are_balanced(tfc):
         slower = [Fold(pe, f.simd) for pe in range(1, f.pe) if m.rows % pe == 0]
         if slower:
             assert m.cycles(slower[-1]) > choice.ii or f.simd == 1
+
+
+# -- weights in DRAM ---------------------------------------------------------------------
+
+
+def _check_dram(choice, graph):
+    """A choice with layers in DRAM is consistent: only binary-input layers are there, its
+    estimate is the model's of its blocks (the tiled units, the controller once, the
+    link), it fits its budget, and its II is its slowest engine's, no less than any tiled
+    unit's cycles on the port nor the shared port's cycles for all the DRAM words."""
+    from bnnhw.folding import can_tile, tiled_shape
+
+    budget, port = choice.budget, choice.budget.dram
+    nodes = {n.name: n for n in graph.nodes}
+    assert choice.dram_layers and all(can_tile(nodes[n]) for n in choice.dram_layers)
+    blocks = rs.plan_blocks(graph, choice.folds, pixels_per_beat=choice.pixels_per_beat,
+                            memory_styles=choice.memory_styles, dram=port)
+    words = sum(tiled_shape(nodes[n], choice.folds[n]).dram_words
+                for n in choice.dram_layers)
+    blocks.append(port.block(words))
+    if choice.link is not None:
+        blocks.append(choice.link.block(graph))
+    est = rs.estimate(blocks, budget.family, beats_per_image=graph.input.in_shape[0]
+                      * graph.input.in_shape[1] // choice.pixels_per_beat)
+    assert est.total == choice.total
+    params = NetworkParams(graph, **choice.network_kwargs())  # the network builds it
+    assert rs.blocks_of_stages(params.stages) == blocks[:len(params.stages)]
+    assert params.cycles_per_image == max(b.cycles for b in blocks[:len(params.stages)])
+    t = choice.total
+    assert t.lut_sites <= budget.lut * (1 - choice.margin) and t.bram <= budget.bram
+    assert t.ff <= budget.ff and t.dsp <= budget.dsp
+    assert next(b for b in est.blocks if b.block.kind == "dram").total == port.controller
+    summary = choice.dram_summary(100e6)
+    assert summary["words_per_image"] == words
+    assert choice.ii == max(b.cycles for b in blocks if b.kind != "link")
+    assert choice.ii >= port.port_cycles(words)
+    for name in choice.dram_layers:
+        ts = tiled_shape(nodes[name], choice.folds[name])
+        assert summary["layers"][name] == {"tile_rows": choice.folds[name].tile_rows,
+                                           "words_per_image": ts.dram_words,
+                                           "cycles": ts.cycles(port.words_per_cycle,
+                                                               port.latency)}
+        assert choice.ii >= summary["layers"][name]["cycles"]
+    return summary
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    return shape_graph(get_spec("vgg"))
+
+
+def test_seed_vgg_plans_on_the_arty_with_layers_in_dram(vgg):
+    """The seed VGG (14,022,016 weights) does not fit the XC7A35T's block RAM and LUTs;
+    with the Arty's DDR3 the layers that do not fit stream their weights from it."""
+    import boards
+
+    budget = boards.get("arty").budget
+    link = rs.Link(4096, 100_000_000, 12_000_000)
+    choice = optimise(vgg, budget, link=link, max_pixels_per_beat=1)
+    s = _check_dram(choice, vgg)
+    assert sum(m.rows * m.cols for m in matrix_layers(vgg)) == 14_022_016
+    assert "conv0" not in choice.dram_layers  # its inputs are bytes: on chip
+    assert choice.ii <= 2_000_000  # at least 50 images/s at 100 MHz
+    assert s["bytes_per_image"] == 16 * s["words_per_image"]
+    assert s["available_mb_s"] == 0.85 * 16 * 100 and 0 < s["share"] <= 1
+    assert s["bandwidth_mb_s"] == s["bytes_per_image"] * 100e6 / choice.ii / 1e6
+    assert "weights in DRAM: " in choice.explanation and "MB/s" in choice.explanation
+    print(f"\nseed vgg on {budget.name}: II {choice.ii:,}, {choice.rate(100e6):.1f} images/s, "
+          f"DRAM {s['share']:.0%} of the port\n{choice.explanation}")
+
+
+def test_the_dram_checker_catches_a_wrong_ii(vgg):
+    """Planted fault: the checker above refuses a choice whose II is below its slowest
+    engine's (a DRAM layer made to look faster than the port lets it be)."""
+    from dataclasses import replace
+
+    import boards
+
+    choice = optimise(vgg, boards.get("arty").budget, target_ii=3_000_000)
+    _check_dram(choice, vgg)
+    with pytest.raises(AssertionError):
+        _check_dram(replace(choice, ii=choice.ii - 1), vgg)
+
+
+def test_a_network_that_fits_on_chip_ignores_the_dram(cnv, tfc):
+    """With a DRAM port that is no faster to use, a network that fits on chip gets the
+    very design it gets without one (only the explanation says the DRAM is unused)."""
+    from dataclasses import replace
+
+    port = rs.DramPort(16 << 20)
+    for graph in (cnv, tfc):
+        plain = optimise(graph, A35)
+        with_dram = optimise(graph, replace(A35, dram=port))
+        assert with_dram.dram_layers == [] and with_dram.dram is None
+        for what in ("folds", "memory_styles", "pixels_per_beat", "ii", "estimate"):
+            assert getattr(with_dram, what) == getattr(plain, what), what
+        assert with_dram.explanation.startswith(plain.explanation)
+        assert "the DRAM is unused" in with_dram.explanation
+
+
+def test_the_shared_port_bounds_the_ii():
+    """A port of 0.01 words per cycle: a dense net that cannot fit on chip keeps its
+    weights in DRAM and its II is at least all their words over the port's rate."""
+    import copy
+
+    spec = copy.deepcopy(get_spec("tfc"))
+    for lay in spec["layers"][:-1]:
+        lay["out"] = 512
+    graph = shape_graph(spec)
+    port = rs.DramPort(1 << 20, 0.01, 24, rs.Resources(300, 300))
+    budget = rs.Budget("small", "xc7", 6000, 12000, 0, 10, dram=port)
+    choice = optimise(graph, budget)
+    s = _check_dram(choice, graph)
+    assert choice.ii >= s["words_per_image"] * 100
+    assert choice.stages_ii["dram"] == choice.ii  # the port is the slowest engine
+    assert all(v["cycles"] < choice.ii for v in s["layers"].values())
+    with pytest.raises(DoesNotFit, match="the board's DRAM has"):
+        optimise(graph, rs.Budget("small", "xc7", 6000, 12000, 0, 10,
+                                  dram=rs.DramPort(100, 0.01, 24)))
+
+
+def test_a_user_folding_in_dram_is_kept(tfc):
+    folds = {**default_folding(tfc)}
+    first = matrix_layers(tfc)[0]
+    folds[first.name] = Fold(folds[first.name].pe, folds[first.name].simd,
+                             folds[first.name].pe)
+    budget = rs.Budget("XC7A35T", "xc7", 20_800, 41_600, 50, 90,
+                       dram=rs.DramPort(1 << 20, 0.85, 24))
+    choice = optimise(tfc, budget, folds=folds)
+    assert choice.folds == folds and choice.dram_layers == [first.name]
+    _check_dram(choice, tfc)
+    with pytest.raises(ValueError, match="has no DRAM port"):
+        optimise(tfc, A35, folds=folds)
+
+
+def test_boards_without_dram_still_refuse_the_seed_vgg(vgg):
+    import boards
+
+    for name in ("icebreaker", "ulx3s"):
+        budget = boards.get(name).budget
+        assert budget.dram is None
+        with pytest.raises(DoesNotFit) as e:
+            optimise(vgg, budget)
+        assert f"vgg does not fit {budget.name}" in str(e.value)
+        assert "Mbit of binary weights" in str(e.value) and "bigger device" in str(e.value)

@@ -223,3 +223,111 @@ def test_calibrated_designs_block_ram_exact_and_luts_within_15_percent():
     # the check can fail: a planted fault outside the tolerance
     planted = resource_model.rows(["xc7"], ["cnv-optimised"], {"cnv-optimised": 1.2})
     assert not planted[0]["ok"]
+
+
+# -- weights in DRAM ---------------------------------------------------------------------
+
+
+def _buffers_counted(block, shape):
+    """A tiled unit's memories are exactly the buffers of its ``TiledShape`` (no weight
+    memory; bits per buffer, thresholds included), and its block RAM is their packing."""
+    mems = {m.name.rsplit(".", 1)[1]: m for m in block.memories}
+    assert "weights" not in mems
+    thr = mems["thresholds"].bits if "thresholds" in mems else 0
+    want = {k: v for k, v in shape.buffers(thr).items() if v}
+    assert {k.replace("_buffer", ""): m.bits for k, m in mems.items()} == want
+    est = rs.estimate([block], "xc7").blocks[0]
+    assert est.total.bram == sum(rs.map_memory(m, "xc7").resources.bram
+                                 for m in block.memories)
+
+
+def test_a_dram_layer_counts_its_buffers_and_the_mvtu_compute():
+    """The seed VGG's conv17 with its weights in DRAM (pe 8, simd 32, tiles of 64 rows):
+    no sliding window, the tiled unit's buffers packed into block RAM as any memory (the
+    input map 2 x 1,024 x 32 bits: 2 RAMB36; the tile buffer 2 x 1,152 lines of 256 bits),
+    and the logic of the MVTU's compute plus the tile steering."""
+    from dataclasses import replace
+
+    from bnnhw.folding import tiled_shape
+    from bnnhw.nn.zoo import get_spec
+    from bnnhw.optimiser import shape_graph
+
+    graph = shape_graph(get_spec("vgg"))
+    node = next(n for n in graph.nodes if n.name == "conv17")
+    fold = Fold(8, 32, 64)
+    port = rs.DramPort(16 << 20)
+    flow = rs.Flow(8, 8, 512, 32, 1)
+    blocks, out = rs.node_blocks(node, fold, flow, dram=port)
+    assert [b.kind for b in blocks] == ["tiled", "fifo"] and out.per_beat == 8
+    tiled = blocks[0]
+    shape = tiled_shape(node, fold)
+    assert shape.in_beats == 8 * 8 * 512 // 32 and shape.tile_lines == 1152
+    assert tiled.cycles == shape.cycles(0.85, 24)
+    _buffers_counted(tiled, shape)
+    mems = {m.name.rsplit(".", 1)[1]: m for m in tiled.memories}
+    assert (mems["input_buffer"].depth, mems["input_buffer"].width) == (2048, 32)
+    assert rs.map_memory(mems["input_buffer"], "xc7").resources.bram == 2
+    assert (mems["tile_buffer"].depth, mems["tile_buffer"].width) == (2304, 256)
+    mvtu = rs.mvtu_block("conv17_tiled", node.rows, node.cols, 8, 32, "binary",
+                         node.out_pixels, 9, weight_style="block", threshold_style="block")
+    est = rs.estimate([tiled], "xc7").blocks[0]
+    assert est.logic == rs.estimate([mvtu], "xc7").blocks[0].logic \
+        + rs.tiled_steering(tiled, "xc7")
+    # planted fault: a tile buffer one line short is caught
+    short = replace(tiled, memories=tuple(
+        replace(m, depth=m.depth - 1) if m.name.endswith("tile_buffer") else m
+        for m in tiled.memories))
+    with pytest.raises(AssertionError):
+        _buffers_counted(short, shape)
+    # the on-chip fold of the same layer has its window and its weights
+    kinds = [b.kind for b in rs.node_blocks(node, Fold(8, 32), flow)[0]]
+    assert kinds == ["window", "mvtu", "fifo"]
+
+
+def test_dram_ports_and_their_refusals():
+    port = rs.DramPort(16 << 20, 0.85, 24)
+    assert port.addr_bits == 24 and port.port_cycles(85) == 100
+    b = port.block(850)
+    assert (b.kind, b.cycles) == ("dram", 1000)
+    assert rs.estimate([b], "xc7").blocks[0].total == port.controller
+    assert port.controller.bram == 13.5 and port.controller.lut_sites >= 6_200
+    with pytest.raises(ValueError, match="words_per_cycle must be a number in"):
+        rs.DramPort(16, 1.5)
+    with pytest.raises(ValueError, match="DRAM port: words must be"):
+        rs.DramPort(0)
+    a35 = rs.BUDGETS["xc7a35t"]
+    with_dram = rs.Budget("XC7A35T", "xc7", 20_800, 41_600, 50, 90, dram=port)
+    assert with_dram == a35 and with_dram.scaled(lut=0.5).dram is port
+    from bnnhw.nn.zoo import get_spec
+    from bnnhw.optimiser import shape_graph
+
+    graph = shape_graph(get_spec("vgg"))
+    folds = {n: Fold(f.pe, f.simd) for n, f in default_folding(graph).items()}
+    with pytest.raises(ValueError, match="conv17: its weights are in DRAM .* no DRAM port"):
+        rs.plan_blocks(graph, {**folds, "conv17": Fold(8, 32, 64)})
+    with pytest.raises(ValueError, match="conv0: only a layer with binary inputs"):
+        rs.plan_blocks(graph, {**folds, "conv0": Fold(1, 3, 1)}, dram=port)
+
+
+def test_a_tiled_stage_reads_as_the_planned_block():
+    """``blocks_of_stages`` reads a real ``rtl_gen.tiled_mvtu`` stage as the block
+    ``plan_blocks`` plans for a dense layer in DRAM (where both store ``cols / simd``
+    input beats)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from rtl_gen.tiled_mvtu import TiledMVTUParams
+
+    graph = _graph("tfc")
+    node = graph.nodes[2]
+    fold = Fold(2, 16, 4)
+    port = rs.DramPort(16 << 20, 0.85, 24)
+    planned = rs.node_blocks(node, fold, rs.Flow(1, 1, node.cols, 16, 1), dram=port)[0][0]
+    params = TiledMVTUParams(name=planned.name, rows=node.rows, cols=node.cols, pe=2,
+                             simd=16, tile_rows=4,
+                             thresholds=np.asarray(node.thresholds), addr_width=24,
+                             dram_words_per_cycle=0.85, dram_latency=24)
+    (read,) = rs.blocks_of_stages([SimpleNamespace(name=planned.name, params=params)])
+    assert read == planned
+    assert read.cycles == params.cycles_per_image
