@@ -32,10 +32,10 @@ _LEDS = {"heartbeat": ("led", 0), "activity": ("led", 1), "response": ("led", 2)
 # board's schematic: SSTL135 (1.35 V bank 34), DIFF_SSTL135 for clk and dqs, dq with
 # IN_TERM UNTUNED_SPLIT_40, SLEW FAST; requested raw (dir="-") since LiteDRAM's PHY
 # instantiates its own I/O buffers. Bank 34 takes its SSTL135 reference from the FPGA
-# (INTERNAL_VREF 0.675 V, half of 1.35 V); "cpu" is the core's calibration CPU.
+# (INTERNAL_VREF 0.675 V, which amaranth-boards' platform writes into the XDC); "cpu" is
+# the core's calibration CPU.
 DDR3 = {"resource": ("ddr3", 0), "module": "MT41K128M16", "bytes": 256 << 20,
-        "io_standard": "SSTL135", "diff_io_standard": "DIFF_SSTL135", "cpu": "vexriscv",
-        "internal_vref": {34: 0.675}}
+        "io_standard": "SSTL135", "diff_io_standard": "DIFF_SSTL135", "cpu": "vexriscv"}
 
 ARTY_A7_35 = Board(
     name="arty-a7-35", title="Digilent Arty A7-35T", aliases=("arty",),

@@ -484,11 +484,9 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
 
             dram = dram_controller(b)
         design = BoardDesign(b, top, dram=dram)
-    dram_constraints = ""
-    if design.dram is not None:   # the DDR3 bank's internal reference (boards.arty.DDR3)
-        dram_constraints = "".join(
-            f"set_property INTERNAL_VREF {v} [get_iobanks {bank}]\n"
-            for bank, v in (b.dram or {}).get("internal_vref", {}).items()) + design.dram[2]
+    # the DRAM core's timing exceptions, as Tcl after the XDC is read (the Arty platform
+    # writes the DDR3 bank's INTERNAL_VREF into the XDC itself)
+    dram_constraints = design.dram[2] if design.dram is not None else ""
     if design.board.name != b.name:
         raise ValueError(f"the design was made for board {design.board.name}, not {b.name}")
     say = _progress(progress)
@@ -506,10 +504,11 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
         # the UP5K's SB_MAC16s take the multipliers (synth_ice40 leaves them in LUTs
         # otherwise: about 320 LUT4s of zoo TFC's board design)
         overrides["synth_opts"] = "-dsp"
+    after_read = [dram_constraints] if dram_constraints else []
     if vivado and jobs > 1:
-        overrides["script_after_read"] = f"set_param general.maxThreads {min(jobs, 8)}"
-    if dram_constraints:
-        overrides["add_constraints"] = dram_constraints
+        after_read.append(f"set_param general.maxThreads {min(jobs, 8)}")
+    if after_read and family == "xc7":
+        overrides["script_after_read"] = "\n".join(after_read)
     say(f"{b.name}: elaborating the design ({flow} flow)")
     t0 = time.perf_counter()
     platform = b.platform()
