@@ -271,7 +271,8 @@ class Accelerator:
         manifest. ``model``: a lowered ``Graph``, an IR file or a ``.pt`` checkpoint;
         ``folds``: the design's folding (a mapping or a folding file; default
         ``default_folding``). ``progress(beats written, beats)`` after each write. A
-        design with weights in DRAM gets them as its last target, then a ``RESET``."""
+        design with weights in DRAM gets them as its last target, then a ``RESET``; when its
+        on-chip weights are built in, only that target is written."""
         graph = self._graph_of(model)
         try:
             graph.check_lowered()
@@ -285,7 +286,8 @@ class Accelerator:
                                baud=ident.baud, writable=ident.writable,
                                max_payload=ident.max_payload)
         self._check(manifest)
-        if not ident.writable:
+        in_dram = "dram" in manifest.doc
+        if not ident.writable and not in_dram:
             raise AcceleratorError(f"board {ident.board!r} runs this design with its weights "
                                    f"built in (it takes no WRITE frames): use check(manifest) "
                                    f"and infer with them, or build a writable bitstream")
@@ -296,6 +298,9 @@ class Accelerator:
                                    f"configuration beat")
         data = []
         for index in range(len(manifest.targets)):
+            if not ident.writable and manifest.targets[index].kind != "dram":
+                data.append(b"")   # built in: only the DRAM layers' weights are written
+                continue
             try:
                 beats = manifest.target_beats(graph, index)
             except ValueError as e:

@@ -10,7 +10,10 @@ graph and folding, run-time writable unless ``writable`` is off; its registers (
 memories) are reset by a ``RESET`` frame.
 
 ``BoardCoreParams.manifest`` is the build's ``bnnhw.manifest.Manifest``; the identity the
-board answers with carries its digest.
+board answers with carries its digest. A network with weights in DRAM
+(``rtl_gen.dram_network``) gives the core a ``dram`` port for the controller; its DRAM is
+the manifest's last ``WRITE`` target, also when the on-chip weights are built in
+(``writable`` off: then the other targets' beats are dropped).
 """
 
 from __future__ import annotations
@@ -96,7 +99,7 @@ class BoardCoreParams:
             max_payload=self.max_payload, images_per_frame=mf.images_per_frame,
             pixels=h * w, channels=c, binary=mf.binary_image, classes=mf.classes,
             score_width=int(mf.doc["score_width"]),
-            targets=len(self.network.targets) + bool(self.network.dram_stages),
+            targets=len(mf.targets) if self.writable or self.network.dram_stages else 0,
             identity=tuple(self.identity.pack()),
             addr_width=self.receiver.addr_width)
 
@@ -138,6 +141,11 @@ class BoardCore(wiring.Component):
         wiring.connect(m, net.o_stream, disp.net_out)
         if p.writable:
             wiring.connect(m, disp.net_cfg, net.cfg)
+        elif self.net is not None:   # built-in weights: WRITE frames reach the DRAM only
+            to_dram = disp.net_cfg.payload.target == len(p.manifest.targets) - 1
+            m.d.comb += [net.dram_load.payload.eq(disp.net_cfg.payload.beat),
+                         net.dram_load.valid.eq(disp.net_cfg.valid & to_dram),
+                         disp.net_cfg.ready.eq(~to_dram | net.dram_load.ready)]
         busy = rx.receiving | rx.o_stream.valid | disp.busy | tx.sending
         if self.net is not None:
             busy |= self.net.dram_busy

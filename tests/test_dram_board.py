@@ -44,3 +44,23 @@ def test_weights_uploaded_into_simulated_dram():
                                   golden.run(b, images).scores.numpy())
     finally:
         board.stop()
+
+
+def test_built_in_weights_with_dram_layers_upload_only_the_dram():
+    from rtl_gen.board_core import BoardCoreParams
+    from sim.board import SimBoard
+    from sim.dram_top import board_top
+
+    model = zoo_model("tiny", seed=0)
+    graph = compile_model(model)
+    folds = _tiled(graph)
+    images = random_images(model.spec["input"]["shape"], 6, 4)
+    board = SimBoard(board_top(BoardCoreParams(graph, folds, board="sim", writable=False)))
+    try:
+        report, scores, classes = infer(board.url, graph, folds, images, timeout_s=2.0)
+        gold = golden.run(graph, images)
+        assert np.array_equal(scores, gold.scores.numpy())
+        assert np.array_equal(classes, gold.classes.numpy())
+        assert report.mismatches == 0 and report.loaded
+    finally:
+        board.stop()

@@ -318,6 +318,12 @@ def report_of(plan: BuildPlan, model: str, result=None, tried=(), files=()) -> d
                  f"{clock_hz / ii:,.0f}")
     fits = all((v.get("synthesised") if v.get("synthesised") is not None
                 else v["estimate"]) <= v["budget"] for v in resources.values())
+    dram = choice.dram_summary(clock_hz) if choice.dram_layers else None
+    if dram is not None:
+        notes.append(f"{len(dram['layers'])} layers keep their weights in DRAM "
+                     f"({', '.join(dram['layers'])}): {dram['bytes_per_image']:,} bytes per "
+                     f"image, {dram['bandwidth_mb_s']:,.0f} of {dram['available_mb_s']:,.0f} "
+                     f"MB/s ({dram['share']:.0%}); the host writes them at load time")
     return {
         "board": board.name, "device": board.fpga.describe(), "model": model,
         "fits": bool(fits), "ii_cycles": ii, "clock_mhz": clock_hz / 1e6,
@@ -326,7 +332,7 @@ def report_of(plan: BuildPlan, model: str, result=None, tried=(), files=()) -> d
         "latency_cycles": net.latency, "writable_weights": plan.writable,
         "pixels_per_beat": choice.pixels_per_beat,
         "explanation": choice.explanation.splitlines(),
-        "resources": resources, "layers": layers, "flow": flow, "notes": notes,
+        "resources": resources, "layers": layers, "dram": dram, "flow": flow, "notes": notes,
         "files": sorted(files),
     }
 
@@ -349,6 +355,8 @@ def layer_rows(choice) -> list[dict[str, Any]]:
         styles = [f"{k.split('.', 1)[1]} {v}" for k, v in choice.memory_styles.items()
                   if k.startswith(f"{name}.")]
         rows.append({"name": name, "pe": fold.pe, "simd": fold.simd,
+                     "weights": "dram" if fold.in_dram else "chip",
+                     "tile_rows": fold.tile_rows,
                      "cycles": max(choice.stages_ii.get(n, 0) for n in mine),
                      "estimate": est(mine), "memory": ", ".join(styles)})
     for n in blocks:

@@ -167,6 +167,9 @@ def infer(url: str, graph: ir.Graph, folds: Mapping[str, Fold], images: np.ndarr
         if ident.writable:
             say("writing the model's weights, thresholds and class map")
             acc.load(graph, folds)
+        elif any(f.in_dram for f in folds.values()):
+            say("writing the DRAM layers' weights (the others are built in)")
+            acc.load(graph, folds)
         else:
             acc.check(Manifest.of(graph, folds, board=ident.board, clock_hz=ident.clock_hz,
                                   baud=ident.baud, writable=False,
