@@ -118,24 +118,28 @@ def test_target_fps_gives_a_smaller_design_that_reaches_it(ckpts, tmp_path, caps
     assert slow["resources"]["lut"]["estimate"] < fastest["resources"]["lut"]["estimate"]
 
 
-def test_the_seed_vgg_is_refused_with_the_figures_and_the_width_that_fits(tmp_path, capsys):
+def test_a_board_without_dram_refuses_the_seed_vgg_with_the_figures(tmp_path, capsys):
     path = tmp_path / "vgg.pt"
     save_checkpoint(path, zoo_model("vgg", seed=0, calibration=2), "vgg", {"data": "cifar10"})
-    out = tmp_path / "vgg-arty"
-    code, stdout, err = run(["build", "--board", "arty", "--model", path, "--out", out],
+    out = tmp_path / "vgg-icebreaker"
+    code, stdout, err = run(["build", "--board", "icebreaker", "--model", path, "--out", out],
                             capsys)
     assert code == 2 and stdout == ""
     assert len(error_lines(err)) == 1, err
-    assert "does not fit XC7A35T" in err and "14.02 Mbit of binary weights" in err
-    width = float(err.rsplit("--width ", 1)[1].split()[0])
-    assert 0 < width < 1
+    assert "does not fit iCE40UP5K" in err and "14.02 Mbit of binary weights" in err
     assert not out.exists() and list(tmp_path.iterdir()) == [path]
-    # and that width does fit (planned from its spec: no training needed)
+
+
+def test_the_largest_vgg_width_without_dram_fits(tmp_path):
+    from dataclasses import replace
+
     from bnnhw.flows.boards import get
     from bnnhw.flows.build import largest_vgg_width
 
-    w, choice = largest_vgg_width(get("arty"), writable=False, clock_hz=100_000_000)
-    assert w == width and choice.ii > 0
+    arty = get("arty")
+    no_dram = replace(arty, budget=replace(arty.budget, dram=None))
+    w, choice = largest_vgg_width(no_dram, writable=False, clock_hz=100_000_000)
+    assert 0 < w < 1 and choice.ii > 0 and not choice.dram_layers
 
 
 def test_the_clock_follows_the_post_route_fmax(monkeypatch):

@@ -164,10 +164,11 @@ def infer(url: str, graph: ir.Graph, folds: Mapping[str, Fold], images: np.ndarr
         ident = acc.identify()
         say(f"board {ident.board!r}: design {ident.manifest_hash.hex()}, "
             f"{'writable' if ident.writable else 'weights built in'}")
+        loaded = ident.writable or any(f.in_dram for f in folds.values())
         if ident.writable:
             say("writing the model's weights, thresholds and class map")
             acc.load(graph, folds)
-        elif any(f.in_dram for f in folds.values()):
+        elif loaded:
             say("writing the DRAM layers' weights (the others are built in)")
             acc.load(graph, folds)
         else:
@@ -201,5 +202,5 @@ def infer(url: str, graph: ir.Graph, folds: Mapping[str, Fold], images: np.ndarr
         first_mismatch=first, images_per_second=stats.images_per_s,
         link_efficiency=stats.link_efficiency, retries=stats.retries, nacks=stats.nacks,
         timeouts=stats.timeouts, seconds=stats.seconds, board=ident.board,
-        design=ident.manifest_hash.hex(), loaded=ident.writable)
+        design=ident.manifest_hash.hex(), loaded=loaded)
     return report, scores, classes
