@@ -111,7 +111,7 @@ from amaranth.lib.wiring import In, Out
 
 from bnnhw import numerics as nx
 from bnnhw.folding import DRAM_WORD_BITS, TiledShape, port_rate
-from bnnhw.packing import fold_counts, matrix_words, pack, words_to_matrix
+from bnnhw.packing import fold_counts, pack, words_to_matrix
 from bnnhw.validate import (
     ParameterError,
     choice,
@@ -393,18 +393,7 @@ class TiledMVTUParams:
                              f" not {w.shape}")
         if w.size and (w.min() < 0 or w.max() > 1):
             raise ValueError(f"{self.name}: weights must be bits 0/1")
-        mask = (1 << DRAM_WORD_BITS) - 1
-        image = []
-        for t in range(self.tiles):
-            folded = matrix_words(w[t * self.tile_rows:(t + 1) * self.tile_rows],
-                                  self.pe, self.simd)
-            folded += [0] * (self.tile_lines * self.line_slots - len(folded))
-            for i in range(self.tile_lines):
-                line = pack(folded[i * self.line_slots:(i + 1) * self.line_slots],
-                            self.word_width)
-                image += [(line >> (j * DRAM_WORD_BITS)) & mask
-                          for j in range(self.line_words)]
-        return image
+        return self.shape.dram_image(w)
 
     def weights_from_image(self, image) -> np.ndarray:
         """Inverse of :meth:`dram_image`: the ``[rows, cols]`` bits of a DRAM image."""
@@ -429,10 +418,7 @@ class TiledMVTUParams:
     def regroup(self, thresholds) -> np.ndarray:
         """A table ``[NY, NX, rows]`` regrouped per tile: ``[T * NY, NX, tile_rows]``, entry
         ``[t * NY + cy, cx, c] = thresholds[cy, cx, t * tile_rows + c]``."""
-        t = np.asarray(thresholds)
-        ny, nxc = t.shape[:2]
-        t = t.reshape(ny, nxc, self.tiles, self.tile_rows)
-        return np.moveaxis(t, 2, 0).reshape(self.tiles * ny, nxc, self.tile_rows)
+        return self.shape.tile_table(thresholds)
 
     @property
     def threshold_params(self) -> ThresholdParams | None:
