@@ -486,7 +486,10 @@ def synthesise(top, board, out_dir: str | os.PathLike[str] | None = None, *, job
         design = BoardDesign(b, top, dram=dram)
     # the DRAM core's timing exceptions, as Tcl after the XDC is read (the Arty platform
     # writes the DDR3 bank's INTERNAL_VREF into the XDC itself)
-    dram_constraints = design.dram[2] if design.dram is not None else ""
+    dram_constraints = ""
+    if design.dram is not None:   # and its ROM images, which its $readmemh reads by name
+        data = sorted(n for n in design.dram[1] if not n.endswith(".v"))
+        dram_constraints = design.dram[2] + "".join(f'add_files "{n}"\n' for n in data)
     if design.board.name != b.name:
         raise ValueError(f"the design was made for board {design.board.name}, not {b.name}")
     say = _progress(progress)
