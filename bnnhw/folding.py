@@ -313,12 +313,15 @@ def default_target(graph: ir.Graph, lanes: int = DEFAULT_LANES) -> int:
 DEFAULT_ON_CHIP_BITS = 2_000_000
 """Weight bits the default folding keeps on chip at most (an Arty A7-35T's block RAM
 holds 1.8 Mbit): beyond them it puts the largest layers' weights in DRAM."""
-DEFAULT_DRAM_WORDS_PER_CYCLE = 0.85
+DEFAULT_DRAM_WORDS_PER_CYCLE = 0.88
 """Sustained 128-bit read words per cycle the cycle model assumes of a DRAM port unless
-told (the LiteDRAM simulation core reads sequential words at 0.89 a cycle, docs/dram.md)."""
-DEFAULT_DRAM_LATENCY = 24
-"""Cycles from a read command to its word the model assumes unless told (17-20 on the idle
-simulation core, more behind refreshes and the arbiter)."""
+told: LiteDRAM's simulation core, measured with tiled units (``bench/dram_tiled_cycles.py``:
+1,024 words in 1,152.5 cycles, 0.888 a cycle; 0.89 for plain sequential reads,
+``bench/dram_bandwidth.py``)."""
+DEFAULT_DRAM_LATENCY = 15
+"""Cycles from a read command to its word the model assumes unless told: the latency that
+fits the latency-bound tiles of ``bench/dram_tiled_cycles.py`` on the simulation core (an
+idle single read takes 17-20; back to back reads overlap in its pipeline)."""
 MAX_TILE_BUFFER_BITS = 1 << 16
 
 

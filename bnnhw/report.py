@@ -29,6 +29,14 @@ KIND_NAMES = {"lut": "LUT", "ff": "FF", "bram36": "Block RAM", "dsp": "DSP",
               "lutram": "LUTRAM", "spram": "SPRAM"}
 
 
+
+def _placement(layer) -> str:
+    """Where a report row's weights live: chip, or DRAM with its tile height."""
+    where = layer.get("weights")
+    if where == "dram":
+        return f"DRAM, tiles of {layer.get('tile_rows')}"
+    return "chip" if where else ""
+
 def svg(fig) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
@@ -163,7 +171,7 @@ def render_html(report: dict[str, Any]) -> str:
         for k, v in (r.get("resources") or {}).items())
     layer_rows = "".join(
         f"<tr><td>{html.escape(la['name'])}</td><td>{fmt(la.get('pe'))}</td>"
-        f"<td>{fmt(la.get('simd'))}</td><td>{fmt(la['cycles'])}</td>"
+        f"<td>{fmt(la.get('simd'))}</td><td>{_placement(la)}</td><td>{fmt(la['cycles'])}</td>"
         f"<td>{fmt(la.get('estimate', {}).get('lut'))}</td>"
         f"<td>{fmt(la.get('estimate', {}).get('bram36'))}</td>"
         f"<td>{html.escape(str(la.get('memory', '')))}</td></tr>"
@@ -189,7 +197,8 @@ def render_html(report: dict[str, Any]) -> str:
 <table><tr><th>kind</th><th>budget</th><th>estimate</th><th>synthesised</th></tr>{res_rows}</table>
 {''.join(plots[2:3])}
 <h2>Layers</h2>
-<table><tr><th>layer</th><th>PE</th><th>SIMD</th><th>cycles/image</th><th>LUT (est.)</th>
+<table><tr><th>layer</th><th>PE</th><th>SIMD</th><th>weights</th><th>cycles/image</th>
+<th>LUT (est.)</th>
 <th>block RAM (est.)</th><th>memory</th></tr>{layer_rows}</table>
 {''.join(plots[:2])}
 <h2>Flow</h2>
