@@ -34,7 +34,7 @@ def _placement(layer) -> str:
     """Where a report row's weights live: chip, or DRAM with its tile height."""
     where = layer.get("weights")
     if where == "dram":
-        return f"DRAM, tiles of {layer.get('tile_rows')}"
+        return f"DRAM (tile {layer.get('tile_rows')})"
     return "chip" if where else ""
 
 def svg(fig) -> str:
