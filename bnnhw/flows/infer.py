@@ -135,12 +135,16 @@ per second here): what its answer timeouts are sized for."""
 
 def answer_timeout(graph: ir.Graph, folds: Mapping[str, Fold], timeout_s: float,
                    cycles_per_second: float) -> float:
-    """``timeout_s``, or longer when one image takes the board longer than that: the host
-    waits that long for an answer before it sends a frame again."""
-    from ..folding import initiation_interval, matrix_layers
+    """``timeout_s``, or longer when an image takes the board longer than that: the host
+    waits that long for an answer before it sends a frame again. The first answer waits
+    for the pipeline to fill (the modelled latency; with weights in DRAM every tiled layer
+    holds a whole image), and the DRAM model's simulation runs at half the speed."""
+    from rtl_gen.network import NetworkParams
 
-    ii = initiation_interval(matrix_layers(graph), folds)
-    return max(timeout_s, 4 * ii / cycles_per_second)
+    net = NetworkParams(graph, folds)
+    if net.dram_stages:
+        cycles_per_second /= 2
+    return max(timeout_s, 4 * (net.cycles_per_image + net.latency) / cycles_per_second)
 
 
 def infer(url: str, graph: ir.Graph, folds: Mapping[str, Fold], images: np.ndarray,
