@@ -240,19 +240,23 @@ def test_the_dram_checker_catches_a_wrong_ii(vgg):
 
 
 def test_a_network_that_fits_on_chip_ignores_the_dram(cnv, tfc):
-    """With a DRAM port that is no faster to use, a network that fits on chip gets the
-    very design it gets without one (only the explanation says the DRAM is unused)."""
+    """With a DRAM port that is no faster to use, a network that fits on chip keeps every
+    weight on chip: the very design it gets without one (only the explanation says the
+    DRAM is unused), or a faster on-chip one that the search among DRAM designs came
+    across (tfc at 0.88 words per cycle: II 13 against the bisection's 14)."""
     from dataclasses import replace
 
-    port = rs.DramPort(16 << 20)
-    for graph in (cnv, tfc):
-        plain = optimise(graph, A35)
-        with_dram = optimise(graph, replace(A35, dram=port))
-        assert with_dram.dram_layers == [] and with_dram.dram is None
-        for what in ("folds", "memory_styles", "pixels_per_beat", "ii", "estimate"):
-            assert getattr(with_dram, what) == getattr(plain, what), what
-        assert with_dram.explanation.startswith(plain.explanation)
-        assert "the DRAM is unused" in with_dram.explanation
+    for port in (rs.DramPort(16 << 20, 0.85, 24), rs.DramPort(16 << 20)):
+        for graph in (cnv, tfc):
+            plain = optimise(graph, A35)
+            with_dram = optimise(graph, replace(A35, dram=port))
+            assert with_dram.dram_layers == [] and with_dram.dram is None
+            assert "the DRAM is unused" in with_dram.explanation
+            assert with_dram.ii <= plain.ii
+            if with_dram.ii == plain.ii:
+                for what in ("folds", "memory_styles", "pixels_per_beat", "estimate"):
+                    assert getattr(with_dram, what) == getattr(plain, what), what
+                assert with_dram.explanation.startswith(plain.explanation)
 
 
 def test_the_shared_port_bounds_the_ii():
