@@ -137,24 +137,9 @@ class GatedMVTUParams(FoldedMatrix):
 
     # -- shape ---------------------------------------------------------------------------
     @property
-    def nf(self) -> int:
-        """Neuron folds: output beats per pixel, ``rows / pe``."""
-        return self.rows // self.pe
-
-    @property
-    def sf(self) -> int:
-        """Synapse folds: input beats per pixel, ``cols / simd``."""
-        return self.cols // self.simd
-
-    @property
     def elem_width(self) -> int:
         """Bits per input element: a 2-bit code."""
         return 2
-
-    @property
-    def is_scores(self) -> bool:
-        """Whether this is the classifier (signed scores, no thresholds)."""
-        return self.thresholds is None
 
     @property
     def count_shape(self):
@@ -172,18 +157,9 @@ class GatedMVTUParams(FoldedMatrix):
         return -3 * self.cols, 3 * self.cols
 
     @property
-    def acc_shape(self):
-        return range_shape(*self.acc_range)
-
-    @property
     def score_shape(self):
         """Shape of one score lane of the classifier: ``acc`` itself."""
         return self.acc_shape
-
-    @property
-    def i_width(self) -> int:
-        """Input beat width: ``simd`` 2-bit codes."""
-        return self.simd * self.elem_width
 
     @property
     def o_width(self) -> int:

@@ -77,10 +77,61 @@ from .popcount import OperandSum, Popcount, tree_latency
 from .threshold import Threshold, ThresholdParams, check_classes
 from .weight_memory import FoldedMemory, FoldedMemoryParams, MemSel
 
-__all__ = ["MVTU", "FoldedMatrix", "MVTUParams"]
+__all__ = ["MVTU", "FoldedMatrix", "MVTUParams", "MatrixShape"]
 
 
-class FoldedMatrix:
+class MatrixShape:
+    """The folding figures every matrix unit (this MVTU, ``rtl_gen.gated_mvtu``,
+    ``rtl_gen.tiled_mvtu``) derives from its dataclass's ``rows``, ``cols``, ``pe``,
+    ``simd``, ``input_kind``, ``thresholds`` and ``levels_per_stage``; a unit with another
+    arithmetic overrides what differs."""
+
+    @property
+    def nf(self) -> int:
+        """Neuron folds: output beats per pixel, ``rows / pe``."""
+        return self.rows // self.pe
+
+    @property
+    def sf(self) -> int:
+        """Synapse folds: input beats per pixel, ``cols / simd``."""
+        return self.cols // self.simd
+
+    @property
+    def elem_width(self) -> int:
+        """Bits per input element."""
+        return nx.ELEMENT_BITS[self.input_kind]
+
+    @property
+    def is_scores(self) -> bool:
+        """Whether this is a last layer (signed scores, no thresholds)."""
+        return self.thresholds is None
+
+    @property
+    def acc_range(self) -> tuple[int, int]:
+        """Smallest and largest accumulator value."""
+        return nx.acc_range(self.input_kind, self.cols)
+
+    @property
+    def acc_shape(self):
+        return range_shape(*self.acc_range)
+
+    @property
+    def score_shape(self):
+        """Shape of one score lane of the last layer: ``2 * acc - C`` for binary inputs."""
+        return range_shape(*nx.dot_range(self.input_kind, self.cols))
+
+    @property
+    def i_width(self) -> int:
+        """Input beat width: ``simd`` elements."""
+        return self.simd * self.elem_width
+
+    @property
+    def tree_latency(self) -> int:
+        """Pipeline stages of the popcount (or operand-sum) trees."""
+        return tree_latency(self.simd, self.elem_width, self.levels_per_stage, 3)
+
+
+class FoldedMatrix(MatrixShape):
     """What every matrix unit built on the MVTU's folded weight words shares (this MVTU and
     ``rtl_gen.gated_mvtu``): the weight memory, the threshold unit on ``acc_range`` and the
     ``cfg`` words of both. Its dataclass provides ``name``, ``rows``, ``pe``, ``simd``,
@@ -166,45 +217,6 @@ class MVTUParams(FoldedMatrix):
         _ = self.weight_memory  # validates the memory size of a writable unit
 
     @property
-    def nf(self) -> int:
-        """Neuron folds: output beats per pixel, ``rows / pe``."""
-        return self.rows // self.pe
-
-    @property
-    def sf(self) -> int:
-        """Synapse folds: input beats per pixel, ``cols / simd``."""
-        return self.cols // self.simd
-
-    @property
-    def elem_width(self) -> int:
-        """Bits per input element."""
-        return nx.ELEMENT_BITS[self.input_kind]
-
-    @property
-    def is_scores(self) -> bool:
-        """Whether this is a last layer (signed scores, no thresholds)."""
-        return self.thresholds is None
-
-    @property
-    def acc_range(self) -> tuple[int, int]:
-        """Smallest and largest accumulator value."""
-        return nx.acc_range(self.input_kind, self.cols)
-
-    @property
-    def acc_shape(self):
-        return range_shape(*self.acc_range)
-
-    @property
-    def score_shape(self):
-        """Shape of one score lane of the last layer: ``2 * acc - C`` for binary inputs."""
-        return range_shape(*nx.dot_range(self.input_kind, self.cols))
-
-    @property
-    def i_width(self) -> int:
-        """Input beat width: ``simd`` elements."""
-        return self.simd * self.elem_width
-
-    @property
     def out_bits(self) -> int:
         """Bits per output lane: 1 or 2 (``ThresholdParams.out_bits``), or the score width
         for the last layer."""
@@ -214,12 +226,6 @@ class MVTUParams(FoldedMatrix):
     def o_width(self) -> int:
         """Output beat width: ``pe`` lanes of ``out_bits``."""
         return self.pe * self.out_bits
-
-    @property
-    def tree_latency(self) -> int:
-        """Pipeline stages of the popcount (or operand-sum) trees."""
-        width = self.elem_width
-        return tree_latency(self.simd, width, self.levels_per_stage, 3)
 
     @property
     def latency(self) -> int:

@@ -109,7 +109,6 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from bnnhw import numerics as nx
 from bnnhw.folding import DRAM_WORD_BITS, TiledShape, port_rate
 from bnnhw.packing import fold_counts, pack, words_to_matrix
 from bnnhw.validate import (
@@ -122,8 +121,9 @@ from bnnhw.validate import (
     positive_shape,
 )
 
-from .block import StreamBlock, range_shape
-from .popcount import Popcount, tree_latency
+from .block import StreamBlock
+from .mvtu import MatrixShape
+from .popcount import Popcount
 from .sliding_window import SlidingWindowParams
 from .threshold import Threshold, ThresholdParams, check_classes
 
@@ -138,7 +138,7 @@ def dram_read_signature(addr_width: int) -> wiring.Signature:
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
-class TiledMVTUParams:
+class TiledMVTUParams(MatrixShape):
     """One weight-tiled unit (see the module docstring).
 
     Like ``MVTUParams`` without ``weights`` (they live in DRAM: :meth:`dram_image`):
@@ -290,17 +290,7 @@ class TiledMVTUParams:
         h, w, cf = self.geometry[:3]
         return h * w * cf
 
-    # Folding.
-    @property
-    def nf(self) -> int:
-        """Neuron folds: output beats per pixel, ``rows / pe``."""
-        return self.rows // self.pe
-
-    @property
-    def sf(self) -> int:
-        """Synapse folds: input beats per pixel, ``cols / simd``."""
-        return self.cols // self.simd
-
+    # Folding (``nf``, ``sf`` and the arithmetic's shapes: ``rtl_gen.mvtu.MatrixShape``).
     @property
     def tiles(self) -> int:
         """Weight tiles ``T = rows / tile_rows``."""
@@ -312,37 +302,8 @@ class TiledMVTUParams:
         return self.tile_rows // self.pe
 
     @property
-    def elem_width(self) -> int:
-        return nx.ELEMENT_BITS[self.input_kind]
-
-    @property
-    def is_scores(self) -> bool:
-        return self.thresholds is None
-
-    @property
-    def acc_range(self) -> tuple[int, int]:
-        return nx.acc_range(self.input_kind, self.cols)
-
-    @property
-    def acc_shape(self):
-        return range_shape(*self.acc_range)
-
-    @property
-    def score_shape(self):
-        """Shape of one score lane of the last layer, ``2 * acc - C``."""
-        return range_shape(*nx.dot_range(self.input_kind, self.cols))
-
-    @property
-    def i_width(self) -> int:
-        return self.simd * self.elem_width
-
-    @property
     def o_width(self) -> int:
         return self.pe * (self.score_shape.width if self.is_scores else 1)
-
-    @property
-    def tree_latency(self) -> int:
-        return tree_latency(self.simd, self.elem_width, self.levels_per_stage, 3)
 
     # DRAM layout.
     @property
